@@ -40,3 +40,21 @@ type Store interface {
 	// RecordSync appends rec to the history and changes nothing else.
 	RecordSync(ctx context.Context, rec lb.SyncRecord) error
 }
+
+// PodRoutes checks that the load balancer can reach a service's pods.
+type PodRoutes interface {
+	// Check returns nil when every ready endpoint of svc routes through the
+	// pod interface; otherwise an error naming the service, the endpoint
+	// and the route the kernel returned.
+	Check(svc *lb.Service) error
+}
+
+// Verifier is implemented by backends that can tell whether the data plane
+// still holds what they last programmed (rules flushed or files edited by
+// hand). The reconciler calls it on a full sync only, so an ordinary sync
+// with nothing to change costs the backend nothing.
+type Verifier interface {
+	// Verify compares the data plane with applied, the services as last
+	// programmed, and returns one line per difference found.
+	Verify(ctx context.Context, applied []lb.Service) ([]string, error)
+}
