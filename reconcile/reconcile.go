@@ -1,0 +1,345 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// DefaultMaxDelete is the share of exposed services one sync may delete
+// without --force.
+const DefaultMaxDelete = 0.5
+
+// Options tune the reconciler's guards.
+type Options struct {
+	// MaxDelete is the largest share (0..1) of the applied exposed services
+	// that one plan may delete or un-expose. Plans above it are refused
+	// with a *TooManyDeletesError unless Force is set; 0 refuses every
+	// delete. The command line defaults it to DefaultMaxDelete.
+	MaxDelete float64
+	// Force applies a plan even when it exceeds MaxDelete.
+	Force bool
+	// Routes, when set, is asked before any created or updated service is
+	// programmed; a service that fails keeps its previous state.
+	Routes PodRoutes
+}
+
+// Reconciler computes plans and drives one backend. It is not safe for
+// concurrent use; callers serialize syncs (the store's lock does this
+// across processes).
+type Reconciler struct {
+	src     Source
+	backend Backend
+	store   Store
+	log     *slog.Logger
+	opts    Options
+	now     func() time.Time
+}
+
+// New returns a Reconciler. log may be nil.
+func New(src Source, backend Backend, store Store, log *slog.Logger, opts Options) *Reconciler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reconciler{src: src, backend: backend, store: store, log: log, opts: opts, now: time.Now}
+}
+
+// Plan is what one sync would do.
+type Plan struct {
+	// Changes are the creates, updates and deletes, sorted by service.
+	Changes []lb.Change
+	// Desired is what the backend serves after the sync: every discovered
+	// service, with the previous state kept for rejected and unroutable
+	// ones.
+	Desired []lb.Service
+	// Unchanged counts the services that need nothing.
+	Unchanged int
+	// Rejected are discovered services that failed validation. A rejected
+	// service keeps its applied state; it is neither updated nor deleted.
+	Rejected []*lb.InvalidServiceError
+	// Unroutable are services whose pods the LB cannot reach; each keeps
+	// its applied state.
+	Unroutable []lb.Skipped
+	// Drift lists differences between the data plane and the applied state
+	// found by a full sync. When not empty, Changes rewrites every service.
+	Drift []string
+	// exposedBefore and deletes feed the max-delete guard.
+	exposedBefore, deletes int
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool { return len(p.Changes) == 0 }
+
+// Count returns the number of changes of kind k.
+func (p *Plan) Count(k lb.ChangeKind) int {
+	n := 0
+	for _, c := range p.Changes {
+		if c.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+// TooManyDeletesError refuses a plan that would remove more exposed
+// services than Options.MaxDelete allows: an empty or partial answer from a
+// broken master must not wipe the load balancer.
+type TooManyDeletesError struct {
+	Deletes, Exposed int
+	MaxDelete        float64
+}
+
+func (e *TooManyDeletesError) Error() string {
+	return fmt.Sprintf("refusing to remove %d of %d exposed services (more than %.0f%%); check the master, or run with --force",
+		e.Deletes, e.Exposed, e.MaxDelete*100)
+}
+
+// Plan discovers the cluster and compares it with what the backend last
+// applied. It changes nothing.
+func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
+	discovered, rejected, err := r.src.Discover(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("discover: %w", err)
+	}
+	applied, err := r.store.Applied(ctx, r.backend.Name())
+	if err != nil {
+		return nil, fmt.Errorf("load applied state: %w", err)
+	}
+	return r.plan(applied, discovered, rejected), nil
+}
+
+// plan builds the Plan from the applied state and a discovery result.
+func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError) *Plan {
+	p := &Plan{Rejected: rejected}
+	old := make(map[string]*lb.Service, len(applied))
+	for i := range applied {
+		old[applied[i].Key()] = &applied[i]
+		if applied[i].Exposed() {
+			p.exposedBefore++
+		}
+	}
+	// Keep the applied state of services the cluster sent us broken.
+	keep := map[string]bool{}
+	for _, e := range rejected {
+		keep[e.Namespace+"/"+e.Name] = true
+	}
+	p.Desired = make([]lb.Service, 0, len(discovered)+len(keep))
+	for _, s := range discovered {
+		if keep[s.Key()] {
+			continue // also rejected (duplicate objects): treat as rejected
+		}
+		p.Desired = append(p.Desired, s)
+	}
+	for k := range keep {
+		if o, ok := old[k]; ok {
+			p.Desired = append(p.Desired, *o)
+		}
+	}
+	// A service whose pods are unreachable keeps its applied state.
+	if r.opts.Routes != nil {
+		for i := 0; i < len(p.Desired); i++ {
+			s := &p.Desired[i]
+			o := old[s.Key()]
+			if !s.Exposed() || (o != nil && o.Equal(s)) {
+				continue
+			}
+			if err := r.opts.Routes.Check(s); err != nil {
+				p.Unroutable = append(p.Unroutable, lb.Skipped{Key: s.Key(), Reason: err.Error()})
+				if o != nil {
+					p.Desired[i] = *o
+				} else {
+					p.Desired = append(p.Desired[:i], p.Desired[i+1:]...)
+					i--
+				}
+			}
+		}
+	}
+	lb.SortServices(p.Desired)
+	p.Changes = Diff(applied, p.Desired)
+	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
+	for _, c := range p.Changes {
+		if c.Old != nil && c.Old.Exposed() && (c.New == nil || !c.New.Exposed()) {
+			p.deletes++
+		}
+	}
+	return p
+}
+
+// guard refuses plans that delete too much.
+func (r *Reconciler) guard(p *Plan) error {
+	max := r.opts.MaxDelete
+	if r.opts.Force || p.deletes == 0 || p.exposedBefore == 0 {
+		return nil
+	}
+	if float64(p.deletes) > max*float64(p.exposedBefore) {
+		return &TooManyDeletesError{Deletes: p.deletes, Exposed: p.exposedBefore, MaxDelete: max}
+	}
+	return nil
+}
+
+// Result reports one sync.
+type Result struct {
+	Plan    *Plan
+	Skipped []lb.Skipped
+	Record  lb.SyncRecord
+}
+
+// Sync runs one pass: discover, plan, guard, apply, commit. With full set,
+// a backend that implements Verifier is also checked for drift, and every
+// service is rewritten when drift is found. A discovery error, a refused
+// plan or a failed apply changes neither the data plane nor the stored
+// state; it is recorded in the sync history and returned.
+func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
+	start := r.now()
+	rec := lb.SyncRecord{Started: start, Backend: r.backend.Name()}
+	fail := func(result string, err error) (*Result, error) {
+		rec.Result, rec.Err, rec.Duration = result, err.Error(), r.now().Sub(start)
+		// The history row is best effort: the sync error is what matters.
+		if herr := r.store.RecordSync(context.WithoutCancel(ctx), rec); herr != nil {
+			r.log.Error("record sync history", "err", herr)
+		}
+		return &Result{Record: rec}, err
+	}
+
+	discovered, rejected, err := r.src.Discover(ctx)
+	if err != nil {
+		return fail("error", fmt.Errorf("discover: %w", err))
+	}
+	applied, err := r.store.Applied(ctx, r.backend.Name())
+	if err != nil {
+		return fail("error", fmt.Errorf("load applied state: %w", err))
+	}
+	p := r.plan(applied, discovered, rejected)
+	for _, e := range p.Rejected {
+		r.log.Warn("service rejected, keeping its last applied state", "service", e.Namespace+"/"+e.Name, "field", e.Field, "reason", e.Reason)
+	}
+	for _, s := range p.Unroutable {
+		r.log.Warn("service not programmed: pods unreachable", "service", s.Key, "reason", s.Reason)
+	}
+	res := &Result{Plan: p}
+	rec.Services = len(p.Desired)
+	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
+	if err := r.guard(p); err != nil {
+		return fail("refused", err)
+	}
+
+	if v, ok := r.backend.(Verifier); ok && full {
+		drift, err := v.Verify(ctx, applied)
+		if err != nil {
+			return fail("error", fmt.Errorf("verify %s: %w", r.backend.Name(), err))
+		}
+		if len(drift) > 0 {
+			r.log.Warn("data plane drifted from the applied state; rewriting every service", "backend", r.backend.Name(), "differences", len(drift), "first", drift[0])
+			p.Drift = drift
+			p.Changes = rewriteAll(applied, p.Desired, p.Changes)
+		}
+	}
+
+	if p.Empty() {
+		rec.Result, rec.Duration = "noop", r.now().Sub(start)
+		if err := r.store.RecordSync(ctx, rec); err != nil {
+			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
+		}
+		res.Record = rec
+		return res, nil
+	}
+
+	skipped, err := r.backend.Apply(ctx, p.Desired, p.Changes)
+	if err != nil {
+		return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
+	}
+	res.Skipped = skipped
+	stored := keepSkipped(applied, p.Desired, skipped)
+	for _, s := range skipped {
+		r.log.Warn("service not programmed by backend", "backend", r.backend.Name(), "service", s.Key, "reason", s.Reason)
+	}
+	rec.Skipped = len(skipped) + len(p.Unroutable) + len(p.Rejected)
+	rec.Result, rec.Duration = "ok", r.now().Sub(start)
+	if err := r.store.Commit(ctx, r.backend.Name(), p.Desired, stored, rec); err != nil {
+		// The backend now serves the new state but the store still holds
+		// the old one: the next sync sees the difference and re-applies,
+		// which is harmless.
+		return &Result{Plan: p, Record: rec}, fmt.Errorf("commit: %w", err)
+	}
+	res.Record = rec
+	return res, nil
+}
+
+// rewriteAll turns a plan into one that rewrites every desired service and
+// still deletes what is gone, so that a backend repairs drift.
+func rewriteAll(applied, desired []lb.Service, changes []lb.Change) []lb.Change {
+	old := map[string]*lb.Service{}
+	for i := range applied {
+		old[applied[i].Key()] = &applied[i]
+	}
+	planned := map[string]lb.Change{}
+	for _, c := range changes {
+		planned[c.Key()] = c
+	}
+	out := make([]lb.Change, 0, len(desired))
+	for i := range desired {
+		s := &desired[i]
+		if c, ok := planned[s.Key()]; ok {
+			out = append(out, c)
+			continue
+		}
+		out = append(out, lb.Change{Kind: lb.Update, Old: old[s.Key()], New: s, What: []string{"drift repair"}})
+	}
+	for _, c := range changes {
+		if c.Kind == lb.Delete {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// keepSkipped returns the state to store as applied: desired, except that
+// a service the backend skipped keeps its previous applied entry (or none).
+func keepSkipped(applied, desired []lb.Service, skipped []lb.Skipped) []lb.Service {
+	if len(skipped) == 0 {
+		return desired
+	}
+	skip := map[string]bool{}
+	for _, s := range skipped {
+		skip[s.Key] = true
+	}
+	old := map[string]lb.Service{}
+	for _, s := range applied {
+		old[s.Key()] = s
+	}
+	out := make([]lb.Service, 0, len(desired))
+	for _, s := range desired {
+		if !skip[s.Key()] {
+			out = append(out, s)
+		} else if o, ok := old[s.Key()]; ok {
+			out = append(out, o)
+		}
+	}
+	// A skipped delete keeps the old entry too.
+	for k := range skip {
+		if o, ok := old[k]; ok && !containsKey(out, k) {
+			out = append(out, o)
+		}
+	}
+	lb.SortServices(out)
+	return out
+}
+
+func containsKey(svcs []lb.Service, key string) bool {
+	for i := range svcs {
+		if svcs[i].Key() == key {
+			return true
+		}
+	}
+	return false
+}
+
+// IsRefused reports whether err is a refusal by the max-delete guard.
+func IsRefused(err error) bool {
+	var t *TooManyDeletesError
+	return errors.As(err, &t)
+}

@@ -1,0 +1,217 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// The doubles below stand in for SSH, SQLite and the kernel so that these
+// tests exercise the orchestration alone; the real parts are exercised in
+// their own packages and in cmd/lbd's end-to-end tests.
+
+type source struct {
+	svcs     []lb.Service
+	rejected []*lb.InvalidServiceError
+	err      error
+}
+
+func (s *source) Discover(context.Context) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	return s.svcs, s.rejected, s.err
+}
+
+type backend struct {
+	err     error
+	skip    []lb.Skipped
+	drift   []string
+	calls   int
+	changes []lb.Change
+}
+
+func (b *backend) Name() string { return "test" }
+func (b *backend) Apply(_ context.Context, _ []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
+	b.calls++
+	b.changes = changes
+	return b.skip, b.err
+}
+func (b *backend) Verify(context.Context, []lb.Service) ([]string, error) { return b.drift, nil }
+
+type store struct {
+	applied []lb.Service
+	mapping []lb.Service
+	history []lb.SyncRecord
+}
+
+func (s *store) Applied(context.Context, string) ([]lb.Service, error) { return s.applied, nil }
+func (s *store) Commit(_ context.Context, _ string, mapping, applied []lb.Service, rec lb.SyncRecord) error {
+	s.mapping, s.applied = mapping, applied
+	s.history = append(s.history, rec)
+	return nil
+}
+func (s *store) RecordSync(_ context.Context, rec lb.SyncRecord) error {
+	s.history = append(s.history, rec)
+	return nil
+}
+
+type routes map[string]string // service key -> failure
+
+func (r routes) Check(s *lb.Service) error {
+	if why, bad := r[s.Key()]; bad {
+		return errors.New(why)
+	}
+	return nil
+}
+
+func keys(svcs []lb.Service) []string {
+	var out []string
+	for _, s := range svcs {
+		out = append(out, s.Key()+"="+s.EndpointsString())
+	}
+	return out
+}
+
+func TestSync(t *testing.T) {
+	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
+	a2 := svc("default", "a", "192.168.121.201", "10.246.0.2")
+	b := svc("default", "b", "192.168.121.202", "10.246.0.3")
+	c := svc("default", "c", "192.168.121.203", "10.246.0.4")
+	d := svc("default", "d", "192.168.121.204", "10.246.0.5")
+	hidden := svc("default", "hidden", "", "10.246.0.6")
+	tests := []struct {
+		name        string
+		applied     []lb.Service
+		src         source
+		be          backend
+		opts        Options
+		full        bool
+		wantErr     string // substring; "" = success
+		wantApplies int
+		wantApplied []string
+		wantResult  string
+	}{
+		{
+			name: "first sync creates", src: source{svcs: []lb.Service{a, b, hidden}},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/hidden=10.246.0.6:80"}, wantResult: "ok",
+		},
+		{
+			name: "no change calls no backend", applied: []lb.Service{a, b}, src: source{svcs: []lb.Service{a, b}},
+			wantApplies: 0, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "noop",
+		},
+		{
+			name: "discovery error changes nothing", applied: []lb.Service{a}, src: source{err: errors.New("ssh: connection refused")},
+			wantErr: "discover: ssh: connection refused", wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "error",
+		},
+		{
+			name: "apply error leaves the store", applied: []lb.Service{a}, src: source{svcs: []lb.Service{a2}}, be: backend{err: errors.New("haproxy -c: bad")},
+			wantErr: "apply test: haproxy -c: bad", wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "error",
+		},
+		{
+			name: "empty answer refused", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5},
+			wantErr: "refusing to remove 4 of 4 exposed services", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
+		},
+		{
+			name: "half may go", applied: []lb.Service{a, b, c, d}, src: source{svcs: []lb.Service{a, b}}, opts: Options{MaxDelete: 0.5},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
+		},
+		{
+			name: "unexposing counts as delete", applied: []lb.Service{a, b}, opts: Options{MaxDelete: 0.4},
+			src:     source{svcs: []lb.Service{a, with(b, func(s *lb.Service) { s.ExternalIPs = nil })}},
+			wantErr: "refusing to remove 1 of 2", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "refused",
+		},
+		{
+			name: "force", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5, Force: true},
+			wantApplies: 1, wantApplied: nil, wantResult: "ok",
+		},
+		{
+			name: "rejected service keeps its applied state", applied: []lb.Service{a, b},
+			src:         source{svcs: []lb.Service{b}, rejected: []*lb.InvalidServiceError{{Namespace: "default", Name: "a", Field: "spec.ports[0].port", Reason: "0"}}},
+			wantApplies: 0, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "noop",
+		},
+		{
+			name: "unroutable update keeps old, new one waits", applied: []lb.Service{a},
+			src:         source{svcs: []lb.Service{a2, b, c}},
+			opts:        Options{Routes: routes{"default/a": "routes via eth0", "default/b": "routes via eth0"}},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/c=10.246.0.4:80"}, wantResult: "ok",
+		},
+		{
+			name: "backend skip keeps old", applied: []lb.Service{a},
+			src: source{svcs: []lb.Service{a2, b}}, be: backend{skip: []lb.Skipped{{Key: "default/a", Reason: "udp"}, {Key: "default/b", Reason: "udp"}}},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "ok",
+		},
+		{
+			name: "full sync repairs drift", applied: []lb.Service{a, b}, src: source{svcs: []lb.Service{a, b}},
+			be: backend{drift: []string{"chain LBD-X missing"}}, full: true,
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
+		},
+		{
+			name: "full sync without drift is a noop", applied: []lb.Service{a}, src: source{svcs: []lb.Service{a}}, full: true,
+			wantApplies: 0, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "noop",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &store{applied: tt.applied}
+			be := tt.be
+			r := New(&tt.src, &be, st, nil, tt.opts)
+			res, err := r.Sync(t.Context(), tt.full)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Sync error = %v, want it to contain %q", err, tt.wantErr)
+			}
+			if be.calls != tt.wantApplies {
+				t.Errorf("backend Apply called %d times, want %d", be.calls, tt.wantApplies)
+			}
+			if d := cmp.Diff(tt.wantApplied, keys(st.applied)); d != "" {
+				t.Errorf("stored applied state (-want +got):\n%s", d)
+			}
+			if len(st.history) != 1 || st.history[0].Result != tt.wantResult || res.Record.Result != tt.wantResult {
+				t.Errorf("history = %+v, want one %q record", st.history, tt.wantResult)
+			}
+		})
+	}
+}
+
+func TestSyncDriftRewritesEveryService(t *testing.T) {
+	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
+	b := svc("default", "b", "192.168.121.202", "10.246.0.3")
+	c := svc("default", "c", "192.168.121.203", "10.246.0.4")
+	be := &backend{drift: []string{"jump from PREROUTING missing"}}
+	st := &store{applied: []lb.Service{a, b}}
+	r := New(&source{svcs: []lb.Service{b, c}}, be, st, nil, Options{MaxDelete: 1})
+	res, err := r.Sync(t.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ch := range be.changes {
+		got = append(got, string(ch.Kind)+" "+ch.Key())
+	}
+	want := []string{"update default/b", "create default/c", "delete default/a"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("changes handed to the backend (-want +got):\n%s", d)
+	}
+	if len(res.Plan.Drift) != 1 {
+		t.Errorf("plan drift = %v, want the backend's line", res.Plan.Drift)
+	}
+}
+
+func TestPlanChangesNothing(t *testing.T) {
+	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
+	be := &backend{}
+	st := &store{}
+	p, err := New(&source{svcs: []lb.Service{a}}, be, st, nil, Options{}).Plan(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Count(lb.Create) != 1 || be.calls != 0 || len(st.history) != 0 || st.applied != nil {
+		t.Errorf("Plan: creates=%d applies=%d history=%d applied=%v; want 1 create and nothing touched",
+			p.Count(lb.Create), be.calls, len(st.history), st.applied)
+	}
+}
