@@ -169,8 +169,9 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 	return p
 }
 
-// guard refuses plans that delete too much.
-func (r *Reconciler) guard(p *Plan) error {
+// Guard returns a *TooManyDeletesError when p would remove more exposed
+// services than Options.MaxDelete allows and Force is not set.
+func (r *Reconciler) Guard(p *Plan) error {
 	max := r.opts.MaxDelete
 	if r.opts.Force || p.deletes == 0 || p.exposedBefore == 0 {
 		return nil
@@ -223,7 +224,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	res := &Result{Plan: p}
 	rec.Services = len(p.Desired)
 	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
-	if err := r.guard(p); err != nil {
+	if err := r.Guard(p); err != nil {
 		return fail("refused", err)
 	}
 
