@@ -1,0 +1,43 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// RequireRoot skips t, loudly, unless the test runs as root: the lab needs
+// to create network namespaces. CI runs as root, so these tests run there.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root (network namespaces, iptables, sshd); run as root, as CI does")
+	}
+}
+
+// ForTest starts a lab for t (skipping when not root), bounded by t's
+// context and a generous timeout that allows a first kube-apiserver build,
+// and closes it in t.Cleanup. With an empty o.Dir, the lab works in a
+// t.TempDir. It fails t if the lab does not start.
+func ForTest(t testing.TB, o Options) *Lab {
+	t.Helper()
+	RequireRoot(t)
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	start := time.Now()
+	l, err := Start(ctx, o)
+	if err != nil {
+		t.Fatalf("start lab: %v", err)
+	}
+	t.Logf("lab %s (cluster=%v) up in %s, dir %s", o.Name, o.Cluster, time.Since(start).Round(time.Millisecond), l.Dir)
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close lab: %v", err)
+		}
+	})
+	return l
+}
