@@ -1,0 +1,493 @@
+package netfilter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// ipTables is the part of go-iptables the backend calls, for the jump
+// rules in the built-in chains; *iptables.IPTables satisfies it.
+type ipTables interface {
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+}
+
+// jump is one rule lbd keeps in a built-in chain.
+type jump struct{ table, chain, target string }
+
+func (j jump) spec() []string { return []string{"-j", j.target} }
+
+// line is the jump as iptables-save prints it.
+func (j jump) line() string { return "-A " + j.chain + " -j " + j.target }
+
+// jumps are lbd's rules in the built-in chains. restore cannot own a
+// built-in chain without flushing it, so these are ensured one by one.
+var jumps = []jump{
+	{"nat", "PREROUTING", ServicesChain},
+	// OUTPUT too, so the LB itself can reach a service.
+	{"nat", "OUTPUT", ServicesChain},
+	{"nat", "POSTROUTING", PostroutingChain},
+	{"filter", "INPUT", FilterChain},
+	{"filter", "FORWARD", FilterChain},
+	{"filter", "OUTPUT", FilterChain},
+}
+
+// Backend programs services into iptables. Create it with [New]; it is
+// safe for use by one reconciler at a time (calls are serialized).
+type Backend struct {
+	opts Options
+	log  *slog.Logger
+
+	// Side effects, set by New and swapped by tests.
+	// run executes an iptables command, feeding stdin when not nil.
+	run func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
+	// ipt ensures the jump rules.
+	ipt ipTables
+	// writeFile writes a sysctl under /proc/sys.
+	writeFile func(path string, data []byte) error
+	// readFile reads a sysctl under /proc/sys.
+	readFile func(path string) ([]byte, error)
+	// deleteConntrack removes conntrack entries matching f.
+	deleteConntrack func(f *netlink.ConntrackFilter) (uint, error)
+
+	mu sync.Mutex
+	// synced: a full sync succeeded since New or Cleanup; until then and
+	// after Verify found drift (dirty) Apply rewrites everything.
+	synced, dirty bool
+	// applied is every exposed service as last programmed, by key.
+	applied map[string]*lb.Service
+}
+
+// New returns a backend with the given options, logging to log. It fails
+// on invalid options or when the iptables command cannot be found.
+func New(opts Options, log *slog.Logger) (*Backend, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	path, err := exec.LookPath(opts.binary())
+	if err != nil {
+		return nil, fmt.Errorf("netfilter: %w", err)
+	}
+	ipt, err := iptables.New(iptables.Path(path))
+	if err != nil {
+		return nil, fmt.Errorf("netfilter: %s: %w", path, err)
+	}
+	return &Backend{
+		opts:      opts,
+		log:       log,
+		run:       runCommand,
+		ipt:       ipt,
+		writeFile: func(p string, b []byte) error { return os.WriteFile(p, b, 0o644) },
+		readFile:  os.ReadFile,
+		deleteConntrack: func(f *netlink.ConntrackFilter) (uint, error) {
+			return netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, f)
+		},
+		applied: map[string]*lb.Service{},
+	}, nil
+}
+
+// CommandError is a failed iptables command with what it printed.
+type CommandError struct {
+	Command string
+	Output  string
+	Err     error
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("%s: %v: %s", e.Command, e.Err, strings.TrimSpace(e.Output))
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+func runCommand(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), &CommandError{Command: name + " " + strings.Join(args, " "), Output: errb.String(), Err: err}
+	}
+	return out.Bytes(), nil
+}
+
+// Name returns "iptables", the backend's name for --backend.
+func (b *Backend) Name() string { return "iptables" }
+
+// Apply programs desired. The first call, and the first after Verify found
+// drift, rewrites every lbd chain (a full sync, reading iptables-save once
+// to find stale chains); later calls rewrite only the chains of changes,
+// using each change's Old and New, in one iptables-restore call. With no
+// change Apply runs no command. A service that cannot be rendered is
+// returned as skipped and keeps its previous rules.
+func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.synced || b.dirty {
+		return b.fullSync(ctx, desired)
+	}
+	skipped, err := b.partialSync(ctx, changes)
+	if err != nil {
+		// The kernel no longer holds what we think (a -D of a rule
+		// removed by hand, say): repair by rewriting everything.
+		b.log.Warn("partial sync failed, rewriting all chains", "backend", "iptables", "err", err)
+		return b.fullSync(ctx, desired)
+	}
+	return skipped, nil
+}
+
+func (b *Backend) restore(ctx context.Context, p []byte) error {
+	if _, err := b.run(ctx, p, b.opts.binary()+"-restore", "--noflush", "-w"); err != nil {
+		return fmt.Errorf("netfilter restore: %w", err)
+	}
+	return nil
+}
+
+func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Skipped, error) {
+	var p payload
+	var skipped []lb.Skipped
+	var gone []goneEndpoint
+	next := map[string]*lb.Service{}
+	for _, c := range changes {
+		newR := renderService(c.New, b.opts)
+		if newR.skipped != nil {
+			skipped = append(skipped, *newR.skipped)
+			continue // leave the service as it was
+		}
+		old := c.Old
+		if old != nil && b.applied[old.Key()] == nil {
+			// Old was never programmed here (not exposed, or skipped).
+			old = nil
+		}
+		oldR := renderService(old, b.opts)
+		diffService(&p, oldR, newR)
+		gone = append(gone, goneUDP(old, c.New)...)
+		if c.New != nil && c.New.Exposed() {
+			next[c.Key()] = c.New.Clone()
+		} else {
+			next[c.Key()] = nil
+		}
+	}
+	if !p.empty() {
+		if err := b.restore(ctx, p.bytes()); err != nil {
+			return nil, err
+		}
+	}
+	for k, s := range next {
+		if s == nil {
+			delete(b.applied, k)
+		} else {
+			b.applied[k] = s
+		}
+	}
+	b.flushConntrack(gone)
+	return skipped, nil
+}
+
+// diffService adds to p what turns old's rules into new's: changed port
+// chains are redeclared (flushed) and refilled, vanished ones dropped, and
+// only the LBD-SERVICES and LBD-FILTER lines that differ are deleted or
+// appended, so a one-service change never rewrites the shared chains.
+func diffService(p *payload, old, new serviceRules) {
+	oldChains := map[string]Chain{}
+	for _, c := range old.chains {
+		oldChains[c.Name] = c
+	}
+	newChains := map[string]bool{}
+	for _, c := range new.chains {
+		newChains[c.Name] = true
+		if o, ok := oldChains[c.Name]; ok && slices.Equal(o.Rules, c.Rules) {
+			continue
+		}
+		p.nat.declare(c.Name)
+		p.nat.add(c.Rules...)
+	}
+	p.nat.del(minus(old.jumps, new.jumps)...)
+	p.nat.add(minus(new.jumps, old.jumps)...)
+	p.filter.del(minus(old.rejects, new.rejects)...)
+	p.filter.add(minus(new.rejects, old.rejects)...)
+	for _, c := range old.chains {
+		if !newChains[c.Name] {
+			p.nat.drop(c.Name)
+		}
+	}
+}
+
+// minus returns the lines of a not in b, in a's order.
+func minus(a, b []string) []string {
+	var out []string
+	for _, l := range a {
+		if !slices.Contains(b, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skipped, error) {
+	b.ensureForwarding()
+	existing, err := b.save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]serviceRules, 0, len(desired))
+	next := make(map[string]*lb.Service, len(desired))
+	var skipped []lb.Skipped
+	var gone []goneEndpoint
+	for i := range desired {
+		s := &desired[i]
+		r := renderService(s, b.opts)
+		prev := b.applied[s.Key()]
+		if r.skipped != nil {
+			skipped = append(skipped, *r.skipped)
+			if prev != nil { // keep serving what was programmed before
+				rs = append(rs, renderService(prev, b.opts))
+				next[s.Key()] = prev
+			}
+			continue
+		}
+		rs = append(rs, r)
+		if s.Exposed() {
+			next[s.Key()] = s.Clone()
+		}
+		gone = append(gone, goneUDP(prev, s)...)
+	}
+	for k, prev := range b.applied {
+		if _, ok := next[k]; !ok {
+			gone = append(gone, goneUDP(prev, nil)...)
+		}
+	}
+	set := assemble(rs, b.opts)
+	var p payload
+	keep := map[string]bool{}
+	for _, c := range set.NAT {
+		keep[c.Name] = true
+		p.nat.declare(c.Name)
+		p.nat.add(c.Rules...)
+	}
+	for _, c := range set.Filter {
+		keep[c.Name] = true
+		p.filter.declare(c.Name)
+		p.filter.add(c.Rules...)
+	}
+	for _, c := range existing.nat.chainNames() {
+		if !keep[c] {
+			p.nat.drop(c)
+		}
+	}
+	for _, c := range existing.filter.chainNames() {
+		if !keep[c] {
+			p.filter.drop(c)
+		}
+	}
+	if err := b.restore(ctx, p.bytes()); err != nil {
+		return nil, err
+	}
+	if err := b.ensureJumps(); err != nil {
+		return nil, err
+	}
+	b.applied = next
+	b.synced, b.dirty = true, false
+	b.flushConntrack(gone)
+	b.log.Info("iptables full sync", "backend", "iptables", "services", len(next), "chains", len(set.NAT)+len(set.Filter))
+	return skipped, nil
+}
+
+func (b *Backend) ensureJumps() error {
+	for _, j := range jumps {
+		ok, err := b.ipt.Exists(j.table, j.chain, j.spec()...)
+		if err != nil {
+			return fmt.Errorf("netfilter: check jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
+		}
+		if ok {
+			continue
+		}
+		// First in the chain, so no earlier rule of someone else's
+		// (a DNAT of its own, say) takes the packet first.
+		if err := b.ipt.Insert(j.table, j.chain, 1, j.spec()...); err != nil {
+			return fmt.Errorf("netfilter: insert jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
+		}
+	}
+	return nil
+}
+
+// Paths of the sysctls the backend reads and writes.
+const (
+	ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
+	rpFilterPath  = "/proc/sys/net/ipv4/conf/%s/rp_filter"
+)
+
+// ensureForwarding turns on IPv4 forwarding, without which DNAT to the
+// pods goes nowhere, and warns about rp_filter settings that may drop the
+// traffic. Failures are logged: the rules are still worth programming.
+func (b *Backend) ensureForwarding() {
+	if v, err := b.readFile(ipForwardPath); err == nil && strings.TrimSpace(string(v)) == "1" {
+		// Already on.
+	} else if err := b.writeFile(ipForwardPath, []byte("1")); err != nil {
+		b.log.Error("cannot turn on ip_forward", "backend", "iptables", "path", ipForwardPath, "err", err)
+	} else {
+		b.log.Info("turned on ip_forward", "backend", "iptables", "path", ipForwardPath)
+	}
+	if msg, ok := rpFilterVerdict(b.readFile, b.opts); !ok {
+		b.log.Warn("rp_filter may drop service traffic", "backend", "iptables", "detail", msg)
+	}
+}
+
+// rpFilterVerdict reads rp_filter for "all" and the pod interface. The
+// kernel uses the larger of the two; 1 (strict) drops packets whose source
+// does not route back through the interface they came in on, which is what
+// pod replies look like when masquerade is off and routing is asymmetric.
+func rpFilterVerdict(read func(string) ([]byte, error), opts Options) (string, bool) {
+	var parts []string
+	eff := 0
+	for _, dev := range []string{"all", opts.PodInterface} {
+		if dev == "" {
+			continue
+		}
+		v, err := read(fmt.Sprintf(rpFilterPath, dev))
+		if err != nil {
+			parts = append(parts, dev+"=?")
+			continue
+		}
+		s := strings.TrimSpace(string(v))
+		parts = append(parts, dev+"="+s)
+		if s == "1" || s == "2" {
+			eff = max(eff, int(s[0]-'0'))
+		}
+	}
+	detail := "rp_filter " + strings.Join(parts, " ")
+	if eff == 1 && !opts.Masquerade {
+		return detail + ": strict reverse-path filtering with masquerade off can drop pod replies; set 2 (loose) or 0", false
+	}
+	return detail, true
+}
+
+// goneEndpoint is a UDP endpoint that stopped serving a service port.
+type goneEndpoint struct {
+	vip  netip.Addr
+	port uint16
+	ep   netip.Addr
+}
+
+// goneUDP lists the ready UDP endpoints of old that new no longer has
+// ready for the same port and external IP; their conntrack entries must go
+// so the flows move to live pods (UDP has no connection to end).
+func goneUDP(old, new *lb.Service) []goneEndpoint {
+	if old == nil || !old.Exposed() {
+		return nil
+	}
+	still := map[goneEndpoint]bool{}
+	if new != nil {
+		for _, p := range new.Ports {
+			for _, ip := range new.ExternalIPs {
+				for _, e := range p.ReadyEndpoints() {
+					still[goneEndpoint{ip, p.Port, e.IP}] = p.Protocol == lb.UDP
+				}
+			}
+		}
+	}
+	var out []goneEndpoint
+	for _, p := range old.Ports {
+		if p.Protocol != lb.UDP {
+			continue
+		}
+		for _, ip := range old.ExternalIPs {
+			if !ip.Unmap().Is4() {
+				continue
+			}
+			for _, e := range p.ReadyEndpoints() {
+				g := goneEndpoint{ip, p.Port, e.IP}
+				if !still[g] {
+					out = append(out, g)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (b *Backend) flushConntrack(gone []goneEndpoint) {
+	for _, g := range gone {
+		f := &netlink.ConntrackFilter{}
+		err := f.AddProtocol(17)
+		if err == nil {
+			err = f.AddIP(netlink.ConntrackOrigDstIP, net.IP(g.vip.Unmap().AsSlice()))
+		}
+		if err == nil {
+			err = f.AddPort(netlink.ConntrackOrigDstPort, g.port)
+		}
+		if err == nil {
+			err = f.AddIP(netlink.ConntrackReplySrcIP, net.IP(g.ep.Unmap().AsSlice()))
+		}
+		var n uint
+		if err == nil {
+			n, err = b.deleteConntrack(f)
+		}
+		if err != nil {
+			b.log.Warn("cannot delete UDP conntrack entries", "backend", "iptables", "vip", g.vip, "port", g.port, "endpoint", g.ep, "err", err)
+			continue
+		}
+		b.log.Debug("deleted UDP conntrack entries", "backend", "iptables", "vip", g.vip, "port", g.port, "endpoint", g.ep, "entries", n)
+	}
+}
+
+// Cleanup removes every lbd chain and jump and leaves every other rule as
+// it was. The next Apply is a full sync.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, j := range jumps {
+		if err := b.ipt.DeleteIfExists(j.table, j.chain, j.spec()...); err != nil {
+			return fmt.Errorf("netfilter cleanup: jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
+		}
+	}
+	cur, err := b.save(ctx)
+	if err != nil {
+		return err
+	}
+	var p payload
+	for _, t := range []struct {
+		have  *savedTable
+		lines *tableLines
+	}{{&cur.nat, &p.nat}, {&cur.filter, &p.filter}} {
+		// Jumps into lbd chains that were not lbd's own (duplicates,
+		// hand-made ones) would keep the chains from being deleted.
+		for _, c := range t.have.order {
+			if strings.HasPrefix(c, ChainPrefix) {
+				continue
+			}
+			for _, r := range t.have.rules[c] {
+				if strings.Contains(r+" ", " -j "+ChainPrefix) {
+					t.lines.del(r)
+				}
+			}
+		}
+		for _, c := range t.have.chainNames() {
+			t.lines.drop(c)
+		}
+	}
+	if !p.empty() {
+		if err := b.restore(ctx, p.bytes()); err != nil {
+			return fmt.Errorf("netfilter cleanup: %w", err)
+		}
+	}
+	b.synced, b.dirty = false, false
+	b.applied = map[string]*lb.Service{}
+	return nil
+}

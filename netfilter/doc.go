@@ -1,0 +1,34 @@
+// Package netfilter is lbd's iptables backend and its netlink pod-route
+// check.
+//
+// The backend works in two halves. [Render] is a pure function from
+// services to the rules lbd owns, in the exact form iptables-save prints
+// them, so that the same text serves as the iptables-restore payload and as
+// the reference that [Backend.Verify] compares the kernel's state with.
+// [Backend.Apply] then makes one `iptables-restore --noflush` call per sync
+// for lbd's own chains and, on a full sync only, ensures the jump rules in
+// the built-in chains through go-iptables.
+//
+// Layout, nat table:
+//
+//	PREROUTING, OUTPUT -> LBD-SERVICES: one jump per external IP and port
+//	                      -> LBD-<hash>: mark, then DNAT spread over the
+//	                         ready endpoints (statistic random, optional
+//	                         ClientIP affinity with the recent match)
+//	POSTROUTING        -> LBD-POSTROUTING: masquerade marked packets, so
+//	                      pods answer the LB and not the client
+//
+// filter table:
+//
+//	INPUT, FORWARD, OUTPUT -> LBD-FILTER: REJECT for a service port with
+//	                          no ready endpoint (TCP reset, ICMP port
+//	                          unreachable), instead of black-holing it
+//
+// lbd only ever writes, flushes or deletes chains whose names start with
+// "LBD-" and the jump rules it inserted; it never flushes a built-in chain.
+//
+// [RouteCheck] asks the kernel (netlink RouteGet) how each ready endpoint
+// is reached and refuses a service whose pods do not route through the pod
+// interface (the notes' flannel0). [Preflight] gathers the host checks that
+// `lbd check` prints.
+package netfilter

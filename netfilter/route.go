@@ -1,0 +1,138 @@
+package netfilter
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// RouteCheck checks through netlink that the pods of a service are reached
+// through the pod interface, so DNAT sends their traffic where it can be
+// answered (the notes found the LB must be part of the flannel network).
+type RouteCheck struct {
+	// Interface is the pod interface, e.g. "flannel0".
+	Interface string
+
+	// routeGet asks the kernel for the route to an address.
+	routeGet func(net.IP) ([]netlink.Route, error)
+	// linkName returns the name of the interface with the given index.
+	linkName func(index int) (string, error)
+}
+
+// NewRouteCheck returns a check against the kernel's routing table for
+// the pod interface iface.
+func NewRouteCheck(iface string) *RouteCheck {
+	return &RouteCheck{
+		Interface: iface,
+		routeGet:  netlink.RouteGet,
+		linkName: func(i int) (string, error) {
+			l, err := netlink.LinkByIndex(i)
+			if err != nil {
+				return "", err
+			}
+			return l.Attrs().Name, nil
+		},
+	}
+}
+
+// RouteError says that an endpoint of a service is not reached through
+// the pod interface.
+type RouteError struct {
+	// Service is "namespace/name"; empty from CheckIP.
+	Service  string
+	Endpoint netip.Addr
+	// Route is how the kernel reaches Endpoint, e.g. "eth0 gw 10.245.1.1",
+	// or why it could not say.
+	Route     string
+	Interface string
+	// Err is the netlink error, if the lookup itself failed.
+	Err error
+}
+
+func (e *RouteError) Error() string {
+	msg := fmt.Sprintf("endpoint %s routes via %s, not %s", e.Endpoint, e.Route, e.Interface)
+	if e.Err != nil {
+		msg = fmt.Sprintf("endpoint %s: route lookup: %v", e.Endpoint, e.Err)
+	}
+	if e.Service != "" {
+		return "service " + e.Service + ": " + msg
+	}
+	return msg
+}
+
+func (e *RouteError) Unwrap() error { return e.Err }
+
+// Check returns nil when every ready endpoint of svc routes through the
+// pod interface, and a *RouteError for the first one that does not. A
+// service that is not exposed is not programmed, so it is not checked.
+func (c *RouteCheck) Check(svc *lb.Service) error {
+	if !svc.Exposed() {
+		return nil
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range svc.Ports {
+		for _, e := range p.ReadyEndpoints() {
+			if seen[e.IP] {
+				continue
+			}
+			seen[e.IP] = true
+			if err := c.check(e.IP); err != nil {
+				err.Service = svc.Key()
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CheckIP returns how ip is routed, as a line for `lbd check`, and whether
+// that is through the pod interface.
+func (c *RouteCheck) CheckIP(ip netip.Addr) (string, bool) {
+	if err := c.check(ip); err != nil {
+		return err.Error(), false
+	}
+	return fmt.Sprintf("endpoint %s routes via %s", ip, c.Interface), true
+}
+
+func (c *RouteCheck) check(ip netip.Addr) *RouteError {
+	fail := &RouteError{Endpoint: ip, Interface: c.Interface}
+	routes, err := c.routeGet(net.IP(ip.Unmap().AsSlice()))
+	if err != nil {
+		fail.Err = err
+		return fail
+	}
+	if len(routes) == 0 {
+		fail.Route = "no route"
+		return fail
+	}
+	r := routes[0]
+	name, err := c.linkName(r.LinkIndex)
+	if err != nil {
+		name = fmt.Sprintf("ifindex %d (%v)", r.LinkIndex, err)
+	}
+	if r.Type == unix.RTN_LOCAL {
+		// A pod IP that is the LB's own address is a misconfiguration,
+		// even though RouteGet names the interface holding it.
+		fail.Route = "local address on " + name
+		return fail
+	}
+	if name == c.Interface {
+		return nil
+	}
+	desc := []string{name}
+	if r.Gw != nil {
+		desc = append(desc, "gw "+r.Gw.String())
+	}
+	fail.Route = strings.Join(desc, " ")
+	return fail
+}
+
+// errNotRoot is the preflight's verdict cause when not running as root.
+var errNotRoot = errors.New("not root: iptables and netlink need CAP_NET_ADMIN")
