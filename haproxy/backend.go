@@ -1,0 +1,269 @@
+package haproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// Backend serves services through haproxy. It satisfies reconcile.Backend
+// and reconcile.Verifier. Its methods are safe for concurrent use; calls
+// are serialized.
+type Backend struct {
+	o    Options
+	log  *slog.Logger
+	tree tree
+	mu   sync.Mutex
+
+	// check validates the configuration made of base and dir
+	// ("haproxy -c"); it returns a *ConfigError when haproxy rejects it.
+	check func(ctx context.Context, base, dir string) error
+	// reload makes haproxy load the published configuration and returns
+	// once a new worker serves it.
+	reload func(ctx context.Context) error
+	// run runs a command and returns its combined output.
+	run func(ctx context.Context, name string, args ...string) ([]byte, error)
+}
+
+// New returns a haproxy backend with o's empty fields set to their
+// defaults. log may be nil.
+func New(o Options, log *slog.Logger) *Backend {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o = o.withDefaults()
+	b := &Backend{o: o, log: log.With("backend", "haproxy"), tree: newTree(o.Dir)}
+	b.run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		return exec.CommandContext(ctx, name, args...).CombinedOutput()
+	}
+	b.check = b.checkConfig
+	b.reload = b.reloadHaproxy
+	return b
+}
+
+// Name returns "haproxy", the backend's name for --backend.
+func (b *Backend) Name() string { return "haproxy" }
+
+// Options returns the backend's options with defaults filled in.
+func (b *Backend) Options() Options { return b.o }
+
+// Apply makes haproxy serve desired. It renders every service (changes is
+// not needed: the rendered bytes are compared with the files on disk,
+// which also repairs hand edits), and when they differ it writes a new
+// generation, validates it with "haproxy -c", publishes it, reloads haproxy
+// and waits for the new worker. When nothing differs it writes nothing and
+// calls haproxy not at all. The base file is written first if absent.
+//
+// Partly servable services are served: their UDP and SCTP ports are
+// logged (see [Unserved]) and the service counts as applied, since its TCP
+// ports are exactly what was asked for. A service with no TCP port at all
+// cannot be served: it is returned as skipped and its file, if one exists
+// from an earlier sync, is kept as it was.
+//
+// On error nothing has changed: the previous files are in place and the
+// running haproxy serves them. A *ConfigError carries haproxy's own
+// complaint; a *ReloadError says the reload did not take.
+func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	files, err := Render(desired, b.o)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range Unserved(desired) {
+		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
+	}
+	if err := b.ensureBase(); err != nil {
+		return nil, err
+	}
+	cur, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return nil, err
+	}
+	var skipped []lb.Skipped
+	for i := range desired {
+		s := &desired[i]
+		if !s.Exposed() || rendered(s) {
+			continue
+		}
+		skipped = append(skipped, lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())})
+		name := FileName(s.Namespace, s.Name)
+		if old, ok := cur[name]; ok {
+			files[name] = old // left as it was before this call
+		}
+	}
+	if err := b.publish(ctx, files, cur); err != nil {
+		return nil, err
+	}
+	return skipped, nil
+}
+
+// Cleanup removes lbd's service files and reloads haproxy, so that no
+// listener of lbd's remains. The base file and the (now empty) services
+// directory stay, so haproxy still starts.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return err
+	}
+	if err := b.publish(ctx, Files{}, cur); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	return nil
+}
+
+// publish makes files the services directory's contents, or changes
+// nothing and returns an error.
+func (b *Backend) publish(ctx context.Context, files, cur Files) error {
+	if files.Equal(cur) {
+		return nil
+	}
+	if err := b.tree.adopt(); err != nil {
+		return err
+	}
+	prev := b.tree.current()
+	gen, err := b.tree.write(files, cur)
+	if err != nil {
+		return err
+	}
+	if err := b.check(ctx, b.o.BasePath, gen); err != nil {
+		os.RemoveAll(gen)
+		return err
+	}
+	if err := b.tree.point(gen); err != nil {
+		os.RemoveAll(gen)
+		return err
+	}
+	if err := b.reload(ctx); err != nil {
+		if rerr := b.rollback(prev); rerr != nil {
+			return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+		}
+		os.RemoveAll(gen)
+		b.log.Error("reload failed; previous files restored", "err", err)
+		return err
+	}
+	if err := b.tree.prune(gen); err != nil {
+		b.log.Warn("old generations left behind", "err", err)
+	}
+	b.log.Info("haproxy configuration applied", "files", len(files), "generation", filepath.Base(gen))
+	return nil
+}
+
+// rollback points the services directory back at prev; with no previous
+// generation it becomes an empty directory, as before the first sync.
+func (b *Backend) rollback(prev string) error {
+	if prev != "" {
+		return b.tree.point(prev)
+	}
+	if err := os.Remove(b.tree.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.Mkdir(b.tree.dir, 0o755)
+}
+
+// ensureBase writes the default base file when none exists.
+func (b *Backend) ensureBase() error {
+	if _, err := os.Stat(b.o.BasePath); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := writeAtomic(b.o.BasePath, RenderBase(b.o), 0o644); err != nil {
+		return fmt.Errorf("write base file: %w", err)
+	}
+	b.log.Info("wrote default base file", "path", b.o.BasePath)
+	return nil
+}
+
+// Verify compares the services directory with the files applied renders
+// to and returns one line per file missing, unexpected or edited, and one
+// if the base file is gone. It runs no haproxy command.
+func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want, err := Render(applied, b.o)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	got, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	var drift []string
+	if _, err := os.Stat(b.o.BasePath); err != nil {
+		drift = append(drift, fmt.Sprintf("base file %s: %v", b.o.BasePath, err))
+	}
+	for _, name := range want.Names() {
+		g, ok := got[name]
+		switch {
+		case !ok:
+			drift = append(drift, fmt.Sprintf("file %s: missing", filepath.Join(b.tree.dir, name)))
+		case !bytes.Equal(g, want[name]):
+			drift = append(drift, fmt.Sprintf("file %s: edited (differs from what lbd wrote)", filepath.Join(b.tree.dir, name)))
+		}
+	}
+	for _, name := range got.Names() {
+		if _, ok := want[name]; !ok {
+			drift = append(drift, fmt.Sprintf("file %s: not written by lbd", filepath.Join(b.tree.dir, name)))
+		}
+	}
+	return drift, nil
+}
+
+// ConfigError is haproxy rejecting a configuration in "haproxy -c".
+type ConfigError struct {
+	// Lines are haproxy's alert lines, e.g. "[ALERT] config : parsing
+	// [.../default_web.cfg:7] : unknown keyword 'bnd' in 'frontend'
+	// section"; all of its output when it printed no alert.
+	Lines []string
+	// Err is the command's error (usually its exit status).
+	Err error
+}
+
+func (e *ConfigError) Error() string {
+	return "haproxy rejected the configuration: " + strings.Join(e.Lines, "; ")
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// pidPrefix matches haproxy's "[ALERT]    (1234) : " line prefix.
+var pidPrefix = regexp.MustCompile(`^\[(\w+)\]\s+\(\d+\)\s+:\s+`)
+
+// checkConfig runs "haproxy -c -f base -f dir" (not -q: it hides the alerts).
+func (b *Backend) checkConfig(ctx context.Context, base, dir string) error {
+	out, err := b.run(ctx, b.o.HaproxyBin, "-c", "-f", base, "-f", dir)
+	if err == nil {
+		return nil
+	}
+	var alerts, all []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		l := strings.TrimSpace(pidPrefix.ReplaceAllString(sc.Text(), "[$1] "))
+		if l == "" {
+			continue
+		}
+		all = append(all, l)
+		if strings.HasPrefix(l, "[ALERT]") {
+			alerts = append(alerts, l)
+		}
+	}
+	if len(alerts) == 0 {
+		alerts = all
+	}
+	if len(alerts) == 0 {
+		alerts = []string{err.Error()}
+	}
+	return &ConfigError{Lines: alerts, Err: err}
+}

@@ -1,0 +1,339 @@
+package haproxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// calls counts the haproxy invocations a Backend makes and lets a test make
+// them fail.
+type calls struct {
+	checks, reloads     int
+	checkErr, reloadErr error
+	checkedDirs         []string
+	dirAtReload         Files
+	dir                 string
+}
+
+// fakeBackend returns a Backend in a temp dir whose check and reload are
+// counted and do not run haproxy; check runs the real "haproxy -c" when
+// realCheck is set.
+func fakeBackend(t *testing.T, realCheck bool) (*Backend, *calls) {
+	t.Helper()
+	o := testOptions(t.TempDir())
+	b := New(o, nil)
+	c := &calls{dir: o.Dir}
+	check := b.check
+	b.check = func(ctx context.Context, base, dir string) error {
+		c.checks++
+		c.checkedDirs = append(c.checkedDirs, dir)
+		if c.checkErr != nil {
+			return c.checkErr
+		}
+		if realCheck {
+			return check(ctx, base, dir)
+		}
+		return nil
+	}
+	b.reload = func(ctx context.Context) error {
+		c.reloads++
+		var err error
+		c.dirAtReload, err = readCfgs(o.Dir)
+		if err != nil {
+			t.Errorf("read services at reload: %v", err)
+		}
+		return c.reloadErr
+	}
+	return b, c
+}
+
+func onDisk(t *testing.T, b *Backend) Files {
+	t.Helper()
+	f, err := readCfgs(b.o.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func rendered1(t *testing.T, svcs ...lb.Service) Files {
+	t.Helper()
+	f, err := Render(svcs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestApplyWritesValidatesReloads(t *testing.T) {
+	ctx := context.Background()
+	b, c := fakeBackend(t, true)
+	web := nginx()
+	if _, err := b.Apply(ctx, []lb.Service{web}, nil); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	want := rendered1(t, web)
+	if diff := cmp.Diff(want, onDisk(t, b)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, c.dirAtReload); diff != "" {
+		t.Errorf("files published before reload (-want +got):\n%s", diff)
+	}
+	if c.checks != 1 || c.reloads != 1 {
+		t.Errorf("checks, reloads = %d, %d; want 1, 1", c.checks, c.reloads)
+	}
+	if base, err := os.ReadFile(b.o.BasePath); err != nil || string(base) != string(RenderBase(b.o)) {
+		t.Errorf("base file not written as RenderBase: %v", err)
+	}
+	fi, err := os.Lstat(b.o.Dir)
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("services dir is not a symlink: %v %v", fi, err)
+	}
+	if st, _ := os.Stat(filepath.Join(b.o.Dir, "default_nginx.cfg")); st == nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("service file mode = %v, want 0644", st)
+	}
+
+	// Same services again: no write, no haproxy call.
+	if _, err := b.Apply(ctx, []lb.Service{web}, nil); err != nil {
+		t.Fatalf("Apply unchanged: %v", err)
+	}
+	if c.checks != 1 || c.reloads != 1 {
+		t.Errorf("unchanged Apply made haproxy calls: checks, reloads = %d, %d; want 1, 1", c.checks, c.reloads)
+	}
+
+	// A second service; the first file is linked, not rewritten, and only
+	// one generation remains afterwards.
+	other := nginx()
+	other.Name = "other"
+	if _, err := b.Apply(ctx, []lb.Service{web, other}, nil); err != nil {
+		t.Fatalf("Apply two: %v", err)
+	}
+	if diff := cmp.Diff(rendered1(t, web, other), onDisk(t, b)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	gens, _ := os.ReadDir(b.tree.gens)
+	if len(gens) != 1 {
+		t.Errorf("%d generations left, want 1", len(gens))
+	}
+
+	// Deleting a service removes its file.
+	if _, err := b.Apply(ctx, []lb.Service{other}, nil); err != nil {
+		t.Fatalf("Apply delete: %v", err)
+	}
+	if diff := cmp.Diff(rendered1(t, other), onDisk(t, b)); diff != "" {
+		t.Errorf("files after delete (-want +got):\n%s", diff)
+	}
+	if c.checks != 3 || c.reloads != 3 {
+		t.Errorf("checks, reloads = %d, %d; want 3, 3", c.checks, c.reloads)
+	}
+
+	if err := b.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if got := onDisk(t, b); len(got) != 0 {
+		t.Errorf("files after Cleanup: %v", got.Names())
+	}
+	if c.reloads != 4 {
+		t.Errorf("Cleanup did not reload: reloads = %d", c.reloads)
+	}
+}
+
+func TestApplyFailureKeepsPreviousFiles(t *testing.T) {
+	ctx := context.Background()
+	web := nginx()
+	changed := nginx()
+	changed.Ports[0].Endpoints = changed.Ports[0].Endpoints[:1]
+	tests := []struct {
+		name      string
+		checkErr  error
+		reloadErr error
+		brokenCfg bool
+		wantAs    any
+	}{
+		{name: "haproxy -c rejects the base file", brokenCfg: true, wantAs: new(*ConfigError)},
+		{name: "reload fails", reloadErr: &ReloadError{Mode: "master CLI", Err: errors.New("no new worker")}, wantAs: new(*ReloadError)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, c := fakeBackend(t, true)
+			if _, err := b.Apply(ctx, []lb.Service{web}, nil); err != nil {
+				t.Fatalf("first Apply: %v", err)
+			}
+			before := onDisk(t, b)
+			prevGen := b.tree.current()
+			if tt.brokenCfg {
+				if err := os.WriteFile(b.o.BasePath, []byte("global\n    bogus-keyword 1\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.reloadErr = tt.reloadErr
+			_, err := b.Apply(ctx, []lb.Service{changed}, nil)
+			if err == nil {
+				t.Fatal("Apply succeeded, want an error")
+			}
+			if !errors.As(err, tt.wantAs) {
+				t.Errorf("error %v (%T) is not a %T", err, err, tt.wantAs)
+			}
+			if tt.brokenCfg && !strings.Contains(err.Error(), "bogus-keyword") {
+				t.Errorf("error does not carry haproxy's text: %v", err)
+			}
+			if diff := cmp.Diff(before, onDisk(t, b)); diff != "" {
+				t.Errorf("files after failed Apply (-want +got):\n%s", diff)
+			}
+			if got := b.tree.current(); got != prevGen {
+				t.Errorf("services dir points at %s, want the previous generation %s", got, prevGen)
+			}
+			gens, _ := os.ReadDir(b.tree.gens)
+			if len(gens) != 1 {
+				t.Errorf("%d generations left after rollback, want 1", len(gens))
+			}
+		})
+	}
+}
+
+func TestApplyFirstReloadFailsLeavesEmptyDir(t *testing.T) {
+	b, c := fakeBackend(t, false)
+	c.reloadErr = errors.New("boom")
+	if _, err := b.Apply(context.Background(), []lb.Service{nginx()}, nil); err == nil {
+		t.Fatal("Apply succeeded, want an error")
+	}
+	fi, err := os.Lstat(b.o.Dir)
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("services dir after failed first Apply: %v %v, want an empty directory", fi, err)
+	}
+	if got := onDisk(t, b); len(got) != 0 {
+		t.Errorf("files: %v, want none", got.Names())
+	}
+}
+
+func TestApplyAdoptsPlainDirectory(t *testing.T) {
+	b, _ := fakeBackend(t, false)
+	if err := os.MkdirAll(b.o.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.o.Dir, "old.cfg"), []byte("# by hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(context.Background(), []lb.Service{nginx()}, nil); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if diff := cmp.Diff(rendered1(t, nginx()), onDisk(t, b)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
+
+func TestApplySkipsServicesWithoutTCP(t *testing.T) {
+	ctx := context.Background()
+	b, c := fakeBackend(t, true)
+	dns := lb.Service{
+		Namespace: "kube-system", Name: "dns", ExternalIPs: []netip.Addr{ip("192.168.121.210")},
+		Ports:    []lb.Port{{Name: "dns-tcp", Port: 53, Protocol: lb.TCP, Endpoints: []lb.Endpoint{ep("10.246.82.9", 53, true)}}},
+		Affinity: lb.AffinityNone,
+	}
+	if _, err := b.Apply(ctx, []lb.Service{dns}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Now the service has UDP only: it is skipped and its file kept.
+	udpOnly := dns.Clone()
+	udpOnly.Ports[0].Protocol = lb.UDP
+	mixed := nginx()
+	mixed.Ports = append(mixed.Ports, lb.Port{Name: "dns", Port: 53, Protocol: lb.UDP})
+	mixed.Ports[0].Name = "http"
+	skipped, err := b.Apply(ctx, []lb.Service{*udpOnly, mixed}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []lb.Skipped{{Key: "kube-system/dns", Reason: "service kube-system/dns: no TCP port; haproxy cannot serve 53/UDP; use --backend=iptables"}}
+	if diff := cmp.Diff(want, skipped); diff != "" {
+		t.Errorf("skipped (-want +got):\n%s", diff)
+	}
+	// What is on disk is what Verify expects from the applied state the
+	// reconciler keeps: the old dns and the new, partly served, nginx.
+	if diff := cmp.Diff(rendered1(t, dns, mixed), onDisk(t, b)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if c.reloads != 2 {
+		t.Errorf("reloads = %d, want 2", c.reloads)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	ctx := context.Background()
+	web, other := nginx(), nginx()
+	other.Name = "other"
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, dir string)
+		want   []string
+	}{
+		{name: "clean", tamper: func(*testing.T, string) {}},
+		{
+			name: "edited",
+			tamper: func(t *testing.T, dir string) {
+				p := filepath.Join(dir, "default_nginx.cfg")
+				b, _ := os.ReadFile(p)
+				write(t, p, strings.Replace(string(b), "10.246.82.6", "10.246.82.7", -1))
+			},
+			want: []string{"file DIR/default_nginx.cfg: edited (differs from what lbd wrote)"},
+		},
+		{
+			name: "removed and added",
+			tamper: func(t *testing.T, dir string) {
+				os.Remove(filepath.Join(dir, "default_other.cfg"))
+				write(t, filepath.Join(dir, "zz.cfg"), "# hand made\n")
+			},
+			want: []string{"file DIR/default_other.cfg: missing", "file DIR/zz.cfg: not written by lbd"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, c := fakeBackend(t, false)
+			applied := []lb.Service{web, other}
+			if _, err := b.Apply(ctx, applied, nil); err != nil {
+				t.Fatal(err)
+			}
+			checks, reloads := c.checks, c.reloads
+			tt.tamper(t, b.o.Dir)
+			got, err := b.Verify(ctx, applied)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				got[i] = strings.ReplaceAll(got[i], b.o.Dir, "DIR")
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Verify (-want +got):\n%s", diff)
+			}
+			if c.checks != checks || c.reloads != reloads {
+				t.Errorf("Verify called haproxy")
+			}
+			// Apply repairs what Verify found.
+			if _, err := b.Apply(ctx, applied, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := b.Verify(ctx, applied); len(got) != 0 {
+				t.Errorf("drift after repair: %v", got)
+			}
+			if slices.Contains(c.checkedDirs, b.o.Dir) {
+				t.Errorf("haproxy -c ran on the live directory, want a staged generation")
+			}
+		})
+	}
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

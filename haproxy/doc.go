@@ -1,0 +1,34 @@
+// Package haproxy is lbd's production backend: it serves every TCP port of
+// every exposed service through haproxy, one configuration file per
+// service, validated with `haproxy -c` before it is used, swapped in
+// atomically, reloaded without dropping connections, and rolled back when
+// anything fails.
+//
+// The package has two halves. [Render] and [RenderBase] are pure functions
+// from services to file contents; golden-file tests pin their output and
+// check it with the real haproxy. [Backend] does the I/O: it writes the
+// rendered set as a new generation directory, validates it, points the
+// services directory at it by one rename, reloads haproxy (through the
+// master CLI socket, systemctl or the operator's command) and confirms that
+// a new worker took over. On any failure the previous generation is put
+// back, and the running haproxy keeps serving the previous configuration.
+//
+// # Layout on disk
+//
+// With the default [Options]:
+//
+//	/etc/haproxy/haproxy-global-default.cfg   global and defaults (lbd writes it only when absent)
+//	/etc/haproxy/services.d                   symlink, renamed atomically on every change
+//	/etc/haproxy/.services.d.lbd/gen-*        generations: one <namespace>_<service>.cfg per service
+//
+// haproxy is started with `-f /etc/haproxy/haproxy-global-default.cfg -f
+// /etc/haproxy/services.d` and loads every *.cfg file of the directory in
+// lexical order.
+//
+// haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
+// and logged; the service's TCP ports are still served. A service with no
+// TCP port at all is returned from [Backend.Apply] as an [lb.Skipped].
+//
+// The package imports only lb; reconcile's Backend and Verifier interfaces
+// are satisfied without importing reconcile.
+package haproxy

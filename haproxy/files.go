@@ -1,0 +1,229 @@
+package haproxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The services directory is a symlink to a generation directory; a sync
+// writes the whole new set into a fresh generation, validates it there and
+// publishes it by renaming a new symlink over the old one, so haproxy (or
+// an operator running "systemctl reload") only ever sees a complete,
+// validated set. Rolling back is the same rename towards the previous
+// generation, which is kept until the new one is confirmed.
+
+// tree names the paths lbd manages for one services directory.
+type tree struct {
+	dir  string // the services directory (a symlink once lbd manages it)
+	gens string // where generations live, beside dir: ".<base>.lbd"
+}
+
+func newTree(dir string) tree {
+	dir = filepath.Clean(dir)
+	return tree{dir: dir, gens: filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lbd")}
+}
+
+// readCfgs returns the *.cfg regular files of dir (following dir itself if
+// it is a symlink), the files haproxy loads from it. A missing dir is an
+// empty set.
+func readCfgs(dir string) (Files, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Files{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read services directory: %w", err)
+	}
+	out := make(Files, len(ents))
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".cfg") || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read services directory: %w", err)
+		}
+		out[e.Name()] = b
+	}
+	return out, nil
+}
+
+// current returns the generation dir points at, or "" when dir is not a
+// symlink lbd made (missing, or a plain directory).
+func (t tree) current() string {
+	target, err := os.Readlink(t.dir)
+	if err != nil {
+		return ""
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(filepath.Dir(t.dir), target)
+	}
+	if filepath.Dir(target) != t.gens {
+		return ""
+	}
+	return target
+}
+
+// adopt turns a plain services directory (made by hand or by an older
+// install) into a generation, so the rest of the code deals with symlinks
+// only. dir is briefly missing; this happens once per host.
+func (t tree) adopt() error {
+	fi, err := os.Lstat(t.dir)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && fi.Mode()&fs.ModeSymlink != 0) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("services directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("services directory %s is not a directory", t.dir)
+	}
+	if err := os.MkdirAll(t.gens, 0o755); err != nil {
+		return fmt.Errorf("adopt services directory: %w", err)
+	}
+	gen := filepath.Join(t.gens, "gen-adopted-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Rename(t.dir, gen); err != nil {
+		return fmt.Errorf("adopt services directory: %w", err)
+	}
+	if err := t.point(gen); err != nil {
+		// Put the directory back where it was.
+		return errors.Join(err, os.Rename(gen, t.dir))
+	}
+	return nil
+}
+
+// write makes a new generation holding files. A file whose bytes equal
+// the current generation's is hard-linked rather than rewritten. The files
+// are new and invisible until the generation is published, so they are
+// written in place and made durable by one syncfs before returning, which
+// costs far less than one fsync per file.
+func (t tree) write(files Files, cur Files) (string, error) {
+	if err := os.MkdirAll(t.gens, 0o755); err != nil {
+		return "", fmt.Errorf("create generation: %w", err)
+	}
+	gen, err := os.MkdirTemp(t.gens, "gen-")
+	if err != nil {
+		return "", fmt.Errorf("create generation: %w", err)
+	}
+	if err := os.Chmod(gen, 0o755); err != nil {
+		os.RemoveAll(gen)
+		return "", fmt.Errorf("create generation: %w", err)
+	}
+	old := t.current()
+	for name, b := range files {
+		p := filepath.Join(gen, name)
+		if old != "" && bytes.Equal(cur[name], b) {
+			if os.Link(filepath.Join(old, name), p) == nil {
+				continue
+			}
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			os.RemoveAll(gen)
+			return "", fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	if err := syncDir(gen); err != nil {
+		os.RemoveAll(gen)
+		return "", fmt.Errorf("sync generation: %w", err)
+	}
+	return gen, nil
+}
+
+// syncDir flushes the file system holding dir, and dir's entries.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// point atomically makes dir a symlink to gen: a new symlink beside dir is
+// renamed over it.
+func (t tree) point(gen string) error {
+	tmp := t.dir + ".lbd-new"
+	os.Remove(tmp)
+	rel, err := filepath.Rel(filepath.Dir(t.dir), gen)
+	if err != nil {
+		rel = gen
+	}
+	if err := os.Symlink(rel, tmp); err != nil {
+		return fmt.Errorf("publish %s: %w", gen, err)
+	}
+	if err := os.Rename(tmp, t.dir); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("publish %s: %w", gen, err)
+	}
+	if err := syncDir(filepath.Dir(t.dir)); err != nil {
+		return fmt.Errorf("publish %s: %w", gen, err)
+	}
+	return nil
+}
+
+// prune removes every generation but keep.
+func (t tree) prune(keep string) error {
+	ents, err := os.ReadDir(t.gens)
+	if err != nil {
+		return fmt.Errorf("prune generations: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if p := filepath.Join(t.gens, e.Name()); p != keep {
+			errs = append(errs, os.RemoveAll(p))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("prune generations: %w", err)
+	}
+	return nil
+}
+
+// writeAtomic writes b to path through a temporary file in the same
+// directory: write, fsync, rename, fsync the directory.
+func writeAtomic(path string, b []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,95 @@
+package haproxy
+
+import "time"
+
+// Defaults for [Options]. The base file's name is the one the design notes
+// give; the master socket is the one Debian's haproxy unit passes with -S.
+const (
+	DefaultBasePath      = "/etc/haproxy/haproxy-global-default.cfg"
+	DefaultDir           = "/etc/haproxy/services.d"
+	DefaultMasterSocket  = "/run/haproxy-master.sock"
+	DefaultStatsSocket   = "/run/haproxy/admin.sock"
+	DefaultCheckInterval = 2 * time.Second
+	DefaultFall          = 3
+	DefaultRise          = 2
+	DefaultHaproxyBin    = "haproxy"
+	DefaultReloadTimeout = 10 * time.Second
+	DefaultHardStopAfter = 15 * time.Minute
+	DefaultUser          = "haproxy"
+	DefaultGroup         = "haproxy"
+)
+
+// Options configure the haproxy backend. The zero value of every field
+// means its default (see [DefaultOptions]).
+type Options struct {
+	// BasePath is the file holding haproxy's global and defaults sections.
+	// lbd writes a sound default there when the file is absent and never
+	// touches it otherwise.
+	BasePath string
+	// Dir is the services directory passed to haproxy with -f. lbd owns it:
+	// it becomes a symlink to the current generation directory, kept
+	// beside it in "." + base(Dir) + ".lbd".
+	Dir string
+	// Reload says how haproxy is reloaded. Empty means automatic: the
+	// master CLI's "reload" when MasterSocket exists, otherwise
+	// "systemctl reload haproxy". Anything else is a command run with
+	// /bin/sh -c. Whatever the mode, when MasterSocket exists the reload
+	// is confirmed by a new worker appearing in the master's "show proc".
+	Reload string
+	// MasterSocket is the master CLI socket (haproxy -S).
+	MasterSocket string
+	// StatsSocket is the admin socket the default base file declares, with
+	// "expose-fd listeners" so that a new process can take the listening
+	// sockets over from the old one.
+	StatsSocket string
+	// CheckInterval, Fall and Rise are the health-check parameters of every
+	// server: "check inter CheckInterval fall Fall rise Rise".
+	CheckInterval time.Duration
+	Fall, Rise    int
+	// HaproxyBin is the haproxy binary used for "haproxy -c".
+	HaproxyBin string
+	// ReloadTimeout bounds the wait for the new worker after a reload.
+	ReloadTimeout time.Duration
+	// HardStopAfter is written into the default base file: the longest an
+	// old worker keeps serving its connections after a reload.
+	HardStopAfter time.Duration
+	// User and Group are written into the default base file; the workers
+	// drop to them. "-" means stay root (for systems without the haproxy
+	// user).
+	User, Group string
+}
+
+// DefaultOptions returns the options with every default filled in; the CLI
+// uses them as its flag defaults.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
+func (o Options) withDefaults() Options {
+	set := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	set(&o.BasePath, DefaultBasePath)
+	set(&o.Dir, DefaultDir)
+	set(&o.MasterSocket, DefaultMasterSocket)
+	set(&o.StatsSocket, DefaultStatsSocket)
+	set(&o.HaproxyBin, DefaultHaproxyBin)
+	set(&o.User, DefaultUser)
+	set(&o.Group, DefaultGroup)
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = DefaultCheckInterval
+	}
+	if o.Fall <= 0 {
+		o.Fall = DefaultFall
+	}
+	if o.Rise <= 0 {
+		o.Rise = DefaultRise
+	}
+	if o.ReloadTimeout <= 0 {
+		o.ReloadTimeout = DefaultReloadTimeout
+	}
+	if o.HardStopAfter <= 0 {
+		o.HardStopAfter = DefaultHardStopAfter
+	}
+	return o
+}
