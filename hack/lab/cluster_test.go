@@ -1,0 +1,145 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+func TestServiceManifest(t *testing.T) {
+	got := ServiceManifest(ServiceSpec{
+		Namespace:   "shop",
+		Name:        "web",
+		ExternalIPs: []netip.Addr{LBExternalIP, netip.MustParseAddr("192.168.121.202")},
+		Ports: []ServicePort{
+			{Name: "http", Port: 80, TargetPort: 8080},
+			{Name: "dns", Port: 53, TargetPort: 5353, Protocol: "UDP"},
+		},
+		Ready:       []netip.Addr{podIP(0), podIP(1)},
+		NotReady:    []netip.Addr{podIP(2)},
+		Annotations: map[string]string{"lbd/mode": "haproxy"},
+	})
+	golden := filepath.Join("testdata", t.Name()+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		t.Errorf("manifest (-want +got):\n%s", d)
+	}
+}
+
+// TestCluster starts the real master and reads a Service back the way lbd
+// will: ssh from the load balancer to the master, kubectl there.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver; skipped with -short")
+	}
+	start := time.Now()
+	l := ForTest(t, Options{Name: testName, Cluster: true, Pods: 3})
+	t.Logf("cluster lab up in %s", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	start = time.Now()
+	err := l.Apply(ctx, ServiceManifest(ServiceSpec{
+		Namespace:   "shop",
+		Name:        "web",
+		ExternalIPs: []netip.Addr{l.LBExternalIP},
+		Ports:       []ServicePort{{Name: "http", Port: 80}, {Name: "dns", Port: 5353, Protocol: "UDP"}},
+		Ready:       l.PodIPs[:2],
+		NotReady:    l.PodIPs[2:],
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("apply took %s", time.Since(start).Round(time.Millisecond))
+
+	ssh := func(remote string) (string, error) {
+		cmd := l.Command(ctx, l.LBNS, "ssh", "-F", "/dev/null", "-i", l.SSHKey,
+			"-o", "UserKnownHostsFile="+l.KnownHosts, "-o", "StrictHostKeyChecking=yes",
+			"-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+l.MasterIP.String(), remote)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return string(out), &sshError{err, stderr.String()}
+		}
+		return string(out), nil
+	}
+
+	start = time.Now()
+	out, err := ssh(l.KubectlRemote + " get svc -A -o json")
+	if err != nil {
+		t.Fatalf("kubectl over ssh: %v", err)
+	}
+	t.Logf("ssh + kubectl get svc took %s", time.Since(start).Round(time.Millisecond))
+	var list struct {
+		Items []struct {
+			Metadata struct{ Namespace, Name string }
+			Spec     struct {
+				ExternalIPs []string `json:"externalIPs"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("kubectl output: %v\n%s", err, out)
+	}
+	got := map[string][]string{}
+	for _, it := range list.Items {
+		got[it.Metadata.Namespace+"/"+it.Metadata.Name] = it.Spec.ExternalIPs
+	}
+	want := map[string][]string{"default/kubernetes": nil, "shop/web": {"192.168.121.201"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("services over ssh (-want +got):\n%s", d)
+	}
+
+	out, err = ssh(l.KubectlRemote + " get endpointslices -n shop -l kubernetes.io/service-name=web -o jsonpath={.items[*].endpoints[*].addresses[0]}")
+	if err != nil {
+		t.Fatalf("kubectl over ssh: %v", err)
+	}
+	if d := cmp.Diff("10.246.82.2 10.246.82.6 10.246.92.8", out); d != "" {
+		t.Errorf("endpoint slice addresses (-want +got):\n%s", d)
+	}
+
+	// sshd down: lbd's view of the master must fail; back up: same host
+	// key, so strict host key checking passes again.
+	if err := l.StopSSHD(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssh("true"); err == nil {
+		t.Error("ssh succeeded with sshd stopped")
+	}
+	if err := l.StartSSHD(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssh("true"); err != nil {
+		t.Errorf("ssh after StartSSHD: %v", err)
+	}
+}
+
+type sshError struct {
+	err    error
+	stderr string
+}
+
+func (e *sshError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }
+func (e *sshError) Unwrap() error { return e.err }
