@@ -1,0 +1,624 @@
+package discovery
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// serviceNameLabel is the label that ties an EndpointSlice to its Service.
+const serviceNameLabel = "kubernetes.io/service-name"
+
+// The wire types below hold only the fields lbd reads, with Kubernetes'
+// JSON names. Numbers decode into int, so an out-of-range value is seen and
+// rejected instead of wrapping; strings are checked before they become
+// typed lb values.
+
+type kubeList struct {
+	Kind  string            `json:"kind"`
+	Items []json.RawMessage `json:"items"`
+}
+
+// object is the union of the three kinds lbd reads. Their top-level fields
+// do not overlap, so one decode serves all of them.
+type object struct {
+	Kind     string   `json:"kind"`
+	Metadata metadata `json:"metadata"`
+
+	// Service.
+	Spec   serviceSpec   `json:"spec"`
+	Status serviceStatus `json:"status"`
+
+	// EndpointSlice.
+	AddressType string          `json:"addressType"`
+	Endpoints   []sliceEndpoint `json:"endpoints"`
+	Ports       []slicePort     `json:"ports"`
+
+	// Endpoints.
+	Subsets []subset `json:"subsets"`
+}
+
+type metadata struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels"`
+}
+
+type serviceSpec struct {
+	Type                  string          `json:"type"`
+	ClusterIP             string          `json:"clusterIP"`
+	ExternalIPs           []string        `json:"externalIPs"`
+	Ports                 []servicePort   `json:"ports"`
+	SessionAffinity       string          `json:"sessionAffinity"`
+	SessionAffinityConfig *affinityConfig `json:"sessionAffinityConfig"`
+}
+
+type affinityConfig struct {
+	ClientIP *struct {
+		TimeoutSeconds *int `json:"timeoutSeconds"`
+	} `json:"clientIP"`
+}
+
+type servicePort struct {
+	Name       string      `json:"name"`
+	Port       int         `json:"port"`
+	Protocol   string      `json:"protocol"`
+	TargetPort intOrString `json:"targetPort"`
+}
+
+type serviceStatus struct {
+	LoadBalancer struct {
+		Ingress []struct {
+			IP string `json:"ip"`
+		} `json:"ingress"`
+	} `json:"loadBalancer"`
+}
+
+type sliceEndpoint struct {
+	Addresses  []string `json:"addresses"`
+	Conditions struct {
+		Ready       *bool `json:"ready"`
+		Serving     *bool `json:"serving"`
+		Terminating *bool `json:"terminating"`
+	} `json:"conditions"`
+}
+
+// slicePort is discovery.k8s.io/v1 EndpointPort: every field is optional.
+type slicePort struct {
+	Name     *string `json:"name"`
+	Port     *int    `json:"port"`
+	Protocol *string `json:"protocol"`
+}
+
+type subset struct {
+	Addresses         []endpointAddress `json:"addresses"`
+	NotReadyAddresses []endpointAddress `json:"notReadyAddresses"`
+	Ports             []endpointPort    `json:"ports"`
+}
+
+type endpointAddress struct {
+	IP string `json:"ip"`
+}
+
+type endpointPort struct {
+	Name     string `json:"name"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// intOrString is Kubernetes' IntOrString. It never fails to decode, so one
+// odd targetPort cannot abort the decoding of the rest of its object; the
+// value is checked later, with its field path.
+type intOrString struct {
+	set   bool
+	isStr bool
+	str   string // the string, or the number's JSON text
+	bad   bool   // neither a number nor a string
+}
+
+func (v *intOrString) UnmarshalJSON(b []byte) error {
+	*v = intOrString{set: true}
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		v.set = false
+	case len(b) > 0 && b[0] == '"':
+		v.isStr = true
+		if err := json.Unmarshal(b, &v.str); err != nil {
+			v.bad = true
+		}
+	case len(b) > 0 && (b[0] == '-' || (b[0] >= '0' && b[0] <= '9')):
+		v.str = string(b)
+	default:
+		v.bad = true
+		v.str = string(b)
+	}
+	return nil
+}
+
+// endpointRef is one usable endpoint of a slice or Endpoints subset, with
+// its addresses already parsed.
+type endpointRef struct {
+	ips                         []netip.Addr
+	ready, serving, terminating bool
+}
+
+// portRef is one validated port of a slice or Endpoints subset.
+type portRef struct {
+	name  string
+	proto lb.Protocol
+	port  uint16
+}
+
+// endpointGroup is a validated slice or subset: every endpoint in it serves
+// every port in it.
+type endpointGroup struct {
+	ports     []portRef
+	endpoints []endpointRef
+}
+
+// Parse decodes the JSON that kubectl prints for
+// "get services,endpointslices.discovery.k8s.io -o json" or
+// "get services,endpoints -o json" (a List whose items carry their kind)
+// into services with resolved endpoints.
+//
+// Every value is validated here, once. A service with a bad field, or
+// whose EndpointSlices or Endpoints hold a bad field, is left out and
+// reported as one *lb.InvalidServiceError naming it and the field; the
+// others are returned normalized and sorted by namespace and name.
+// ExternalName services and items of other kinds are skipped without error.
+// When the list holds any EndpointSlice, Endpoints objects are ignored.
+// The error is non-nil only when data as a whole is not a kubectl List.
+func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	// Fast path: decode the whole list at once. Only when some item holds a
+	// value of the wrong JSON type, decode item by item to learn which
+	// service it belongs to.
+	var whole struct {
+		Kind  string   `json:"kind"`
+		Items []object `json:"items"`
+	}
+	var items []object
+	var itemErrs []error
+	switch err := json.Unmarshal(data, &whole); {
+	case err == nil:
+		items = whole.Items
+		itemErrs = make([]error, len(items))
+	case errors.As(err, new(*json.UnmarshalTypeError)):
+		var list kubeList
+		if err := json.Unmarshal(data, &list); err != nil {
+			return nil, nil, fmt.Errorf("parse kubectl output: %w", err)
+		}
+		whole.Kind = list.Kind
+		items = make([]object, len(list.Items))
+		itemErrs = make([]error, len(list.Items))
+		for i, raw := range list.Items {
+			itemErrs[i] = json.Unmarshal(raw, &items[i])
+		}
+	default:
+		return nil, nil, fmt.Errorf("parse kubectl output: %w", err)
+	}
+	if whole.Kind != "List" {
+		return nil, nil, fmt.Errorf("parse kubectl output: kind %q, want List", whole.Kind)
+	}
+
+	var (
+		svcs     []*object
+		svcErrs  []error
+		bySlice  = map[string][]*object{}               // EndpointSlices by ns/service
+		byName   = map[string]*object{}                 // Endpoints by ns/name
+		objErr   = map[string]*lb.InvalidServiceError{} // by ns/name of the service
+		anySlice bool
+	)
+	for i := range items {
+		o, err := &items[i], itemErrs[i]
+		switch o.Kind {
+		case "Service":
+			svcs = append(svcs, o)
+			svcErrs = append(svcErrs, err)
+		case "EndpointSlice":
+			anySlice = true
+			svc := o.Metadata.Labels[serviceNameLabel]
+			if svc == "" {
+				continue // not managed for a Service
+			}
+			key := o.Metadata.Namespace + "/" + svc
+			if err != nil {
+				if objErr[key] == nil {
+					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+o.Metadata.Name, err)
+				}
+				continue
+			}
+			bySlice[key] = append(bySlice[key], o)
+		case "Endpoints":
+			key := o.Metadata.Namespace + "/" + o.Metadata.Name
+			if err != nil {
+				if objErr[key] == nil {
+					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+o.Metadata.Name, err)
+				}
+				continue
+			}
+			byName[key] = o
+		}
+	}
+
+	out := make([]lb.Service, 0, len(svcs))
+	var invalid []*lb.InvalidServiceError
+	seen := make(map[string]bool, len(svcs))
+	for i, o := range svcs {
+		ns, name := o.Metadata.Namespace, o.Metadata.Name
+		key := ns + "/" + name
+		if svcErrs[i] != nil {
+			invalid = append(invalid, decodeError(ns, name, "", svcErrs[i]))
+			continue
+		}
+		if seen[key] {
+			invalid = append(invalid, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "metadata.name", Reason: "listed twice"})
+			continue
+		}
+		seen[key] = true
+		if e := objErr[key]; e != nil {
+			invalid = append(invalid, e)
+			continue
+		}
+		var groups []endpointGroup
+		var bad *lb.InvalidServiceError
+		if anySlice {
+			groups, bad = sliceGroups(ns, name, bySlice[key])
+		} else if ep := byName[key]; ep != nil {
+			groups, bad = subsetGroups(ns, name, ep)
+		}
+		if bad != nil {
+			invalid = append(invalid, bad)
+			continue
+		}
+		svc, skip, bad := buildService(o, groups)
+		switch {
+		case bad != nil:
+			invalid = append(invalid, bad)
+		case !skip:
+			out = append(out, svc)
+		}
+	}
+	lb.SortServices(out)
+	slices.SortFunc(invalid, func(a, b *lb.InvalidServiceError) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), strings.Compare(a.Field, b.Field))
+	})
+	return out, invalid, nil
+}
+
+// decodeError turns a JSON type error in one object into the rejection of
+// the service it belongs to. prefix names the object when it is not the
+// Service itself.
+func decodeError(ns, name, prefix string, err error) *lb.InvalidServiceError {
+	field, reason := "(object)", err.Error()
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		if te.Field != "" {
+			field = te.Field
+		}
+		reason = fmt.Sprintf("JSON %s where %s is expected", te.Value, te.Type)
+	}
+	if prefix != "" {
+		field = prefix + ": " + field
+	}
+	return &lb.InvalidServiceError{Namespace: ns, Name: name, Field: field, Reason: reason}
+}
+
+// buildService turns a decoded Service and its endpoint groups into an
+// lb.Service. skip is true for a service with nothing to balance.
+func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool, _ *lb.InvalidServiceError) {
+	ns, name := o.Metadata.Namespace, o.Metadata.Name
+	bad := func(field, format string, a ...any) (lb.Service, bool, *lb.InvalidServiceError) {
+		return lb.Service{}, false, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: field, Reason: fmt.Sprintf(format, a...)}
+	}
+	if !lb.IsDNSLabel(ns) {
+		return bad("metadata.namespace", "%q is not an RFC 1123 label", ns)
+	}
+	if !lb.IsServiceName(name) {
+		return bad("metadata.name", "%q is not an RFC 1035 label", name)
+	}
+	spec := &o.Spec
+	svc = lb.Service{Namespace: ns, Name: name, Type: spec.Type}
+	switch spec.Type {
+	case "":
+		svc.Type = "ClusterIP" // the API's default
+	case "ClusterIP", "NodePort", "LoadBalancer":
+	case "ExternalName":
+		return lb.Service{}, true, nil
+	default:
+		return bad("spec.type", "unknown type %q", spec.Type)
+	}
+
+	if c := spec.ClusterIP; c != "" && c != "None" {
+		ip, err := parseIP(c)
+		if err != nil {
+			return bad("spec.clusterIP", "%v", err)
+		}
+		svc.ClusterIP = ip
+	}
+	for i, s := range spec.ExternalIPs {
+		ip, err := parseUnicast(s)
+		if err != nil {
+			return bad(fmt.Sprintf("spec.externalIPs[%d]", i), "%v", err)
+		}
+		svc.ExternalIPs = append(svc.ExternalIPs, ip)
+	}
+	for i, in := range o.Status.LoadBalancer.Ingress {
+		if in.IP == "" {
+			continue // hostname-only ingress: nothing lbd can serve
+		}
+		ip, err := parseUnicast(in.IP)
+		if err != nil {
+			return bad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%v", err)
+		}
+		svc.ExternalIPs = append(svc.ExternalIPs, ip)
+	}
+
+	switch a := lb.Affinity(spec.SessionAffinity); a {
+	case "", lb.AffinityNone:
+		svc.Affinity = lb.AffinityNone
+	case lb.AffinityClientIP:
+		svc.Affinity = a
+		svc.AffinityTimeout = lb.DefaultAffinityTimeout
+		if c := spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			t := *c.ClientIP.TimeoutSeconds
+			if t < 1 || t > int(lb.MaxAffinityTimeout/time.Second) {
+				return bad("spec.sessionAffinityConfig.clientIP.timeoutSeconds", "%d is outside 1-%d", t, int(lb.MaxAffinityTimeout/time.Second))
+			}
+			svc.AffinityTimeout = time.Duration(t) * time.Second
+		}
+	default:
+		return bad("spec.sessionAffinity", "unknown mode %q", spec.SessionAffinity)
+	}
+
+	svc.Ports = make([]lb.Port, 0, len(spec.Ports))
+	for i, sp := range spec.Ports {
+		f := "spec.ports[" + strconv.Itoa(i) + "]"
+		if sp.Name != "" && !lb.IsDNSLabel(sp.Name) {
+			return bad(f+".name", "%q is not an RFC 1123 label", sp.Name)
+		}
+		if sp.Name == "" && len(spec.Ports) > 1 {
+			return bad(f+".name", "a port of a multi-port service must be named")
+		}
+		if sp.Port < 1 || sp.Port > 65535 {
+			return bad(f+".port", "%d is outside 1-65535", sp.Port)
+		}
+		proto, err := lb.ParseProtocol(sp.Protocol)
+		if err != nil {
+			return bad(f+".protocol", "%v", err)
+		}
+		target, err := targetPort(sp.TargetPort, sp.Port)
+		if err != nil {
+			return bad(f+".targetPort", "%v", err)
+		}
+		p := lb.Port{Name: sp.Name, Port: uint16(sp.Port), Protocol: proto, TargetPort: target}
+		for j, q := range svc.Ports {
+			if q.Port == p.Port && q.Protocol == p.Protocol {
+				return bad(f, "duplicate of spec.ports[%d] %s", j, p)
+			}
+			if q.Name == p.Name {
+				return bad(f+".name", "duplicate of spec.ports[%d].name %q", j, p.Name)
+			}
+		}
+		p.Endpoints = resolve(groups, p.Name, proto)
+		svc.Ports = append(svc.Ports, p)
+	}
+
+	svc.Normalize()
+	if err := svc.Validate(); err != nil {
+		if e, ok := errors.AsType[*lb.InvalidServiceError](err); ok {
+			return lb.Service{}, false, e
+		}
+		return bad("(service)", "%v", err)
+	}
+	return svc, false, nil
+}
+
+// targetPort returns spec.ports[].targetPort as lb.Port stores it: a port
+// number or a container port name; absent, 0 or "" mean the service port,
+// as in the API's defaulting.
+func targetPort(v intOrString, port int) (string, error) {
+	switch {
+	case v.bad:
+		return "", fmt.Errorf("%s is neither a number nor a string", v.str)
+	case !v.set, v.isStr && v.str == "", !v.isStr && v.str == "0":
+		return strconv.Itoa(port), nil
+	case v.isStr:
+		if !lb.IsPortName(v.str) {
+			return "", fmt.Errorf("%q is not a valid port name", v.str)
+		}
+		return v.str, nil
+	}
+	n, err := strconv.Atoi(v.str)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%s is outside 1-65535", v.str)
+	}
+	return strconv.Itoa(n), nil
+}
+
+// resolve collects the endpoints serving the service port (name, proto):
+// every address of every endpoint in a group that has a port of that name
+// and protocol, at that port's number. An address listed twice (as in two
+// slices during a rollout) appears once, ready if any listing is ready.
+func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoint {
+	var eps []lb.Endpoint
+	for gi := range groups {
+		g := &groups[gi]
+		for _, p := range g.ports {
+			if p.name != name || p.proto != proto {
+				continue
+			}
+			for _, e := range g.endpoints {
+				for _, ip := range e.ips {
+					eps = append(eps, lb.Endpoint{IP: ip, Port: p.port, Ready: e.ready, Serving: e.serving, Terminating: e.terminating})
+				}
+			}
+		}
+	}
+	if len(eps) < 2 {
+		return eps
+	}
+	// Merge duplicates here, deterministically, so that Normalize (whose
+	// sort is not stable) never has to pick between two listings.
+	slices.SortFunc(eps, func(a, b lb.Endpoint) int {
+		return cmp.Or(a.IP.Compare(b.IP), cmp.Compare(a.Port, b.Port))
+	})
+	out := eps[:1]
+	for _, e := range eps[1:] {
+		last := &out[len(out)-1]
+		if e.IP == last.IP && e.Port == last.Port {
+			last.Ready = last.Ready || e.Ready
+			last.Serving = last.Serving || e.Serving
+			last.Terminating = last.Terminating && e.Terminating
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// sliceGroups validates the EndpointSlices of service ns/name. Slices of
+// addressType FQDN (or a type lbd does not know) are skipped.
+func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidServiceError) {
+	groups := make([]endpointGroup, 0, len(objs))
+	for _, o := range objs {
+		var want func(netip.Addr) bool
+		switch o.AddressType {
+		case "IPv4":
+			want = netip.Addr.Is4
+		case "IPv6":
+			want = netip.Addr.Is6
+		default:
+			continue
+		}
+		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + o.Metadata.Name + ": " + field, Reason: fmt.Sprintf(format, a...)}
+		}
+		g := endpointGroup{ports: make([]portRef, 0, len(o.Ports))}
+		for j, p := range o.Ports {
+			if p.Port == nil {
+				continue // "all ports": nothing lbd can forward to
+			}
+			if *p.Port < 1 || *p.Port > 65535 {
+				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", *p.Port)
+			}
+			var pn, ps string
+			if p.Name != nil {
+				pn = *p.Name
+			}
+			if p.Protocol != nil {
+				ps = *p.Protocol
+			}
+			proto, err := lb.ParseProtocol(ps)
+			if err != nil {
+				return bad(fmt.Sprintf("ports[%d].protocol", j), "%v", err)
+			}
+			g.ports = append(g.ports, portRef{name: pn, proto: proto, port: uint16(*p.Port)})
+		}
+		g.endpoints = make([]endpointRef, 0, len(o.Endpoints))
+		for j, e := range o.Endpoints {
+			r := endpointRef{ips: make([]netip.Addr, 0, len(e.Addresses))}
+			for k, a := range e.Addresses {
+				ip, err := parseUnicast(a)
+				if err == nil && !want(ip) {
+					err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
+				}
+				if err != nil {
+					return bad(fmt.Sprintf("endpoints[%d].addresses[%d]", j, k), "%v", err)
+				}
+				r.ips = append(r.ips, ip)
+			}
+			c := &e.Conditions
+			// Per the API: ready nil means true, serving nil means as ready.
+			r.ready = c.Ready == nil || *c.Ready
+			r.serving = r.ready
+			if c.Serving != nil {
+				r.serving = *c.Serving
+			}
+			r.terminating = c.Terminating != nil && *c.Terminating
+			g.endpoints = append(g.endpoints, r)
+		}
+		groups = append(groups, g)
+	}
+	return groups, nil
+}
+
+// subsetGroups validates the legacy Endpoints object of service ns/name.
+func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServiceError) {
+	groups := make([]endpointGroup, 0, len(o.Subsets))
+	for i, s := range o.Subsets {
+		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", o.Metadata.Name, i, field), Reason: fmt.Sprintf(format, a...)}
+		}
+		g := endpointGroup{ports: make([]portRef, 0, len(s.Ports))}
+		for j, p := range s.Ports {
+			if p.Port < 1 || p.Port > 65535 {
+				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", p.Port)
+			}
+			proto, err := lb.ParseProtocol(p.Protocol)
+			if err != nil {
+				return bad(fmt.Sprintf("ports[%d].protocol", j), "%v", err)
+			}
+			g.ports = append(g.ports, portRef{name: p.Name, proto: proto, port: uint16(p.Port)})
+		}
+		g.endpoints = make([]endpointRef, 0, len(s.Addresses)+len(s.NotReadyAddresses))
+		for _, list := range []struct {
+			field string
+			addrs []endpointAddress
+			ready bool
+		}{{"addresses", s.Addresses, true}, {"notReadyAddresses", s.NotReadyAddresses, false}} {
+			for j, a := range list.addrs {
+				ip, err := parseUnicast(a.IP)
+				if err != nil {
+					return bad(fmt.Sprintf("%s[%d].ip", list.field, j), "%v", err)
+				}
+				g.endpoints = append(g.endpoints, endpointRef{ips: []netip.Addr{ip}, ready: list.ready, serving: list.ready})
+			}
+		}
+		groups = append(groups, g)
+	}
+	return groups, nil
+}
+
+// parseIP parses an address as the cluster writes it: no zone, no
+// IPv4-mapped IPv6 form.
+func parseIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	case ip.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("%q has a zone", s)
+	case ip.Is4In6():
+		return netip.Addr{}, fmt.Errorf("%q is an IPv4-mapped IPv6 address", s)
+	}
+	return ip, nil
+}
+
+// parseUnicast parses an address that traffic is sent to or served on
+// (external IPs, pod IPs). Like Kubernetes' own validation it refuses the
+// unspecified, loopback, link-local and multicast ranges.
+func parseUnicast(s string) (netip.Addr, error) {
+	ip, err := parseIP(s)
+	if err != nil {
+		return ip, err
+	}
+	switch {
+	case ip.IsUnspecified():
+		return netip.Addr{}, fmt.Errorf("%s is the unspecified address", ip)
+	case ip.IsLoopback():
+		return netip.Addr{}, fmt.Errorf("%s is a loopback address", ip)
+	case ip.IsMulticast():
+		return netip.Addr{}, fmt.Errorf("%s is a multicast address", ip)
+	case ip.IsLinkLocalUnicast():
+		return netip.Addr{}, fmt.Errorf("%s is a link-local address", ip)
+	}
+	return ip, nil
+}
