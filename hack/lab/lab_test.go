@@ -186,6 +186,30 @@ func TestNetworkLab(t *testing.T) {
 			t.Errorf("dial 192.168.121.202 from client: got %v, want connection refused", err)
 		}
 	})
+	t.Run("spawn", func(t *testing.T) {
+		p, err := l.Spawn("sleeper", l.ClientNS, "sh", "-c", "echo hi; exec sleep 300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Spawn("sleeper", l.ClientNS, "true"); err == nil {
+			t.Error("second Spawn under a running name succeeded")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.HasSuffix(p.Tail(1), "hi") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if d := cmp.Diff("hi", p.Tail(1)); d != "" {
+			t.Errorf("log tail (-want +got):\n%s", d)
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.Done():
+		default:
+			t.Error("Done not closed after Stop")
+		}
+	})
 	t.Run("dial refuses names", func(t *testing.T) {
 		if _, err := l.Dial(ctx, l.ClientNS, "tcp", "localhost:80"); err == nil {
 			t.Error("Dial with a host name succeeded; want an error")

@@ -18,7 +18,8 @@ func RequireRoot(t testing.TB) {
 
 // ForTest starts a lab for t (skipping when not root), bounded by t's
 // context and a generous timeout that allows a first kube-apiserver build,
-// and closes it in t.Cleanup. With an empty o.Dir, the lab works in a
+// and closes it in t.Cleanup, first logging the tails of the lab's process
+// logs if t failed. With an empty o.Dir, the lab works in a
 // t.TempDir. It fails t if the lab does not start.
 func ForTest(t testing.TB, o Options) *Lab {
 	t.Helper()
@@ -35,6 +36,9 @@ func ForTest(t testing.TB, o Options) *Lab {
 	}
 	t.Logf("lab %s (cluster=%v) up in %s, dir %s", o.Name, o.Cluster, time.Since(start).Round(time.Millisecond), l.Dir)
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("lab %s process logs:\n%s", l.Name, l.LogTails(20))
+		}
 		if err := l.Close(); err != nil {
 			t.Errorf("close lab: %v", err)
 		}
