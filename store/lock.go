@@ -30,6 +30,8 @@ type LockedError struct {
 	Waited time.Duration
 }
 
+// Error says who holds which lock file and how long Lock waited, e.g.
+// "store: another lbd holds /opt/LoadBalancer.sqlite.db.lock (pid 4242); waited 30s".
 func (e *LockedError) Error() string {
 	pid := "pid unknown"
 	if e.PID > 0 {

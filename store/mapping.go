@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -60,17 +61,23 @@ func replaceMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
 	ins, err := prepareAll(ctx, tx,
 		`INSERT INTO services (id, namespace, name, type, cluster_ip, affinity, affinity_timeout_s, exposed)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		`INSERT INTO service_ips (service_id, ip, ordinal) VALUES (?, ?, ?)`,
 		`INSERT INTO ports (id, service_id, ordinal, name, port, protocol, target_port)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		`INSERT INTO endpoints (port_id, ordinal, ip, port, ready, serving, terminating)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 	)
 	if err != nil {
 		return err
 	}
 	defer closeAll(ins)
-	insSvc, insIP, insPort, insEP := ins[0], ins[1], ins[2], ins[3]
+	insSvc, insPort := ins[0], ins[1]
+	// Endpoints and IPs are most of the rows and, normalized, cannot
+	// conflict: they go in many to a statement, and an error names the
+	// batch's last service only. Services and ports go one by one so that
+	// a conflict (a duplicate service or port) names its service.
+	insIP := &batchInsert{tx: tx, table: "service_ips", cols: []string{"service_id", "ip", "ordinal"}}
+	defer insIP.close()
+	insEP := &batchInsert{tx: tx, table: "endpoints",
+		cols: []string{"port_id", "ordinal", "ip", "port", "ready", "serving", "terminating"}}
+	defer insEP.close()
 
 	portID := int64(0)
 	for i := range svcs {
@@ -86,8 +93,8 @@ func replaceMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
 			return fmt.Errorf("service %s: %w", s.Key(), err)
 		}
 		for j, ip := range s.ExternalIPs {
-			if _, err := insIP.ExecContext(ctx, svcID, ip.String(), j); err != nil {
-				return fmt.Errorf("service %s external IP %s: %w", s.Key(), ip, err)
+			if err := insIP.add(ctx, svcID, ip.String(), j); err != nil {
+				return fmt.Errorf("batch up to service %s: %w", s.Key(), err)
 			}
 		}
 		for j, p := range s.Ports {
@@ -96,13 +103,90 @@ func replaceMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
 				return fmt.Errorf("service %s port %s: %w", s.Key(), p, err)
 			}
 			for k, e := range p.Endpoints {
-				if _, err := insEP.ExecContext(ctx, portID, k, e.IP.String(), int(e.Port), e.Ready, e.Serving, e.Terminating); err != nil {
-					return fmt.Errorf("service %s port %s endpoint %s: %w", s.Key(), p, e, err)
+				if err := insEP.add(ctx, portID, k, e.IP.String(), int(e.Port), e.Ready, e.Serving, e.Terminating); err != nil {
+					return fmt.Errorf("batch up to service %s port %s: %w", s.Key(), p, err)
 				}
 			}
 		}
 	}
+	last := "(none)"
+	if len(svcs) > 0 {
+		last = svcs[len(svcs)-1].Key()
+	}
+	if err := insIP.flush(ctx); err != nil {
+		return fmt.Errorf("batch up to service %s: %w", last, err)
+	}
+	if err := insEP.flush(ctx); err != nil {
+		return fmt.Errorf("batch up to service %s: %w", last, err)
+	}
 	return nil
+}
+
+// batchRows is how many rows one batchInsert statement carries; with seven
+// columns that is 700 parameters, far below SQLite's limit of 32766.
+const batchRows = 100
+
+// batchInsert inserts rows into table batchRows at a time with one
+// multi-row INSERT: per statement, database/sql and the driver cost more
+// than SQLite's own work for a small row.
+type batchInsert struct {
+	tx    *sql.Tx
+	table string
+	cols  []string
+	full  *sql.Stmt // prepared on first use
+	args  []any
+}
+
+// add queues one row, inserting the queue when it holds batchRows rows.
+func (b *batchInsert) add(ctx context.Context, row ...any) error {
+	b.args = append(b.args, row...)
+	if len(b.args) < batchRows*len(b.cols) {
+		return nil
+	}
+	if b.full == nil {
+		st, err := b.tx.PrepareContext(ctx, b.query(batchRows))
+		if err != nil {
+			return fmt.Errorf("prepare insert into %s: %w", b.table, err)
+		}
+		b.full = st
+	}
+	if _, err := b.full.ExecContext(ctx, b.args...); err != nil {
+		return fmt.Errorf("insert into %s: %w", b.table, err)
+	}
+	b.args = b.args[:0]
+	return nil
+}
+
+// flush inserts the rows still queued.
+func (b *batchInsert) flush(ctx context.Context) error {
+	if len(b.args) == 0 {
+		return nil
+	}
+	if _, err := b.tx.ExecContext(ctx, b.query(len(b.args)/len(b.cols)), b.args...); err != nil {
+		return fmt.Errorf("insert into %s: %w", b.table, err)
+	}
+	b.args = b.args[:0]
+	return nil
+}
+
+func (b *batchInsert) close() {
+	if b.full != nil {
+		b.full.Close()
+	}
+}
+
+// query returns "INSERT INTO table (cols) VALUES (?, ...), ..." for rows rows.
+func (b *batchInsert) query(rows int) string {
+	row := "(" + strings.Repeat("?, ", len(b.cols)-1) + "?)"
+	var q strings.Builder
+	q.WriteString("INSERT INTO " + b.table + " (" + strings.Join(b.cols, ", ") + ") VALUES ")
+	for i := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(row)
+	}
+	return q.String()
 }
 
 // replaceApplied makes svcs the applied state of backend.

@@ -637,6 +637,9 @@ func TestCommitIsOneTransaction(t *testing.T) {
 	}
 	dup := nginx()
 	dup.ExternalIPs = ips("192.168.121.99")
+	badPort := web()
+	badPort.Name = "zz-bad"
+	badPort.Ports[1].Endpoints[0].Port = 0
 
 	tests := []struct {
 		name    string
@@ -663,7 +666,13 @@ func TestCommitIsOneTransaction(t *testing.T) {
 		mapping: many,
 		applied: many,
 		wantErr: context.Canceled,
-		wantMsg: "store: commit iptables: mapping: service ",
+		wantMsg: "store: commit iptables: mapping: ",
+	}, {
+		name:    "endpoint port 0 fails a CHECK in a batch",
+		ctx:     context.Background,
+		mapping: append(slices.Clone(many), badPort),
+		applied: many,
+		wantMsg: "store: commit iptables: mapping: batch up to service shop/zz-bad: insert into endpoints: ",
 	}, {
 		name:    "canceled before",
 		ctx:     func() context.Context { c, cancel := context.WithCancel(context.Background()); cancel(); return c },
@@ -685,6 +694,7 @@ func TestCommitIsOneTransaction(t *testing.T) {
 			if err == nil {
 				t.Fatal("Commit succeeded, want an error")
 			}
+			t.Logf("Commit error: %v", err)
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Errorf("error = %v, want %v", err, tt.wantErr)
 			}
