@@ -39,6 +39,11 @@ func (m masterCLI) command(ctx context.Context, cmd string) ([]byte, error) {
 	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
 		return nil, err
 	}
+	// The master answers once it sees the end of the input; without it,
+	// it waits for more commands.
+	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+		return nil, err
+	}
 	return io.ReadAll(c)
 }
 

@@ -288,7 +288,7 @@ func TestParseShowProc(t *testing.T) {
 		},
 		{
 			name: "two workers",
-			in: "#<PID> <type> <reloads> <uptime> <version>\n1 master 4 [failed: 0] 0d 2.6\n# workers\n7 worker 0 0d 2.6\n# old workers\n5 worker 1 0d 2.6\n",
+			in:   "#<PID> <type> <reloads> <uptime> <version>\n1 master 4 [failed: 0] 0d 2.6\n# workers\n7 worker 0 0d 2.6\n# old workers\n5 worker 1 0d 2.6\n",
 			want: procState{master: 1, reloads: 4, workers: []int{7, 5}},
 		},
 		{name: "garbage", in: "Unknown command.\n", wantErr: true},
