@@ -1,0 +1,204 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// Defaults for the zero fields of [Config].
+const (
+	DefaultKubectl        = "kubectl"
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultCommandTimeout = 60 * time.Second
+)
+
+// The remote commands. Only the kubectl prefix comes from the operator;
+// nothing from the cluster ever enters a command line.
+const (
+	slicesArgs = " get services,endpointslices.discovery.k8s.io --all-namespaces -o json"
+	legacyArgs = " get services,endpoints --all-namespaces -o json"
+)
+
+// Config says how to reach the Kubernetes master and what to run there.
+type Config struct {
+	// Master is "user@host[:port]"; the port defaults to 22. An IPv6
+	// address is written in brackets, "root@[2001:db8::1]:22".
+	Master string
+	// KeyFiles are the private keys to offer. nil means those of
+	// ~/.ssh/id_ed25519, ~/.ssh/id_ecdsa and ~/.ssh/id_rsa that exist; an
+	// empty non-nil slice means no key files (agent only). A key file
+	// that is protected by a passphrase must be loaded into ssh-agent
+	// instead.
+	KeyFiles []string
+	// AgentSocket is the ssh-agent socket; empty means $SSH_AUTH_SOCK.
+	// The agent's keys are offered after the key files.
+	AgentSocket string
+	// NoAgent turns the agent off even when $SSH_AUTH_SOCK is set.
+	NoAgent bool
+	// KnownHosts is the known_hosts file that the master's host key is
+	// checked against; empty means ~/.ssh/known_hosts. It is read at each
+	// connect, so a key added while lbd runs is seen at the next one.
+	KnownHosts string
+	// InsecureIgnoreHostKey accepts any host key, logging a warning with
+	// its fingerprint on every connect. For labs only.
+	InsecureIgnoreHostKey bool
+	// ConnectTimeout bounds the TCP connect, SSH handshake and login;
+	// zero means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds one run of kubectl; zero means
+	// DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// Kubectl is the remote command prefix, e.g. "kubectl" or
+	// "sudo k3s kubectl --kubeconfig /etc/k.conf"; empty means
+	// DefaultKubectl. It is passed to the remote shell as written.
+	Kubectl string
+	// Log receives connection events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Source discovers services by running kubectl on the master over SSH. It
+// keeps one connection open across calls; it is safe for concurrent use.
+// It satisfies reconcile.Source.
+type Source struct {
+	kubectl string
+	master  string
+	log     *slog.Logger
+	// run runs one remote command and returns its stdout; a failing
+	// command is a *CommandError. Tests replace it.
+	run func(ctx context.Context, cmd string) ([]byte, error)
+	// connect makes sure the connection behind run is up.
+	connect func(ctx context.Context) error
+	// close releases the connection behind run.
+	close func() error
+
+	mu sync.Mutex
+	// legacy is set once the cluster turned out to have no EndpointSlice
+	// API; it holds for the life of the Source.
+	legacy bool
+}
+
+// New checks cfg, loads the key files and returns a Source. It does not
+// connect; the first Discover or Connect does.
+func New(cfg Config) (*Source, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Kubectl == "" {
+		cfg.Kubectl = DefaultKubectl
+	}
+	if err := checkKubectl(cfg.Kubectl); err != nil {
+		return nil, err
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	home, herr := os.UserHomeDir()
+	if cfg.KnownHosts == "" && !cfg.InsecureIgnoreHostKey {
+		if herr != nil {
+			return nil, fmt.Errorf("known_hosts: %w", herr)
+		}
+		cfg.KnownHosts = filepath.Join(home, ".ssh", "known_hosts")
+	}
+	defaultKeys := cfg.KeyFiles == nil
+	if defaultKeys && herr == nil {
+		for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			cfg.KeyFiles = append(cfg.KeyFiles, filepath.Join(home, ".ssh", n))
+		}
+	}
+	if cfg.AgentSocket == "" && !cfg.NoAgent {
+		cfg.AgentSocket = os.Getenv("SSH_AUTH_SOCK")
+	}
+	if cfg.NoAgent {
+		cfg.AgentSocket = ""
+	}
+	r, err := newSSHRunner(cfg, defaultKeys)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{
+		kubectl: cfg.Kubectl,
+		master:  cfg.Master,
+		log:     cfg.Log,
+		run:     r.run,
+		connect: r.Connect,
+		close:   r.Close,
+	}, nil
+}
+
+// checkKubectl refuses a prefix that could not be one remote command line.
+func checkKubectl(k string) error {
+	if strings.TrimSpace(k) == "" {
+		return errors.New("kubectl command: empty")
+	}
+	if strings.ContainsAny(k, "\n\r\x00") {
+		return fmt.Errorf("kubectl command %q: contains a newline or NUL", k)
+	}
+	return nil
+}
+
+// Discover runs kubectl on the master and parses its output (see [Parse]).
+// The first call that finds no EndpointSlice API on the cluster switches
+// this Source to Endpoints for good.
+func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	out, err := s.fetch(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
+	}
+	svcs, invalid, err := Parse(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
+	}
+	return svcs, invalid, nil
+}
+
+// fetch returns kubectl's output, trying EndpointSlices first unless the
+// cluster is known to lack them.
+func (s *Source) fetch(ctx context.Context) ([]byte, error) {
+	s.mu.Lock()
+	legacy := s.legacy
+	s.mu.Unlock()
+	if !legacy {
+		out, err := s.run(ctx, s.kubectl+slicesArgs)
+		if err == nil || !noEndpointSlices(err) {
+			return out, err
+		}
+		s.log.Warn("the cluster has no EndpointSlice API; reading Endpoints from now on",
+			"master", s.master, "err", err)
+		s.mu.Lock()
+		s.legacy = true
+		s.mu.Unlock()
+	}
+	return s.run(ctx, s.kubectl+legacyArgs)
+}
+
+// noEndpointSlices reports whether err is kubectl saying that the server
+// does not know the EndpointSlice resource type, as in
+// `error: the server doesn't have a resource type "endpointslices"`.
+func noEndpointSlices(err error) bool {
+	ce, ok := errors.AsType[*CommandError](err)
+	if !ok || ce.ExitStatus <= 0 {
+		return false
+	}
+	return strings.Contains(ce.Stderr, "doesn't have a resource type") &&
+		strings.Contains(ce.Stderr, "endpointslices")
+}
+
+// Connect makes sure the connection to the master is up, dialing it if
+// needed, without running anything. `lbd check` uses it to tell SSH
+// trouble from kubectl trouble.
+func (s *Source) Connect(ctx context.Context) error { return s.connect(ctx) }
+
+// Close closes the connection to the master. A later Discover dials again.
+func (s *Source) Close() error { return s.close() }

@@ -1,0 +1,231 @@
+package discovery
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/ssh"
+)
+
+const (
+	slicesCmd = "kubectl get services,endpointslices.discovery.k8s.io --all-namespaces -o json"
+	legacyCmd = "kubectl get services,endpoints --all-namespaces -o json"
+)
+
+// reply is what the fake remote answers to one command.
+type reply struct {
+	out []byte
+	err error
+}
+
+// fakeSource returns a Source whose remote end answers from replies by
+// command, and the list of commands it ran.
+func fakeSource(t *testing.T, replies map[string]reply) (*Source, *[]string) {
+	t.Helper()
+	var ran []string
+	s := &Source{
+		kubectl: "kubectl",
+		master:  "root@master",
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		run: func(_ context.Context, cmd string) ([]byte, error) {
+			ran = append(ran, cmd)
+			r, ok := replies[cmd]
+			if !ok {
+				t.Fatalf("unexpected command %q", cmd)
+			}
+			return r.out, r.err
+		},
+	}
+	return s, &ran
+}
+
+func TestDiscoverFallback(t *testing.T) {
+	stderr, err := os.ReadFile("testdata/no-endpointslices.stderr") // kubectl's real words
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSlices := &CommandError{Command: slicesCmd, ExitStatus: 1, Stderr: strings.TrimSpace(string(stderr))}
+	unauthorized := &CommandError{Command: slicesCmd, ExitStatus: 1, Stderr: "error: You must be logged in to the server (Unauthorized)"}
+	timedOut := &CommandError{Command: slicesCmd, ExitStatus: -1, Stderr: string(stderr), Err: context.DeadlineExceeded}
+	slices := reply{out: readFixture(t, sliceFixture)}
+	legacy := reply{out: readFixture(t, legacyFixture)}
+
+	tests := []struct {
+		name    string
+		replies map[string]reply
+		// calls is how many times Discover is called.
+		calls   int
+		wantRan []string
+		// wantErr is nil when every call must succeed, else the error
+		// every call must return.
+		wantErr error
+	}{
+		{
+			name:    "endpointslices",
+			replies: map[string]reply{slicesCmd: slices},
+			calls:   2,
+			wantRan: []string{slicesCmd, slicesCmd},
+		},
+		{
+			name:    "no endpointslices: fall back once and for good",
+			replies: map[string]reply{slicesCmd: {err: noSlices}, legacyCmd: legacy},
+			calls:   3,
+			wantRan: []string{slicesCmd, legacyCmd, legacyCmd, legacyCmd},
+		},
+		{
+			name:    "other kubectl failure: no fallback",
+			replies: map[string]reply{slicesCmd: {err: unauthorized}},
+			calls:   2,
+			wantRan: []string{slicesCmd, slicesCmd},
+			wantErr: unauthorized,
+		},
+		{
+			name:    "timeout: no fallback even if stderr matched",
+			replies: map[string]reply{slicesCmd: {err: timedOut}},
+			calls:   1,
+			wantRan: []string{slicesCmd},
+			wantErr: timedOut,
+		},
+		{
+			name:    "fallback fails too",
+			replies: map[string]reply{slicesCmd: {err: noSlices}, legacyCmd: {err: unauthorized}},
+			calls:   2,
+			wantRan: []string{slicesCmd, legacyCmd, legacyCmd},
+			wantErr: unauthorized,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, ran := fakeSource(t, tt.replies)
+			for range tt.calls {
+				svcs, _, err := s.Discover(context.Background())
+				if tt.wantErr != nil {
+					if !errors.Is(err, tt.wantErr) {
+						t.Fatalf("Discover error %v, want %v", err, tt.wantErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("Discover: %v", err)
+				}
+				if len(svcs) != len(wantFixture(false)) {
+					t.Errorf("Discover returned %d services, want %d", len(svcs), len(wantFixture(false)))
+				}
+			}
+			if diff := cmp.Diff(tt.wantRan, *ran); diff != "" {
+				t.Errorf("commands run (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDiscoverBadOutput(t *testing.T) {
+	s, _ := fakeSource(t, map[string]reply{slicesCmd: {out: []byte("Usage: kubectl ...")}})
+	_, _, err := s.Discover(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "root@master") {
+		t.Fatalf("Discover error %v, want a parse error naming the master", err)
+	}
+}
+
+func TestParseMaster(t *testing.T) {
+	tests := []struct {
+		in, user, addr, err string
+	}{
+		{in: "root@master", user: "root", addr: "master:22"},
+		{in: "vagrant@10.0.0.5:2222", user: "vagrant", addr: "10.0.0.5:2222"},
+		{in: "root@[::1]:2200", user: "root", addr: "[::1]:2200"},
+		{in: "root@[2001:db8::1]", user: "root", addr: "[2001:db8::1]:22"},
+		{in: "root@2001:db8::1", user: "root", addr: "[2001:db8::1]:22"},
+		{in: "first.last@corp@master", user: "first.last@corp", addr: "master:22"},
+		{in: "master", err: "no user"},
+		{in: "@master", err: "no user"},
+		{in: "root@", err: "no host"},
+		{in: "root@master:0", err: "port 0"},
+		{in: "root@master:70000", err: "port 70000"},
+		{in: "root@master:ssh", err: "port ssh"},
+		{in: "root@[::1]:x", err: "port x"},
+		{in: "root@master name", err: "bad character"},
+		{in: "root@master\n", err: "bad character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			user, addr, err := parseMaster(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("parseMaster error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{tt.user, tt.addr}, []string{user, addr}); diff != "" {
+				t.Errorf("user, addr (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockedFile := filepath.Join(dir, "locked")
+	if err := os.WriteFile(lockedFile, pem.EncodeToMemory(locked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := Config{Master: "root@master", KeyFiles: []string{}, AgentSocket: "/nonexistent/agent", KnownHosts: filepath.Join(dir, "known_hosts")}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		err  string
+	}{
+		{"kubectl with newline", func(c *Config) { c.Kubectl = "kubectl\nrm -rf /" }, "newline"},
+		{"kubectl with NUL", func(c *Config) { c.Kubectl = "kubectl\x00" }, "NUL"},
+		{"kubectl blank", func(c *Config) { c.Kubectl = "  " }, "empty"},
+		{"bad master", func(c *Config) { c.Master = "master" }, "no user"},
+		{"missing key file", func(c *Config) { c.KeyFiles = []string{filepath.Join(dir, "nope")} }, "no such file"},
+		{"passphrase key", func(c *Config) { c.KeyFiles = []string{lockedFile} }, "passphrase"},
+		{"garbage key", func(c *Config) { c.KeyFiles = []string{garbage} }, garbage},
+		{"no key, no agent", func(c *Config) { c.NoAgent = true }, "no private key file and no ssh-agent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			tt.edit(&cfg)
+			_, err := New(cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("New error %v, want one containing %q", err, tt.err)
+			}
+		})
+	}
+	t.Run("valid", func(t *testing.T) {
+		s, err := New(base)
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close of an unconnected Source: %v", err)
+		}
+	})
+}
