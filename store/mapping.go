@@ -460,3 +460,13 @@ func closeAll(stmts []*sql.Stmt) {
 		st.Close()
 	}
 }
+
+// ForgetApplied drops the named backend's applied state, after `lbd
+// cleanup` removed what it programmed, so the next sync creates every
+// service again. The mapping and the history stay.
+func (db *DB) ForgetApplied(ctx context.Context, backend string) error {
+	if _, err := db.sql.ExecContext(ctx, `DELETE FROM applied WHERE backend = ?`, backend); err != nil {
+		return fmt.Errorf("store: forget applied state of %s: %w", backend, err)
+	}
+	return nil
+}

@@ -824,3 +824,28 @@ func TestHistoryPrunes(t *testing.T) {
 		t.Errorf("kept records (-want +got):\n%s", diff)
 	}
 }
+
+func TestForgetApplied(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTemp(t)
+	if err := db.Commit(ctx, "iptables", []lb.Service{nginx(), web()}, []lb.Service{nginx(), web()}, record("iptables", 2, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Commit(ctx, "haproxy", []lb.Service{nginx(), web()}, []lb.Service{nginx()}, record("haproxy", 2, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ForgetApplied(ctx, "iptables"); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := db.Applied(ctx, "iptables")
+	if err != nil || len(gone) != 0 {
+		t.Errorf("iptables applied after forget = %d services, %v; want none", len(gone), err)
+	}
+	kept, err := db.Applied(ctx, "haproxy")
+	if err != nil || len(kept) != 1 {
+		t.Errorf("haproxy applied = %d services, %v; want its 1 service kept", len(kept), err)
+	}
+	if m, _ := db.Services(ctx); len(m) != 2 {
+		t.Errorf("mapping = %d services, want 2 kept", len(m))
+	}
+}
