@@ -46,6 +46,12 @@ type Options struct {
 	Dir string
 	// KeepDir keeps a temporary Dir after Close, for reading logs.
 	KeepDir bool
+	// Detach lets the lab's processes outlive the process that started
+	// them: without it they get SIGKILL when it dies (Pdeathsig), which is
+	// what tests want. A detached lab is removed by Close or, from another
+	// process, by Sweep(Name). `make demo` uses it to leave a lab up for
+	// exploring.
+	Detach bool
 }
 
 // Lab is a running lab. Its fields are read-only after Start.
@@ -87,6 +93,7 @@ type Lab struct {
 
 	kubectl   string // absolute path of the kubectl binary
 	removeDir bool   // Dir was made by Start and goes with Close
+	detach    bool   // Options.Detach: no Pdeathsig on the lab's processes
 
 	mu     sync.Mutex
 	procs  map[string]*proc
@@ -171,6 +178,7 @@ func newLab(o Options) *Lab {
 		LBInfraIP:    LBInfraIP,
 		LBExternalIP: LBExternalIP,
 		ClientIP:     ClientIP,
+		detach:       o.Detach,
 		procs:        map[string]*proc{},
 	}
 	for i := range o.Pods {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -291,4 +293,88 @@ func BenchmarkStartNetwork(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// detachTestName names the labs TestDetach's helper process starts.
+const detachTestName = "labdetach"
+
+// TestDetach starts a lab in a child process that exits without Close, and
+// checks that the lab's processes die with it by default and outlive it
+// with Options.Detach.
+func TestDetach(t *testing.T) {
+	RequireRoot(t)
+	if os.Getenv("LAB_DETACH_HELPER") != "" {
+		t.Skip("helper process")
+	}
+	tests := []struct {
+		name      string
+		detach    bool
+		wantAlive bool
+	}{
+		{"default dies with its starter", false, false},
+		{"detached outlives its starter", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Cleanup(func() {
+				if err := Sweep(detachTestName); err != nil {
+					t.Errorf("Sweep: %v", err)
+				}
+			})
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestDetachHelper$", "-test.v")
+			cmd.Env = append(os.Environ(), "LAB_DETACH_HELPER="+strconv.FormatBool(tt.detach), "LAB_DETACH_DIR="+t.TempDir())
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "--- PASS: TestDetachHelper") {
+				t.Fatalf("helper: %v\n%s", err, out)
+			}
+			// Pdeathsig is delivered as the helper exits; give the kernel
+			// a moment before reading what is left.
+			ns := "lbd-" + detachTestName + "-client"
+			var pids []string
+			for range 20 {
+				time.Sleep(100 * time.Millisecond)
+				pids = netnsPids(t, ns)
+				if len(pids) == 0 {
+					break
+				}
+			}
+			if alive := len(pids) > 0; alive != tt.wantAlive {
+				t.Errorf("after the starter exited: processes in %s %v, want alive=%v", ns, pids, tt.wantAlive)
+			}
+		})
+	}
+}
+
+// TestDetachHelper is TestDetach's child process: it starts a lab, spawns
+// a sleeper in the client namespace and returns without Close.
+func TestDetachHelper(t *testing.T) {
+	v := os.Getenv("LAB_DETACH_HELPER")
+	if v == "" {
+		t.Skip("runs only as TestDetach's helper process")
+	}
+	detach, err := strconv.ParseBool(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	l, err := Start(ctx, Options{Name: detachTestName, Pods: 1, Dir: os.Getenv("LAB_DETACH_DIR"), Detach: detach})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if _, err := l.Spawn("sleeper", l.ClientNS, "sleep", "120"); err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+}
+
+func netnsPids(t *testing.T, ns string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", ns).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip netns pids %s: %v: %s", ns, err, out)
+	}
+	return strings.Fields(string(out))
 }

@@ -51,8 +51,12 @@ func (l *Lab) startProc(name, ns string, argv ...string) (*proc, error) {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = cleanEnv()
 	// Own process group, so stop can kill the daemon and its children;
-	// Pdeathsig takes it down if the test binary dies without Close.
+	// Pdeathsig takes it down if the test binary dies without Close,
+	// unless the lab is detached and meant to outlive its starter.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if l.detach {
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
