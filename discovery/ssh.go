@@ -428,14 +428,17 @@ func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// Kill the remote command and give up on it. If the server
-		// does not answer promptly, the connection goes too, so no
-		// goroutine outlives the call for long.
+		// Kill the remote command and give up on it. OpenSSH honours
+		// the signal only for sessions of unprivileged users, and it
+		// does not confirm the close of a session whose command still
+		// runs; so unless the session ends at once, the connection
+		// goes too, and no goroutine outlives the call for long. The
+		// next call dials again.
 		_ = sess.Signal(ssh.SIGKILL)
 		_ = sess.Close()
 		select {
 		case <-done:
-		case <-time.After(2 * time.Second):
+		case <-time.After(500 * time.Millisecond):
 			r.drop(c)
 		}
 		return fail(-1, fmt.Errorf("command timed out or was cancelled: %w", context.Cause(ctx)))
@@ -484,26 +487,31 @@ func newSession(ctx context.Context, c *ssh.Client) (*ssh.Session, error) {
 }
 
 // capBuffer keeps the first max bytes written to it and notes the rest.
+// It is deliberately not an io.ReaderFrom (an embedded bytes.Buffer would
+// be, and io.Copy would then bypass the cap).
 type capBuffer struct {
-	bytes.Buffer
+	buf  bytes.Buffer
 	max  int
 	over bool
 }
 
 func (b *capBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); len(p) > room {
+	if room := b.max - b.buf.Len(); len(p) > room {
 		b.over = true
 		if room > 0 {
-			b.Buffer.Write(p[:room])
+			b.buf.Write(p[:room])
 		}
 		return len(p), nil // keep draining, or the remote side blocks
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
+
+// Bytes returns the kept bytes.
+func (b *capBuffer) Bytes() []byte { return b.buf.Bytes() }
 
 // String returns the kept bytes trimmed, marked when some were cut.
 func (b *capBuffer) String() string {
-	s := strings.TrimSpace(strings.ToValidUTF8(b.Buffer.String(), "?"))
+	s := strings.TrimSpace(strings.ToValidUTF8(b.buf.String(), "?"))
 	if b.over {
 		s += " [...]"
 	}
