@@ -125,6 +125,7 @@ type intOrString struct {
 	bad   bool   // neither a number nor a string
 }
 
+// UnmarshalJSON records a number, a string or null; it never fails.
 func (v *intOrString) UnmarshalJSON(b []byte) error {
 	*v = intOrString{set: true}
 	switch {

@@ -50,6 +50,8 @@ type HostKeyError struct {
 	Err error
 }
 
+// Error says which host, which key (type and SHA256 fingerprint) and, in
+// capitals, whether the key CHANGED or is REVOKED.
 func (e *HostKeyError) Error() string {
 	switch {
 	case e.Revoked:
@@ -85,6 +87,8 @@ type CommandError struct {
 	Err error
 }
 
+// Error says the host, the command, the exit status (or the cause when
+// there is none) and stderr.
 func (e *CommandError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ssh %s: %q: ", e.Host, e.Command)
@@ -495,6 +499,7 @@ type capBuffer struct {
 	over bool
 }
 
+// Write keeps what fits and always reports success.
 func (b *capBuffer) Write(p []byte) (int, error) {
 	if room := b.max - b.buf.Len(); len(p) > room {
 		b.over = true
