@@ -379,7 +379,9 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 		return bad("spec.sessionAffinity", "unknown mode %q", spec.SessionAffinity)
 	}
 
-	svc.Ports = make([]lb.Port, 0, len(spec.Ports))
+	if len(spec.Ports) > 0 {
+		svc.Ports = make([]lb.Port, 0, len(spec.Ports))
+	}
 	for i, sp := range spec.Ports {
 		f := "spec.ports[" + strconv.Itoa(i) + "]"
 		if sp.Name != "" && !lb.IsDNSLabel(sp.Name) {

@@ -405,6 +405,13 @@ func TestParseAccepts(t *testing.T) {
 			want:  func(s *lb.Service) { s.AffinityTimeout = lb.DefaultAffinityTimeout },
 		},
 		{
+			// A headless service may have no ports at all.
+			name: "no ports", fixture: sliceFixture,
+			edits: []edit{{"Service", "shop", "db", "spec.ports", nil}},
+			key:   "shop/db",
+			want:  func(s *lb.Service) { s.Ports = nil },
+		},
+		{
 			// Items of other kinds are ignored, whatever their shape.
 			name: "unknown kind", fixture: sliceFixture,
 			edits: []edit{{"Service", "default", "web", "kind", "ConfigMap"}},
