@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -122,18 +123,25 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 			p.exposedBefore++
 		}
 	}
-	// Keep the applied state of services the cluster sent us broken.
+	// Keep the applied state of services the cluster sent us broken, and
+	// of those that claim an address another service already serves.
 	keep := map[string]bool{}
 	for _, e := range rejected {
 		keep[e.Namespace+"/"+e.Name] = true
 	}
-	p.Desired = make([]lb.Service, 0, len(discovered)+len(keep))
+	valid := make([]lb.Service, 0, len(discovered))
 	for _, s := range discovered {
-		if keep[s.Key()] {
-			continue // also rejected (duplicate objects): treat as rejected
+		if !keep[s.Key()] {
+			valid = append(valid, s)
 		}
-		p.Desired = append(p.Desired, s)
 	}
+	valid, clashes := dropConflicts(old, valid)
+	for _, e := range clashes {
+		keep[e.Namespace+"/"+e.Name] = true
+	}
+	p.Rejected = append(p.Rejected, clashes...)
+	p.Desired = make([]lb.Service, 0, len(valid)+len(keep))
+	p.Desired = append(p.Desired, valid...)
 	for k := range keep {
 		if o, ok := old[k]; ok {
 			p.Desired = append(p.Desired, *o)
@@ -343,4 +351,74 @@ func containsKey(svcs []lb.Service, key string) bool {
 func IsRefused(err error) bool {
 	var t *TooManyDeletesError
 	return errors.As(err, &t)
+}
+
+// dropConflicts removes from desired every service that claims an external
+// address, port and protocol that another one serves, and returns an
+// error for each. Who keeps the address is decided without regard to map
+// order: a service that already served it (in applied) keeps it; among
+// newcomers, the first by namespace/name. desired must be sorted.
+func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.Service, []*lb.InvalidServiceError) {
+	type claim struct {
+		ip    netip.Addr
+		port  uint16
+		proto lb.Protocol
+	}
+	claims := func(s *lb.Service) []claim {
+		var out []claim
+		for _, ip := range s.ExternalIPs {
+			for _, p := range s.Ports {
+				out = append(out, claim{ip, p.Port, p.Protocol})
+			}
+		}
+		return out
+	}
+	owner := map[claim]string{}
+	for _, s := range applied {
+		for _, c := range claims(s) {
+			owner[c] = s.Key()
+		}
+	}
+	taken := map[claim]string{}
+	lost := map[string]*lb.InvalidServiceError{}
+	// Two rounds: the previous owners first, then the others in order.
+	for round := 0; round < 2; round++ {
+		for i := range desired {
+			s := &desired[i]
+			if lost[s.Key()] != nil {
+				continue
+			}
+			var mine []claim
+			for _, c := range claims(s) {
+				if (round == 0) == (owner[c] == s.Key()) {
+					mine = append(mine, c)
+				}
+			}
+			for _, c := range mine {
+				if other, ok := taken[c]; ok && other != s.Key() {
+					lost[s.Key()] = &lb.InvalidServiceError{Namespace: s.Namespace, Name: s.Name, Field: "spec.externalIPs",
+						Reason: fmt.Sprintf("%s:%d/%s is already served by %s", c.ip, c.port, c.proto, other)}
+					break
+				}
+			}
+			if lost[s.Key()] == nil {
+				for _, c := range mine {
+					taken[c] = s.Key()
+				}
+			}
+		}
+	}
+	if len(lost) == 0 {
+		return desired, nil
+	}
+	var kept []lb.Service
+	var errs []*lb.InvalidServiceError
+	for _, s := range desired {
+		if e := lost[s.Key()]; e != nil {
+			errs = append(errs, e)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	return kept, errs
 }

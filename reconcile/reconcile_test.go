@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -213,5 +214,59 @@ func TestPlanChangesNothing(t *testing.T) {
 	if p.Count(lb.Create) != 1 || be.calls != 0 || len(st.history) != 0 || st.applied != nil {
 		t.Errorf("Plan: creates=%d applies=%d history=%d applied=%v; want 1 create and nothing touched",
 			p.Count(lb.Create), be.calls, len(st.history), st.applied)
+	}
+}
+
+func TestConflictingAddresses(t *testing.T) {
+	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
+	b := svc("default", "b", "192.168.121.201", "10.246.0.2") // same IP:80/TCP as a
+	c := svc("default", "c", "192.168.121.202", "10.246.0.3")
+	udp := with(b, func(s *lb.Service) { s.Name = "udp"; s.Ports[0].Protocol = lb.UDP })
+	tests := []struct {
+		name         string
+		applied      []lb.Service
+		discovered   []lb.Service
+		wantDesired  []string
+		wantRejected []string
+	}{
+		{
+			name: "newcomers: first by name wins", discovered: []lb.Service{a, b, c},
+			wantDesired:  []string{"default/a=10.246.0.1:80", "default/c=10.246.0.3:80"},
+			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is already served by default/a"},
+		},
+		{
+			name: "the service already serving keeps it", applied: []lb.Service{b}, discovered: []lb.Service{a, b},
+			wantDesired:  []string{"default/b=10.246.0.2:80"},
+			wantRejected: []string{"service default/a: spec.externalIPs: 192.168.121.201:80/TCP is already served by default/b"},
+		},
+		{
+			name: "loser keeps its old state", applied: []lb.Service{a, with(b, func(s *lb.Service) { s.ExternalIPs[0] = netip.MustParseAddr("192.168.121.209") })},
+			discovered:   []lb.Service{a, b},
+			wantDesired:  []string{"default/a=10.246.0.1:80", "default/b=10.246.0.2:80"},
+			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is already served by default/a"},
+		},
+		{
+			name: "other protocol is no conflict", discovered: []lb.Service{a, udp},
+			wantDesired: []string{"default/a=10.246.0.1:80", "default/udp=10.246.0.2:80"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := New(&source{svcs: tt.discovered}, &backend{}, &store{applied: tt.applied}, nil, Options{MaxDelete: 1})
+			p, err := r.Plan(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rej []string
+			for _, e := range p.Rejected {
+				rej = append(rej, e.Error())
+			}
+			if d := cmp.Diff(tt.wantDesired, keys(p.Desired)); d != "" {
+				t.Errorf("desired (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tt.wantRejected, rej); d != "" {
+				t.Errorf("rejected (-want +got):\n%s", d)
+			}
+		})
 	}
 }
