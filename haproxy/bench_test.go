@@ -1,0 +1,117 @@
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// benchServices returns n services with eps ready endpoints each, on
+// distinct external IPs (one port 80 each).
+func benchServices(n, eps int) []lb.Service {
+	svcs := make([]lb.Service, n)
+	for i := range svcs {
+		s := lb.Service{
+			Namespace:   fmt.Sprintf("ns%d", i%100),
+			Name:        fmt.Sprintf("svc%d", i),
+			ExternalIPs: []netip.Addr{netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)})},
+			Affinity:    lb.AffinityNone,
+		}
+		p := lb.Port{Port: 80, Protocol: lb.TCP, TargetPort: "8080"}
+		for j := range eps {
+			p.Endpoints = append(p.Endpoints, lb.Endpoint{IP: netip.AddrFrom4([4]byte{10, 246, byte(i >> 4), byte(i<<4 + j)}), Port: 8080, Ready: true, Serving: true})
+		}
+		s.Ports = []lb.Port{p}
+		svcs[i] = s
+	}
+	lb.SortServices(svcs)
+	return svcs
+}
+
+// BenchmarkRender renders 10,000 services with 10 endpoints each.
+func BenchmarkRender(b *testing.B) {
+	svcs := benchServices(10000, 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Render(svcs, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRenderWriteValidate renders 10,000 services with 10 endpoints
+// each, writes them as a new generation and validates the set with the
+// real "haproxy -c": the work of a sync that changes everything, short of
+// the reload.
+func BenchmarkRenderWriteValidate(b *testing.B) {
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		b.Skipf("SKIP: haproxy is not installed: %v", err)
+	}
+	svcs := benchServices(10000, 10)
+	o := testOptions(b.TempDir())
+	o.User, o.Group = "-", "-"
+	be := New(o, nil)
+	if err := be.ensureBase(); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var render, write, check time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		files, err := Render(svcs, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		gen, err := be.tree.write(files, Files{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		if err := be.check(ctx, o.BasePath, gen); err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		render, write, check = render+t1.Sub(t0), write+t2.Sub(t1), check+t3.Sub(t2)
+		b.StopTimer()
+		if err := be.tree.prune(""); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(render.Milliseconds())/n, "render-ms/op")
+	b.ReportMetric(float64(write.Milliseconds())/n, "write-ms/op")
+	b.ReportMetric(float64(check.Milliseconds())/n, "haproxy-c-ms/op")
+}
+
+// BenchmarkApplyNoChange is a sync of 10,000 unchanged services: render,
+// read the files back, compare. It must not call haproxy; the calls are
+// counted and reported.
+func BenchmarkApplyNoChange(b *testing.B) {
+	svcs := benchServices(10000, 10)
+	o := testOptions(b.TempDir())
+	be := New(o, nil)
+	calls := 0
+	be.check = func(context.Context, string, string) error { calls++; return nil }
+	be.reload = func(context.Context) error { calls++; return nil }
+	ctx := context.Background()
+	if _, err := be.Apply(ctx, svcs, nil); err != nil {
+		b.Fatal(err)
+	}
+	calls = 0
+	for b.Loop() {
+		if _, err := be.Apply(ctx, svcs, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if calls != 0 {
+		b.Fatalf("unchanged Apply made %d haproxy calls, want 0", calls)
+	}
+	b.ReportMetric(float64(calls), "haproxy-calls")
+}
