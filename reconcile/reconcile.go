@@ -236,7 +236,9 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		return fail("refused", err)
 	}
 
-	if v, ok := r.backend.(Verifier); ok && full {
+	// With nothing applied there is nothing to drift from: a first sync
+	// writes everything anyway.
+	if v, ok := r.backend.(Verifier); ok && full && len(applied) > 0 {
 		drift, err := v.Verify(ctx, applied)
 		if err != nil {
 			return fail("error", fmt.Errorf("verify %s: %w", r.backend.Name(), err))

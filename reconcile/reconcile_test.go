@@ -150,6 +150,11 @@ func TestSync(t *testing.T) {
 			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
 		},
 		{
+			name: "first full sync does not verify", src: source{svcs: []lb.Service{a}},
+			be: backend{drift: []string{"nat chain LBD-SERVICES is missing"}}, full: true,
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "ok",
+		},
+		{
 			name: "full sync without drift is a noop", applied: []lb.Service{a}, src: source{svcs: []lb.Service{a}}, full: true,
 			wantApplies: 0, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "noop",
 		},
@@ -171,6 +176,9 @@ func TestSync(t *testing.T) {
 			}
 			if d := cmp.Diff(tt.wantApplied, keys(st.applied)); d != "" {
 				t.Errorf("stored applied state (-want +got):\n%s", d)
+			}
+			if res.Plan != nil && len(res.Plan.Drift) > 0 && len(tt.applied) == 0 {
+				t.Errorf("drift %v reported with nothing applied", res.Plan.Drift)
 			}
 			if len(st.history) != 1 || st.history[0].Result != tt.wantResult || res.Record.Result != tt.wantResult {
 				t.Errorf("history = %+v, want one %q record", st.history, tt.wantResult)

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/lbd/lbd/netfilter"
+)
+
+// check prints the preflight, one verdict per line: privileges, the
+// iptables binary and mode, ip_forward and rp_filter, SSH to the master,
+// and the pod route of every ready endpoint of an exposed service the
+// master reports. Exit 0 when every line is ok.
+func (a *app) check(ctx context.Context) int {
+	closeLog, err := a.openLogStderr()
+	if err != nil {
+		return a.exit(err)
+	}
+	defer closeLog()
+	pf := netfilter.NewPreflight(a.netfilterOptions())
+	verdicts := []netfilter.Verdict{pf.Root(), pf.IPTables(ctx)}
+	if fwd := pf.IPForward(); a.cfg.backend == "iptables" || fwd.OK {
+		verdicts = append(verdicts, fwd, pf.RPFilter())
+	} else {
+		// haproxy proxies instead of forwarding: it needs neither.
+		verdicts = append(verdicts, netfilter.Verdict{Check: "ip_forward", OK: true, Detail: "off; not needed by --backend=haproxy"})
+	}
+
+	src, err := a.newSource()
+	var podIPs []netip.Addr
+	if err == nil {
+		defer src.Close()
+		err = src.Connect(ctx)
+	}
+	if err != nil {
+		verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: false, Detail: err.Error()})
+	} else {
+		verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
+		svcs, rejected, err := src.Discover(ctx)
+		if err != nil {
+			verdicts = append(verdicts, netfilter.Verdict{Check: "kubectl", OK: false, Detail: err.Error()})
+		} else {
+			verdicts = append(verdicts, netfilter.Verdict{Check: "kubectl", OK: len(rejected) == 0,
+				Detail: fmt.Sprintf("%d services, %d rejected", len(svcs), len(rejected))})
+			for _, r := range rejected {
+				verdicts = append(verdicts, netfilter.Verdict{Check: "service", OK: false, Detail: r.Error()})
+			}
+			seen := map[netip.Addr]bool{}
+			for _, s := range svcs {
+				if !s.Exposed() {
+					continue
+				}
+				for _, p := range s.Ports {
+					for _, e := range p.ReadyEndpoints() {
+						if !seen[e.IP] {
+							seen[e.IP] = true
+							podIPs = append(podIPs, e.IP)
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(podIPs) == 0 {
+		verdicts = append(verdicts, netfilter.Verdict{Check: "pod route", OK: true, Detail: "no ready endpoint of an exposed service to check"})
+	}
+	for _, ip := range podIPs {
+		verdicts = append(verdicts, pf.PodRoute(ip))
+	}
+	ok := true
+	for _, v := range verdicts {
+		fmt.Fprintln(a.stdout, v)
+		ok = ok && v.OK
+	}
+	if !ok {
+		return exitFail
+	}
+	return exitOK
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lbd/lbd/store"
+)
+
+// cleanup removes everything lbd programmed in the chosen backend and
+// forgets that backend's applied state, so the next sync starts afresh.
+func (a *app) cleanup(ctx context.Context) error {
+	closeLog, err := a.openLog()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	be, err := a.newBackend()
+	if err != nil {
+		return err
+	}
+	if err := be.Cleanup(ctx); err != nil {
+		return fmt.Errorf("cleanup %s: %w", be.Name(), err)
+	}
+	db, err := store.Open(ctx, a.cfg.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.ForgetApplied(ctx, be.Name()); err != nil {
+		return err
+	}
+	a.log.Info("cleanup done", "backend", be.Name())
+	return nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/netfilter"
+)
+
+// config is every setting of lbd. Each field is a flag, and each flag can
+// also be set as LBD_<NAME> in the environment (dashes become
+// underscores); the command line wins over the environment.
+type config struct {
+	// discovery
+	master        string
+	sshKeys       string
+	knownHosts    string
+	insecureHost  bool
+	kubectl       string
+	sshTimeout    time.Duration
+	kubectlTimout time.Duration
+
+	// store and guards
+	db        string
+	lockWait  time.Duration
+	maxDelete percent
+	force     bool
+	full      bool
+
+	// backends
+	backend      string
+	podInterface string
+	routeCheck   bool
+	masquerade   bool
+	masqBit      int
+	iptablesBin  string
+
+	haproxyBase         string
+	haproxyDir          string
+	haproxyReload       string
+	haproxyMasterSocket string
+	haproxyStatsSocket  string
+	haproxyBin          string
+	haproxyUser         string
+	checkInter          time.Duration
+	checkFall           int
+	checkRise           int
+
+	// output
+	logFile   string
+	logFormat string
+	output    string
+}
+
+// percent is a flag value given as "50%" or "0.5".
+type percent float64
+
+func (p *percent) String() string { return strconv.FormatFloat(float64(*p)*100, 'f', -1, 64) + "%" }
+
+func (p *percent) Set(s string) error {
+	v, pct := strings.CutSuffix(strings.TrimSpace(s), "%")
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a percentage", s)
+	}
+	if pct || f > 1 {
+		f /= 100
+	}
+	if f < 0 || f > 1 {
+		return fmt.Errorf("%q is outside 0%%..100%%", s)
+	}
+	*p = percent(f)
+	return nil
+}
+
+func homeDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return h
+	}
+	return "/root"
+}
+
+// newFlagSet declares every flag of lbd on c with its default.
+func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lbd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	ssh := filepath.Join(homeDir(), ".ssh")
+
+	fs.StringVar(&c.master, "master", "", "Kubernetes master to discover services from, as `user@host[:port]` (SSH)")
+	fs.StringVar(&c.sshKeys, "ssh-key", "", "comma-separated private key `files` for SSH (default: the usual keys in "+ssh+" that exist; the SSH agent is used too when SSH_AUTH_SOCK is set)")
+	fs.StringVar(&c.knownHosts, "known-hosts", filepath.Join(ssh, "known_hosts"), "known_hosts `file` that must hold the master's host key")
+	fs.BoolVar(&c.insecureHost, "insecure-ignore-host-key", false, "do NOT verify the master's SSH host key (logs a warning on every run)")
+	fs.StringVar(&c.kubectl, "kubectl", "kubectl", "kubectl `invocation` on the master, e.g. \"sudo kubectl --kubeconfig /etc/kubernetes/admin.conf\"")
+	fs.DurationVar(&c.sshTimeout, "ssh-timeout", 10*time.Second, "SSH connect timeout")
+	fs.DurationVar(&c.kubectlTimout, "kubectl-timeout", 60*time.Second, "timeout for the remote kubectl command")
+
+	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
+	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
+	c.maxDelete = 0.5
+	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that would remove more than this share of the exposed services (e.g. 50% or 0.5)")
+	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
+	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
+
+	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production) or iptables (experiments)")
+	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")
+	fs.BoolVar(&c.routeCheck, "route-check", true, "check with netlink that endpoints route via --pod-interface before programming them")
+	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
+	nf := netfilter.DefaultOptions()
+	fs.IntVar(&c.masqBit, "masquerade-bit", nf.MasqueradeBit, "iptables: fwmark `bit` (0-31) lbd uses to mark packets for masquerade; kube-proxy uses 14 and 15")
+	fs.StringVar(&c.iptablesBin, "iptables", nf.Binary, "iptables: `command` (iptables, iptables-nft or iptables-legacy); -restore and -save are appended")
+
+	hp := haproxy.DefaultOptions()
+	fs.StringVar(&c.haproxyBase, "haproxy-base", hp.BasePath, "haproxy: global/defaults base `file`; written with sound defaults when absent")
+	fs.StringVar(&c.haproxyDir, "haproxy-dir", hp.Dir, "haproxy: `directory` of per-service files (<namespace>_<service>.cfg)")
+	fs.StringVar(&c.haproxyReload, "haproxy-reload", "", "haproxy: reload `command`; empty: the master CLI socket if it exists, else systemctl reload haproxy")
+	fs.StringVar(&c.haproxyMasterSocket, "haproxy-master-socket", hp.MasterSocket, "haproxy: master CLI socket `path` (haproxy -W -S path)")
+	fs.StringVar(&c.haproxyStatsSocket, "haproxy-stats-socket", hp.StatsSocket, "haproxy: stats socket `path` written into a new base file")
+	fs.StringVar(&c.haproxyBin, "haproxy-bin", hp.HaproxyBin, "haproxy: `binary` used to validate configs")
+	fs.StringVar(&c.haproxyUser, "haproxy-user", hp.User, "haproxy: `user` and group the workers drop to, written into a new base file (\"-\" stays root)")
+	fs.DurationVar(&c.checkInter, "check-interval", hp.CheckInterval, "haproxy: health check interval")
+	fs.IntVar(&c.checkFall, "check-fall", hp.Fall, "haproxy: failed checks before a server is down")
+	fs.IntVar(&c.checkRise, "check-rise", hp.Rise, "haproxy: passed checks before a server is up")
+
+	fs.StringVar(&c.logFile, "log-file", "/var/log/loadbalancer.log", "log `file`, written beside stderr; empty for stderr only")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.output, "o", "table", "output format of status and plan: table or json")
+	return fs
+}
+
+// envName is the environment variable that sets flag name.
+func envName(name string) string {
+	return "LBD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// parseArgs fills c from the environment, then from args, and returns the
+// subcommand ("" for a sync pass) and its remaining arguments. Flags may
+// stand before or after the subcommand.
+func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd string, rest []string, err error) {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return "", nil, envErr
+	}
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return cmd, rest, nil
+		}
+		if cmd == "" {
+			cmd = args[0]
+		} else {
+			rest = append(rest, args[0])
+		}
+		args = args[1:]
+	}
+}
+
+// errUsage marks errors in how lbd was called.
+var errUsage = errors.New("usage")
+
+const usageHead = `lbd: external load balancer for bare-metal Kubernetes.
+
+Usage:
+  lbd [flags]            one sync pass (for cron): discover, plan, apply, store
+  lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending, 1 error
+  lbd status [flags]     the stored service mapping (-o table|json)
+  lbd check [flags]      preflight: pod routes, forwarding, iptables, privileges, SSH
+  lbd cleanup [flags]    remove everything lbd programmed in the chosen backend
+  lbd version
+
+Every flag can also be set as LBD_<NAME> in the environment,
+e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%.
+
+Flags:
+`

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/lbd/lbd/lb"
+	"github.com/lbd/lbd/reconcile"
+)
+
+// sync runs one pass: lock, discover, plan, apply, store. It is what cron
+// runs.
+func (a *app) sync(ctx context.Context) error {
+	closeLog, err := a.openLog()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	env, err := a.setUp(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+
+	res, err := env.reconciler.Sync(ctx, a.cfg.full)
+	if err != nil {
+		return err
+	}
+	r := res.Record
+	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "services", r.Services,
+		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
+		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
+	for _, c := range res.Plan.Changes {
+		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
+	}
+	return nil
+}
+
+// plan prints what a sync would do and changes nothing. It exits 0 when
+// nothing would change, 2 when changes are pending and 1 on error.
+func (a *app) plan(ctx context.Context) int {
+	closeLog, err := a.openLogStderr()
+	if err != nil {
+		return a.exit(err)
+	}
+	defer closeLog()
+	env, err := a.setUp(ctx, false)
+	if err != nil {
+		return a.exit(err)
+	}
+	defer env.close()
+	p, err := env.reconciler.Plan(ctx)
+	if err != nil {
+		return a.exit(err)
+	}
+	if err := printPlan(a.stdout, a.cfg.output, p); err != nil {
+		return a.exit(err)
+	}
+	if err := env.reconciler.Guard(p); err != nil {
+		fmt.Fprintf(a.stdout, "a sync would be refused: %v\n", err)
+	}
+	if p.Empty() {
+		return exitOK
+	}
+	return exitPending
+}
+
+// printPlan writes p as lines a person reads, or as JSON.
+func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reconcile.Plan) error {
+	type jsonChange struct {
+		Kind    lb.ChangeKind `json:"kind"`
+		Service string        `json:"service"`
+		What    []string      `json:"what"`
+	}
+	type jsonPlan struct {
+		Changes    []jsonChange `json:"changes"`
+		Unchanged  int          `json:"unchanged"`
+		Rejected   []string     `json:"rejected,omitempty"`
+		Unroutable []string     `json:"unroutable,omitempty"`
+	}
+	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged}
+	for _, c := range p.Changes {
+		jp.Changes = append(jp.Changes, jsonChange{c.Kind, c.Key(), c.What})
+	}
+	for _, e := range p.Rejected {
+		jp.Rejected = append(jp.Rejected, e.Error())
+	}
+	for _, s := range p.Unroutable {
+		jp.Unroutable = append(jp.Unroutable, s.Reason)
+	}
+	switch format {
+	case "json":
+		return writeJSON(w, jp)
+	case "table", "":
+	default:
+		return fmt.Errorf("-o %q: want table or json", format)
+	}
+	var b strings.Builder
+	for _, c := range jp.Changes {
+		fmt.Fprintf(&b, "%-6s %s\n", c.Kind, c.Service)
+		for _, what := range c.What {
+			fmt.Fprintf(&b, "         %s\n", what)
+		}
+	}
+	for _, r := range jp.Rejected {
+		fmt.Fprintf(&b, "reject %s (keeps its last applied state)\n", r)
+	}
+	for _, r := range jp.Unroutable {
+		fmt.Fprintf(&b, "skip   %s (keeps its last applied state)\n", r)
+	}
+	fmt.Fprintf(&b, "plan: %d to create, %d to update, %d to delete, %d unchanged\n",
+		p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete), p.Unchanged)
+	_, err := w.Write([]byte(b.String()))
+	return err
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lbd/lbd/discovery"
+	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/reconcile"
+	"github.com/lbd/lbd/store"
+)
+
+// Compile-time checks that the parts satisfy the reconciler's interfaces.
+var (
+	_ reconcile.Source    = (*discovery.Source)(nil)
+	_ reconcile.Store     = (*store.DB)(nil)
+	_ reconcile.Backend   = (*netfilter.Backend)(nil)
+	_ reconcile.Verifier  = (*netfilter.Backend)(nil)
+	_ reconcile.Backend   = (*haproxy.Backend)(nil)
+	_ reconcile.Verifier  = (*haproxy.Backend)(nil)
+	_ reconcile.PodRoutes = (*netfilter.RouteCheck)(nil)
+)
+
+// backend is what the command line needs of a backend beyond what the
+// reconciler calls.
+type backend interface {
+	reconcile.Backend
+	Cleanup(ctx context.Context) error
+}
+
+// env is one wired lbd: store, source, backend and reconciler.
+type env struct {
+	db         *store.DB
+	source     *discovery.Source
+	backend    backend
+	reconciler *reconcile.Reconciler
+	closers    []func()
+}
+
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// setUp wires lbd from the configuration. With lock set it first takes
+// the store's cross-process lock, so two lbd never sync at once.
+func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
+	e := &env{}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	if lock {
+		unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, func() { unlock() })
+	}
+	if e.db, err = store.Open(ctx, a.cfg.db); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, func() { e.db.Close() })
+	if e.source, err = a.newSource(); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, func() { e.source.Close() })
+	if e.backend, err = a.newBackend(); err != nil {
+		return nil, err
+	}
+	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force}
+	if a.cfg.routeCheck {
+		opts.Routes = netfilter.NewRouteCheck(a.cfg.podInterface)
+	}
+	e.reconciler = reconcile.New(e.source, e.backend, e.db, a.log, opts)
+	return e, nil
+}
+
+// newSource builds the SSH discovery source.
+func (a *app) newSource() (*discovery.Source, error) {
+	if a.cfg.master == "" {
+		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
+	}
+	if a.cfg.insecureHost {
+		a.log.Warn("SSH host key verification is OFF (--insecure-ignore-host-key): anyone on the path can impersonate the master")
+	}
+	return discovery.New(discovery.Config{
+		Master:                a.cfg.master,
+		KeyFiles:              a.keyFiles(),
+		KnownHosts:            a.cfg.knownHosts,
+		InsecureIgnoreHostKey: a.cfg.insecureHost,
+		ConnectTimeout:        a.cfg.sshTimeout,
+		CommandTimeout:        a.cfg.kubectlTimout,
+		Kubectl:               a.cfg.kubectl,
+		Log:                   a.log,
+	})
+}
+
+// keyFiles returns --ssh-key split on commas, or the usual keys that exist.
+func (a *app) keyFiles() []string {
+	if a.cfg.sshKeys != "" {
+		var out []string
+		for _, k := range strings.Split(a.cfg.sshKeys, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	var out []string
+	for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+		p := filepath.Join(homeDir(), ".ssh", name)
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// newBackend builds the backend named by --backend.
+func (a *app) newBackend() (backend, error) {
+	switch a.cfg.backend {
+	case "iptables":
+		return netfilter.New(a.netfilterOptions(), a.log)
+	case "haproxy":
+		return haproxy.New(haproxy.Options{
+			BasePath:      a.cfg.haproxyBase,
+			Dir:           a.cfg.haproxyDir,
+			Reload:        a.cfg.haproxyReload,
+			MasterSocket:  a.cfg.haproxyMasterSocket,
+			StatsSocket:   a.cfg.haproxyStatsSocket,
+			HaproxyBin:    a.cfg.haproxyBin,
+			CheckInterval: a.cfg.checkInter,
+			Fall:          a.cfg.checkFall,
+			Rise:          a.cfg.checkRise,
+			User:          a.cfg.haproxyUser,
+			Group:         a.cfg.haproxyUser,
+		}, a.log), nil
+	}
+	return nil, fmt.Errorf("--backend %q: want haproxy or iptables", a.cfg.backend)
+}
+
+func (a *app) netfilterOptions() netfilter.Options {
+	return netfilter.Options{
+		Masquerade:    a.cfg.masquerade,
+		MasqueradeBit: a.cfg.masqBit,
+		PodInterface:  a.cfg.podInterface,
+		Binary:        a.cfg.iptablesBin,
+	}
+}
