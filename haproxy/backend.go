@@ -64,7 +64,8 @@ func (b *Backend) Options() Options { return b.o }
 // which also repairs hand edits), and when they differ it writes a new
 // generation, validates it with "haproxy -c", publishes it, reloads haproxy
 // and waits for the new worker. When nothing differs it writes nothing and
-// calls haproxy not at all. The base file is written first if absent.
+// calls haproxy not at all. The base file and the services directory are
+// made first if absent, so haproxy can start even with no service yet.
 //
 // Partly servable services are served: their UDP and SCTP ports are
 // logged (see [Unserved]) and the service counts as applied, since its TCP
@@ -81,9 +82,6 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	files, err := Render(desired, b.o)
 	if err != nil {
 		return nil, err
-	}
-	for _, u := range Unserved(desired) {
-		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
 	if err := b.ensureBase(); err != nil {
 		return nil, err
@@ -103,6 +101,13 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 		if old, ok := cur[name]; ok {
 			files[name] = old // left as it was before this call
 		}
+	}
+	if files.Equal(cur) {
+		return skipped, nil
+	}
+	// Logged when something changes, not on every sync.
+	for _, u := range Unserved(desired) {
+		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
 	if err := b.publish(ctx, files, cur); err != nil {
 		return nil, err
@@ -175,8 +180,15 @@ func (b *Backend) rollback(prev string) error {
 	return os.Mkdir(b.tree.dir, 0o755)
 }
 
-// ensureBase writes the default base file when none exists.
+// ensureBase writes the default base file when none exists, and makes the
+// services directory if it is missing, so that haproxy can start even
+// before lbd has a service to serve.
 func (b *Backend) ensureBase() error {
+	if _, err := os.Stat(b.tree.dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(b.tree.dir, 0o755); err != nil {
+			return fmt.Errorf("create services directory: %w", err)
+		}
+	}
 	if _, err := os.Stat(b.o.BasePath); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

@@ -207,7 +207,7 @@ func TestApplyFirstReloadFailsLeavesEmptyDir(t *testing.T) {
 	if _, err := b.Apply(context.Background(), []lb.Service{nginx()}, nil); err == nil {
 		t.Fatal("Apply succeeded, want an error")
 	}
-	fi, err := os.Lstat(b.o.Dir)
+	fi, err := os.Stat(b.o.Dir)
 	if err != nil || !fi.IsDir() {
 		t.Fatalf("services dir after failed first Apply: %v %v, want an empty directory", fi, err)
 	}
@@ -335,5 +335,21 @@ func write(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestApplyNothingMakesFilesHaproxyNeeds(t *testing.T) {
+	b, c := fakeBackend(t, false)
+	if _, err := b.Apply(context.Background(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(b.o.Dir); err != nil || !fi.IsDir() {
+		t.Errorf("services dir: %v %v, want a directory", fi, err)
+	}
+	if _, err := os.Stat(b.o.BasePath); err != nil {
+		t.Errorf("base file: %v", err)
+	}
+	if c.checks+c.reloads != 0 {
+		t.Errorf("haproxy calls: %d checks, %d reloads; want none", c.checks, c.reloads)
 	}
 }
