@@ -94,7 +94,12 @@ func up(ctx context.Context, c config, out io.Writer) (err error) {
 		if err == nil {
 			return
 		}
-		fmt.Fprintf(out, "\nFAILED: %v\n\nlab process logs:\n%s", err, d.l.LogTails(8))
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: %w", err)
+			fmt.Fprintf(out, "\nINTERRUPTED; removing the lab\n")
+		} else {
+			fmt.Fprintf(out, "\nFAILED: %v\n\nlab process logs:\n%s", err, d.l.LogTails(8))
+		}
 		if cerr := d.l.Close(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
@@ -320,7 +325,7 @@ func (d *demo) haproxyRound(ctx context.Context) error {
 // status, the notes' table, then an endpoint removed and traffic avoiding
 // it.
 func (d *demo) round(ctx context.Context, backend, flag string) error {
-	done := d.step("[%s] %d requests from %s to http://%s/", backend, d.c.requests, d.l.ClientNS, netip.AddrPortFrom(d.l.LBExternalIP, svcPort))
+	done := d.step("[%s] %d requests from %s to %s", backend, d.c.requests, d.l.ClientNS, d.url())
 	if err := d.traffic(ctx, -1); err != nil {
 		return err
 	}
@@ -362,7 +367,7 @@ func (d *demo) round(ctx context.Context, backend, flag string) error {
 // pod answered how often. It fails when a request fails or when pod avoid
 // (unless -1) answered.
 func (d *demo) traffic(ctx context.Context, avoid int) error {
-	url := "http://" + netip.AddrPortFrom(d.l.LBExternalIP, svcPort).String() + "/"
+	url := d.url()
 	counts := map[string]int{}
 	var errs []error
 	for range d.c.requests {
@@ -398,6 +403,9 @@ func (d *demo) traffic(ctx context.Context, avoid int) error {
 	}
 	return nil
 }
+
+// url is the service's address as the client uses it (svcPort is 80).
+func (d *demo) url() string { return "http://" + d.l.LBExternalIP.String() + "/" }
 
 // get fetches url from the client namespace and returns the body, which
 // names the pod that answered.
@@ -486,7 +494,7 @@ func (d *demo) writeWrappers() error {
 
 // explore prints where to go from here.
 func (d *demo) explore() {
-	url := "http://" + netip.AddrPortFrom(d.l.LBExternalIP, svcPort).String() + "/"
+	url := d.url()
 	fmt.Fprintf(d.out, "\n[%5.1fs] demo done; the lab stays up for exploring (as root):\n\n", time.Since(d.start).Seconds())
 	lines := [][2]string{
 		{"ip netns exec " + d.l.ClientNS + " curl -s " + url, "a request through haproxy, from the client"},

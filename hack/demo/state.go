@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/lbd/lbd/hack/lab"
@@ -47,6 +48,7 @@ func removeDemo(dir string) ([]string, error) {
 			nss = append(nss, f[0])
 		}
 	}
+	sort.Strings(nss)
 	if err := lab.Sweep(labName); err != nil {
 		return nil, err
 	}
