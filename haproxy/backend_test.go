@@ -3,6 +3,7 @@ package haproxy
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -351,5 +352,56 @@ func TestApplyNothingMakesFilesHaproxyNeeds(t *testing.T) {
 	}
 	if c.checks+c.reloads != 0 {
 		t.Errorf("haproxy calls: %d checks, %d reloads; want none", c.checks, c.reloads)
+	}
+}
+
+// TestReloadWhenHaproxyIsNotRunning: haproxy may start after lbd (the
+// notes' order). With no master socket, or a stale one, and systemd saying
+// haproxy is inactive, the files are put in place and the sync succeeds;
+// a failing operator command still fails.
+func TestReloadWhenHaproxyIsNotRunning(t *testing.T) {
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // the socket file stays, nobody listens: a dead haproxy
+	tests := []struct {
+		name    string
+		socket  string
+		reload  string
+		wantErr bool
+		wantRun []string
+	}{
+		{name: "no socket and systemd says inactive", socket: filepath.Join(t.TempDir(), "none.sock"), wantRun: []string{"systemctl is-active haproxy"}},
+		{name: "stale socket", socket: stale},
+		{name: "operator command fails", socket: filepath.Join(t.TempDir(), "none.sock"), reload: "false", wantErr: true, wantRun: []string{"/bin/sh -c false"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := testOptions(t.TempDir())
+			o.MasterSocket, o.Reload = tt.socket, tt.reload
+			b := New(o, nil)
+			var ran []string
+			run := b.run
+			b.run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+				if name == b.Options().HaproxyBin {
+					return run(ctx, name, args...) // the real haproxy -c
+				}
+				ran = append(ran, strings.Join(append([]string{name}, args...), " "))
+				return []byte("inactive"), errors.New("exit status 3")
+			}
+			_, err := b.Apply(t.Context(), []lb.Service{nginx()}, nil)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Apply error = %v, want error %v", err, tt.wantErr)
+			}
+			if d := cmp.Diff(tt.wantRun, ran); d != "" {
+				t.Errorf("commands run (-want +got):\n%s", d)
+			}
+			if !tt.wantErr && len(onDisk(t, b)) != 1 {
+				t.Errorf("files on disk: %v, want the service's file", onDisk(t, b).Names())
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -136,12 +137,26 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 		mode = "systemctl"
 	}
 	fail := func(err error) error { return &ReloadError{Mode: mode, Err: err} }
+	// haproxy may start after lbd (the notes want it that way): then there
+	// is nothing to reload, and it reads the files when it starts.
+	notRunning := func(why string) error {
+		b.log.Warn("haproxy is not running; it will load the new files when it starts", "backend", "haproxy", "why", why)
+		return nil
+	}
 
 	var before procState
 	if haveMaster {
 		var err error
 		if before, err = m.showProc(ctx); err != nil {
+			if o.Reload == "" && errors.Is(err, syscall.ECONNREFUSED) {
+				return notRunning("stale master socket " + o.MasterSocket + ": connection refused")
+			}
 			return fail(fmt.Errorf("show proc on %s: %w", o.MasterSocket, err))
+		}
+	}
+	if mode == "systemctl" && o.Reload == "" {
+		if out, err := b.run(ctx, "systemctl", "is-active", "haproxy"); err != nil {
+			return notRunning(fmt.Sprintf("no master socket at %s and systemctl is-active haproxy: %v %s", o.MasterSocket, err, bytes.TrimSpace(out)))
 		}
 	}
 	switch mode {
