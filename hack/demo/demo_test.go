@@ -160,7 +160,8 @@ func TestUpDown(t *testing.T) {
 		stored := section(t, out.String(), "["+backend+"] what lbd stored")
 		for _, s := range []string{"nginx", "10.247.78.179", "192.168.121.201", "80/TCP", "10.246.82.2:80", "10.246.82.6:80", "10.246.92.8:80",
 			"ServiceName|NameSpace|ClusterIP|ExternalIP|Ports|Endpoints"} {
-			if !strings.Contains(stored, s) {
+			// SQL names are case-insensitive; the notes spell Endpoints both ways.
+			if !strings.Contains(strings.ToLower(stored), strings.ToLower(s)) {
 				t.Errorf("%s: status and table do not mention %q:\n%s", backend, s, stored)
 			}
 		}
