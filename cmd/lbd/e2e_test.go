@@ -295,7 +295,10 @@ func TestCoreEndToEnd(t *testing.T) {
 
 func mustKubectl(t *testing.T, l *lab.Lab, args ...string) string {
 	t.Helper()
-	out, err := l.Kubectl(t.Context(), "", args...)
+	// Not t.Context(): this also runs from t.Cleanup.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := l.Kubectl(ctx, "", args...)
 	if err != nil {
 		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/lbd/lbd/discovery"
@@ -103,22 +101,13 @@ func (a *app) newSource() (*discovery.Source, error) {
 	})
 }
 
-// keyFiles returns --ssh-key split on commas, or the usual keys that exist.
+// keyFiles returns --ssh-key split on commas; nil lets discovery use the
+// usual keys in ~/.ssh.
 func (a *app) keyFiles() []string {
-	if a.cfg.sshKeys != "" {
-		var out []string
-		for _, k := range strings.Split(a.cfg.sshKeys, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				out = append(out, k)
-			}
-		}
-		return out
-	}
 	var out []string
-	for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
-		p := filepath.Join(homeDir(), ".ssh", name)
-		if _, err := os.Stat(p); err == nil {
-			out = append(out, p)
+	for _, k := range strings.Split(a.cfg.sshKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
 		}
 	}
 	return out

@@ -23,6 +23,10 @@ type ServiceSpec struct {
 	Ready, NotReady []netip.Addr
 	// Annotations go on the Service.
 	Annotations map[string]string
+	// ClientIPAffinity sets sessionAffinity: ClientIP, with
+	// AffinitySeconds as its timeout when not zero.
+	ClientIPAffinity bool
+	AffinitySeconds  int
 }
 
 // ServicePort is one port of a ServiceSpec.
@@ -110,6 +114,17 @@ func ServiceManifest(s ServiceSpec) string {
 			})
 		}
 	}
+	svcSpec := map[string]any{
+		"type":        "ClusterIP",
+		"externalIPs": strs(s.ExternalIPs),
+		"ports":       svcPorts,
+	}
+	if s.ClientIPAffinity {
+		svcSpec["sessionAffinity"] = "ClientIP"
+		if s.AffinitySeconds > 0 {
+			svcSpec["sessionAffinityConfig"] = map[string]any{"clientIP": map[string]any{"timeoutSeconds": s.AffinitySeconds}}
+		}
+	}
 	var docs []any
 	if ns != "default" {
 		docs = append(docs, map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
@@ -118,11 +133,7 @@ func ServiceManifest(s ServiceSpec) string {
 		map[string]any{
 			"apiVersion": "v1", "kind": "Service",
 			"metadata": meta(s.Name, svcMeta),
-			"spec": map[string]any{
-				"type":        "ClusterIP",
-				"externalIPs": strs(s.ExternalIPs),
-				"ports":       svcPorts,
-			},
+			"spec": svcSpec,
 		},
 		map[string]any{
 			"apiVersion": "v1", "kind": "Endpoints",
