@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-unit lint install-deps lab-binaries bench clean
+.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down
 
 all: build
 
@@ -37,6 +37,14 @@ lint:
 ## bench: the benchmarks whose figures the README quotes
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./discovery ./store ./netfilter ./haproxy
+
+## demo: (root) start a lab in network namespaces, show lbd serving the notes' nginx service with iptables, then haproxy; leave it up for exploring
+demo:
+	$(GO) run ./hack/demo up
+
+## demo-down: (root) remove the demo lab: its processes, the lbd-demo-* namespaces and /tmp/lbd-demo
+demo-down:
+	$(GO) run ./hack/demo down
 
 clean:
 	rm -rf $(BIN)
