@@ -133,7 +133,7 @@ func ServiceManifest(s ServiceSpec) string {
 		map[string]any{
 			"apiVersion": "v1", "kind": "Service",
 			"metadata": meta(s.Name, svcMeta),
-			"spec": svcSpec,
+			"spec":     svcSpec,
 		},
 		map[string]any{
 			"apiVersion": "v1", "kind": "Endpoints",
