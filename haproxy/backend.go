@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -29,7 +31,7 @@ type Backend struct {
 
 	// check validates the configuration made of base and dir
 	// ("haproxy -c"); it returns a *ConfigError when haproxy rejects it.
-	check func(ctx context.Context, base, dir string) error
+	check func(ctx context.Context, base, dir string, files Files) error
 	// reload makes haproxy load the published configuration and returns
 	// once a new worker serves it.
 	reload func(ctx context.Context) error
@@ -145,7 +147,7 @@ func (b *Backend) publish(ctx context.Context, files, cur Files) error {
 	if err != nil {
 		return err
 	}
-	if err := b.check(ctx, b.o.BasePath, gen); err != nil {
+	if err := b.check(ctx, b.o.BasePath, gen, files); err != nil {
 		os.RemoveAll(gen)
 		return err
 	}
@@ -253,11 +255,55 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // pidPrefix matches haproxy's "[ALERT]    (1234) : " line prefix.
 var pidPrefix = regexp.MustCompile(`^\[(\w+)\]\s+\(\d+\)\s+:\s+`)
 
-// checkConfig runs "haproxy -c -f base -f dir" (not -q: it hides the alerts).
-func (b *Backend) checkConfig(ctx context.Context, base, dir string) error {
-	out, err := b.run(ctx, b.o.HaproxyBin, "-c", "-f", base, "-f", dir)
+// checkConfig validates the set of files that dir holds with "haproxy -c"
+// (not -q: it hides the alerts). haproxy reads a directory's *.cfg files in
+// name order as one configuration; it is handed the same bytes as one file
+// instead, because haproxy 2.6 needs about 1 ms per file it opens (10 s for
+// 10,000 services, against 0.9 s for the same configuration in one file).
+// Error lines are mapped back to the service file and its line.
+func (b *Backend) checkConfig(ctx context.Context, base, dir string, files Files) error {
+	one, err := os.CreateTemp(filepath.Dir(dir), ".validate-*.cfg")
+	if err != nil {
+		return fmt.Errorf("validate: %w", err)
+	}
+	defer os.Remove(one.Name())
+	type span struct {
+		name  string
+		first int // first line of the file in one
+	}
+	var spans []span
+	w := bufio.NewWriterSize(one, 1<<20)
+	line := 1
+	for _, name := range files.Names() {
+		body := files[name]
+		spans = append(spans, span{name, line})
+		w.Write(body)
+		line += bytes.Count(body, []byte("\n"))
+		if len(body) > 0 && body[len(body)-1] != '\n' {
+			w.WriteByte('\n') // a file haproxy reads alone ends its last line
+			line++
+		}
+	}
+	if err := errors.Join(w.Flush(), one.Close()); err != nil {
+		return fmt.Errorf("validate: %w", err)
+	}
+	out, err := b.run(ctx, b.o.HaproxyBin, "-c", "-f", base, "-f", one.Name())
 	if err == nil {
 		return nil
+	}
+	// "[/x/.validate-1.cfg:123]" -> "[/x/services.d/default_web.cfg:7]".
+	where := regexp.MustCompile(regexp.QuoteMeta(one.Name()) + `(:(\d+))?`)
+	locate := func(m string) string {
+		sub := where.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sub[2])
+		if n == 0 {
+			return b.tree.dir
+		}
+		i := sort.Search(len(spans), func(i int) bool { return spans[i].first > n }) - 1
+		if i < 0 {
+			return m
+		}
+		return fmt.Sprintf("%s:%d", filepath.Join(b.tree.dir, spans[i].name), n-spans[i].first+1)
 	}
 	var alerts, all []string
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -266,6 +312,7 @@ func (b *Backend) checkConfig(ctx context.Context, base, dir string) error {
 		if l == "" {
 			continue
 		}
+		l = where.ReplaceAllStringFunc(l, locate)
 		all = append(all, l)
 		if strings.HasPrefix(l, "[ALERT]") {
 			alerts = append(alerts, l)

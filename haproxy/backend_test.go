@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,14 +36,14 @@ func fakeBackend(t *testing.T, realCheck bool) (*Backend, *calls) {
 	b := New(o, nil)
 	c := &calls{dir: o.Dir}
 	check := b.check
-	b.check = func(ctx context.Context, base, dir string) error {
+	b.check = func(ctx context.Context, base, dir string, files Files) error {
 		c.checks++
 		c.checkedDirs = append(c.checkedDirs, dir)
 		if c.checkErr != nil {
 			return c.checkErr
 		}
 		if realCheck {
-			return check(ctx, base, dir)
+			return check(ctx, base, dir, files)
 		}
 		return nil
 	}
@@ -403,5 +404,43 @@ func TestReloadWhenHaproxyIsNotRunning(t *testing.T) {
 				t.Errorf("files on disk: %v, want the service's file", onDisk(t, b).Names())
 			}
 		})
+	}
+}
+
+// TestCheckConfigNamesTheServiceFile: the set is validated as one file, but
+// an error points at the service file and line an operator would open.
+func TestCheckConfigNamesTheServiceFile(t *testing.T) {
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Skipf("SKIP: haproxy is not installed: %v", err)
+	}
+	o := testOptions(t.TempDir())
+	o.User, o.Group = "-", "-"
+	b := New(o, nil)
+	if err := b.ensureBase(); err != nil {
+		t.Fatal(err)
+	}
+	good, err := Render([]lb.Service{nginx()}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := Files{"default_broken.cfg": []byte("backend lbd_broken\n    mode tcp\n    bnd 1.2.3.4:80\n")}
+	for n, f := range good {
+		files[n] = f
+	}
+	files["zz_last.cfg"] = []byte("backend lbd_last\n    mode tcp") // no final newline
+	gen := filepath.Join(t.TempDir(), "gen")
+	os.Mkdir(gen, 0o755)
+	err = b.checkConfig(t.Context(), o.BasePath, gen, files)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("checkConfig = %v, want a *ConfigError", err)
+	}
+	want := filepath.Join(o.Dir, "default_broken.cfg") + ":3"
+	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), ".validate-") {
+		t.Errorf("error %q does not point at %s", err, want)
+	}
+	delete(files, "default_broken.cfg")
+	if err := b.checkConfig(t.Context(), o.BasePath, gen, files); err != nil {
+		t.Errorf("valid set rejected: %v", err)
 	}
 }

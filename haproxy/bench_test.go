@@ -73,7 +73,7 @@ func BenchmarkRenderWriteValidate(b *testing.B) {
 			b.Fatal(err)
 		}
 		t2 := time.Now()
-		if err := be.check(ctx, o.BasePath, gen); err != nil {
+		if err := be.check(ctx, o.BasePath, gen, files); err != nil {
 			b.Fatal(err)
 		}
 		t3 := time.Now()
@@ -98,7 +98,7 @@ func BenchmarkApplyNoChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, nil)
 	calls := 0
-	be.check = func(context.Context, string, string) error { calls++; return nil }
+	be.check = func(context.Context, string, string, Files) error { calls++; return nil }
 	be.reload = func(context.Context) error { calls++; return nil }
 	ctx := context.Background()
 	if _, err := be.Apply(ctx, svcs, nil); err != nil {

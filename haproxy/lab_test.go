@@ -52,7 +52,10 @@ func startLabHaproxy(t *testing.T) *labHaproxy {
 	b := New(o, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	c := &calls{dir: o.Dir}
 	check, reload := b.check, b.reload
-	b.check = func(ctx context.Context, base, dir string) error { c.checks++; return check(ctx, base, dir) }
+	b.check = func(ctx context.Context, base, dir string, files Files) error {
+		c.checks++
+		return check(ctx, base, dir, files)
+	}
 	b.reload = func(ctx context.Context) error { c.reloads++; return reload(ctx) }
 
 	// haproxy needs its files to start: the default base and an empty
