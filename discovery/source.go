@@ -79,6 +79,9 @@ type Source struct {
 	connect func(ctx context.Context) error
 	// close releases the connection behind run.
 	close func() error
+	// stream runs a long-lived remote command on the same connection and
+	// calls line for each line it prints (see watch.go). Tests replace it.
+	stream func(ctx context.Context, cmd string, keepAlive time.Duration, line func([]byte)) error
 
 	mu sync.Mutex
 	// legacy is set once the cluster turned out to have no EndpointSlice
@@ -134,6 +137,7 @@ func New(cfg Config) (*Source, error) {
 		run:     r.run,
 		connect: r.Connect,
 		close:   r.Close,
+		stream:  r.stream,
 	}, nil
 }
 
