@@ -238,14 +238,6 @@ func mutate(t *testing.T, fixture string, edits ...edit) []byte {
 	return b
 }
 
-func keys(svcs []lb.Service) []string {
-	var out []string
-	for _, s := range svcs {
-		out = append(out, s.Key())
-	}
-	return out
-}
-
 func TestParseRejectsOneService(t *testing.T) {
 	svc := func(ns, name, path string, v any) edit { return edit{"Service", ns, name, path, v} }
 	slice := func(name, path string, v any) edit { return edit{"EndpointSlice", "default", name, path, v} }
