@@ -54,6 +54,13 @@ type config struct {
 	checkFall           int
 	checkRise           int
 
+	// lbd run
+	watch       bool
+	interval    time.Duration
+	resync      time.Duration
+	debounce    time.Duration
+	metricsAddr string
+
 	// output
 	logFile   string
 	logFormat string
@@ -129,6 +136,12 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.checkFall, "check-fall", hp.Fall, "haproxy: failed checks before a server is down")
 	fs.IntVar(&c.checkRise, "check-rise", hp.Rise, "haproxy: passed checks before a server is up")
 
+	fs.BoolVar(&c.watch, "watch", true, "run: follow changes with kubectl --watch over SSH; false polls every --interval")
+	fs.DurationVar(&c.interval, "interval", 30*time.Second, "run: poll period without --watch, and while the watch reconnects")
+	fs.DurationVar(&c.resync, "resync", 5*time.Minute, "run: period of the full resync (with the drift check), whatever the watch says")
+	fs.DurationVar(&c.debounce, "debounce", 200*time.Millisecond, "run: wait this long after the first change seen, so that a burst of changes makes one sync")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "run: serve Prometheus /metrics and /healthz on this `address`, e.g. 127.0.0.1:9720; empty: off")
+
 	fs.StringVar(&c.logFile, "log-file", "/var/log/loadbalancer.log", "log `file`, written beside stderr; empty for stderr only")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.output, "o", "table", "output format of status and plan: table or json")
@@ -179,6 +192,7 @@ const usageHead = `lbd: external load balancer for bare-metal Kubernetes.
 
 Usage:
   lbd [flags]            one sync pass (for cron): discover, plan, apply, store
+  lbd run [flags]        daemon: watch the master over SSH and sync on every change
   lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending, 1 error
   lbd status [flags]     the stored service mapping (-o table|json)
   lbd check [flags]      preflight: pod routes, forwarding, iptables, privileges, SSH

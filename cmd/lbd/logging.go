@@ -1,17 +1,27 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // openLog sets a.log to a logger writing to stderr and, when --log-file is
 // set, to that file too (created 0640, appended to). The returned function
 // closes the file.
 func (a *app) openLog() (func(), error) {
+	_, closer, err := a.openLogRotatable()
+	return closer, err
+}
+
+// openLogRotatable is openLog that also returns reopen, which closes the
+// log file and opens --log-file again (after logrotate moved it away; lbd
+// run calls it on SIGUSR1). Without a log file reopen does nothing.
+func (a *app) openLogRotatable() (reopen func() error, closer func(), err error) {
 	newHandler := func(w io.Writer) (slog.Handler, error) {
 		switch a.cfg.logFormat {
 		case "text":
@@ -23,23 +33,70 @@ func (a *app) openLog() (func(), error) {
 	}
 	h, err := newHandler(a.stderr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	closer := func() {}
+	reopen, closer = func() error { return nil }, func() {}
 	if a.cfg.logFile != "" {
 		if err := os.MkdirAll(filepath.Dir(a.cfg.logFile), 0o755); err != nil {
-			return nil, fmt.Errorf("log file: %w", err)
+			return nil, nil, fmt.Errorf("log file: %w", err)
 		}
-		f, err := os.OpenFile(a.cfg.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("log file: %w", err)
+		f := &logFile{path: a.cfg.logFile}
+		if err := f.Reopen(); err != nil {
+			return nil, nil, err
 		}
 		fh, _ := newHandler(f)
 		h = slog.NewMultiHandler(h, fh)
-		closer = func() { f.Close() }
+		reopen, closer = f.Reopen, func() { f.Close() }
 	}
 	a.log = slog.New(h)
-	return closer, nil
+	return reopen, closer, nil
+}
+
+// logFile is the --log-file: appended to, and reopened by name on demand so
+// that logrotate can rename it and lbd goes on writing to a fresh one.
+type logFile struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+// Write appends p to the current file.
+func (l *logFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return 0, errors.New("log file closed")
+	}
+	return l.f.Write(p)
+}
+
+// Reopen opens the path again (created 0640) and closes the previous
+// file. On error the previous file stays in use.
+func (l *logFile) Reopen() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f = f
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close closes the file; later writes fail.
+func (l *logFile) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
 }
 
 // openLogStderr is openLog for the read-only commands (plan, status,

@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "", "sync":
 		return a.exit(a.sync(ctx))
+	case "run":
+		return a.exit(a.runDaemon(ctx))
 	case "plan":
 		return a.plan(ctx)
 	case "status":

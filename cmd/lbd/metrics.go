@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lbd/lbd/lb"
+	"github.com/lbd/lbd/reconcile"
+)
+
+// metrics are lbd run's Prometheus metrics, in a registry of their own (no
+// Go runtime or process collectors from the default one), and the health
+// state behind /healthz.
+type metrics struct {
+	reg             *prometheus.Registry
+	syncDuration    prometheus.Histogram
+	syncs           *prometheus.CounterVec
+	lastSuccess     prometheus.Gauge
+	discoveryErrors *prometheus.CounterVec
+	applyErrors     *prometheus.CounterVec
+	services        prometheus.Gauge
+	endpoints       prometheus.Gauge
+	haproxyReloads  prometheus.Counter
+	watchUp         prometheus.Gauge
+	watchRestarts   prometheus.Counter
+	health          *health
+}
+
+// newMetrics registers lbd's metrics. health fails when no sync has
+// succeeded within window.
+func newMetrics(window time.Duration, now func() time.Time) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lbd_sync_duration_seconds",
+			Help:    "Duration of one sync (lock, discover, plan, apply, store), whatever its result.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbd_syncs_total",
+			Help: "Syncs by result: ok (changes applied), noop, refused (max-delete guard), error.",
+		}, []string{"result"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbd_last_success_timestamp_seconds",
+			Help: "Unix time of the end of the last successful sync; 0 before the first.",
+		}),
+		discoveryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbd_discovery_errors_total",
+			Help: "Syncs whose discovery (SSH to the master, kubectl, parsing) failed.",
+		}, []string{"backend"}),
+		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbd_apply_errors_total",
+			Help: "Syncs whose backend failed to check (drift) or program the data plane; the previous state kept serving.",
+		}, []string{"backend"}),
+		services: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbd_services",
+			Help: "Exposed services (with an external IP) the backend serves, as of the last successful sync.",
+		}),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbd_endpoints",
+			Help: "Ready endpoints of the exposed services, summed over their ports, as of the last successful sync.",
+		}),
+		haproxyReloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lbd_haproxy_reloads_total",
+			Help: "haproxy backend: new generations of service files published, each followed by a reload of haproxy (or loaded when it starts).",
+		}),
+		watchUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbd_watch_up",
+			Help: "1 while the kubectl watch over SSH delivers events, 0 while it reconnects (or with --watch=false).",
+		}),
+		watchRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lbd_watch_restarts_total",
+			Help: "Times the kubectl watch over SSH ended or broke and was started again.",
+		}),
+		health: &health{window: window, now: now},
+	}
+	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
+		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts)
+	return m
+}
+
+// observeSync records one sync that took took and ended with res and err
+// (res may be nil when the lock could not be taken).
+func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err error) {
+	m.syncDuration.Observe(took.Seconds())
+	result := "error"
+	if res != nil && res.Record.Result != "" {
+		result = res.Record.Result
+	}
+	if err == nil {
+		m.syncs.WithLabelValues(result).Inc()
+		end := m.health.success()
+		m.lastSuccess.Set(float64(end.UnixNano()) / 1e9)
+		svcs, eps := exposed(res.Plan.Desired)
+		m.services.Set(float64(svcs))
+		m.endpoints.Set(float64(eps))
+		return
+	}
+	if reconcile.IsRefused(err) {
+		result = "refused"
+	}
+	m.syncs.WithLabelValues(result).Inc()
+}
+
+// exposed counts the exposed services and their ready endpoints.
+func exposed(svcs []lb.Service) (services, endpoints int) {
+	for i := range svcs {
+		if !svcs[i].Exposed() {
+			continue
+		}
+		services++
+		for _, p := range svcs[i].Ports {
+			endpoints += len(p.ReadyEndpoints())
+		}
+	}
+	return services, endpoints
+}
+
+// health answers /healthz: healthy while a sync has succeeded within the
+// window (lbd run uses three resync periods), unhealthy before the first
+// success and after a window without one.
+type health struct {
+	window time.Duration
+	now    func() time.Time
+	mu     sync.Mutex
+	last   time.Time
+}
+
+// success records a successful sync now and returns the time.
+func (h *health) success() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = h.now()
+	return h.last
+}
+
+// check returns nil when healthy, otherwise why not.
+func (h *health) check() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last.IsZero() {
+		return fmt.Errorf("no sync has succeeded yet")
+	}
+	if ago := h.now().Sub(h.last); ago > h.window {
+		return fmt.Errorf("no sync has succeeded for %v (last at %s; limit %v)", ago.Round(time.Second), h.last.Format(time.RFC3339), h.window)
+	}
+	return nil
+}
+
+// ServeHTTP answers 200 "ok ..." or 503 with the reason.
+func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := h.check(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "unhealthy: %v\n", err)
+		return
+	}
+	h.mu.Lock()
+	last := h.last
+	h.mu.Unlock()
+	fmt.Fprintf(w, "ok: last successful sync at %s\n", last.Format(time.RFC3339))
+}
+
+// handler serves /metrics and /healthz.
+func (m *metrics) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.Handle("/healthz", m.health)
+	return mux
+}
+
+// serve listens on addr and serves m until the returned function is called.
+func (m *metrics) serve(addr string, onErr func(error)) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	srv := &http.Server{Handler: m.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && err != http.ErrServerClosed {
+			onErr(err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+// countingSource counts failed discoveries for the metrics.
+type countingSource struct {
+	reconcile.Source
+	errs prometheus.Counter
+}
+
+// Discover passes through and counts an error.
+func (s *countingSource) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	svcs, invalid, err := s.Source.Discover(ctx)
+	if err != nil {
+		s.errs.Inc()
+	}
+	return svcs, invalid, err
+}
+
+// countingBackend counts failed applies and drift checks, and haproxy's
+// published generations, for the metrics. It is a reconcile.Verifier when
+// the backend it wraps is one.
+type countingBackend struct {
+	reconcile.Backend
+	errs prometheus.Counter
+	// generation returns what identifies the published haproxy files (the
+	// generation the services directory points at); nil for other
+	// backends.
+	generation func() string
+	reloads    prometheus.Counter
+}
+
+// Apply passes through, counting an error or a new haproxy generation.
+func (b *countingBackend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
+	var before string
+	if b.generation != nil {
+		before = b.generation()
+	}
+	skipped, err := b.Backend.Apply(ctx, desired, changes)
+	if err != nil {
+		b.errs.Inc()
+	} else if b.generation != nil && b.generation() != before {
+		b.reloads.Inc()
+	}
+	return skipped, err
+}
+
+// Verify passes through to the wrapped backend's Verify, if any, counting
+// an error.
+func (b *countingBackend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
+	v, ok := b.Backend.(reconcile.Verifier)
+	if !ok {
+		return nil, nil
+	}
+	drift, err := v.Verify(ctx, applied)
+	if err != nil {
+		b.errs.Inc()
+	}
+	return drift, err
+}
