@@ -148,10 +148,14 @@ func TestApplyFullThenPartial(t *testing.T) {
 	if err != nil || skipped != nil {
 		t.Fatalf("first Apply: skipped %v, err %v", skipped, err)
 	}
-	if d := cmp.Diff([]string{"iptables-save", "iptables-restore --noflush -w"}, f.run.calls); d != "" {
+	// save, create the jumps' target chains, then the full payload.
+	if d := cmp.Diff([]string{"iptables-save", "iptables-restore --noflush -w", "iptables-restore --noflush -w"}, f.run.calls); d != "" {
 		t.Errorf("first Apply commands (-want +got):\n%s", d)
 	}
-	full := f.run.payloads[0]
+	if d := cmp.Diff("*nat\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:LBD-FILTER - [0:0]\nCOMMIT\n", f.run.payloads[0]); d != "" {
+		t.Errorf("chains for the jumps (-want +got):\n%s", d)
+	}
+	full := f.run.payloads[1]
 	for _, want := range []string{":LBD-SERVICES - [0:0]", ":LBD-STALE - [0:0]", "-X LBD-STALE", ":LBD-FILTER - [0:0]"} {
 		if !strings.Contains(full, want) {
 			t.Errorf("full payload lacks %q:\n%s", want, full)
@@ -235,6 +239,7 @@ func TestApplyPartialFailureFallsBackToFull(t *testing.T) {
 	}
 	a2 := svc("a", lb.TCP, 80, "10.246.82.6")
 	f.run.calls = nil
+	f.run.saveOut = savedWithJumps
 	f.run.restoreErr = errors.New("rule not found")
 	if _, err := b.Apply(ctx, []lb.Service{a2}, []lb.Change{{Kind: lb.Update, Old: &a, New: &a2}}); err != nil {
 		t.Fatal(err)
@@ -359,3 +364,33 @@ func TestRPFilterVerdict(t *testing.T) {
 		}
 	}
 }
+
+func TestFullSyncBatches(t *testing.T) {
+	b, f := newTestBackend(t, DefaultOptions())
+	b.batchChains = 2
+	f.run.saveOut = savedWithJumps
+	var desired []lb.Service
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		desired = append(desired, svc(n, lb.TCP, 80, "10.246.82.2"))
+	}
+	if _, err := b.Apply(context.Background(), desired, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for i, p := range f.run.payloads {
+		got = append(got, strings.Count(p, "\n:LBD-"))
+		if last := i == len(f.run.payloads)-1; strings.Contains(p, ":LBD-SERVICES") != last {
+			t.Errorf("payload %d: LBD-SERVICES written %v, want only in the last:\n%s", i, !last, p)
+		}
+	}
+	// 2 + 2 port chains, then the last port chain with LBD-SERVICES,
+	// LBD-POSTROUTING (and LBD-FILTER in the filter table).
+	if d := cmp.Diff([]int{2, 2, 4}, got); d != "" {
+		t.Errorf("chains per restore (-want +got):\n%s", d)
+	}
+}
+
+// savedWithJumps is an iptables-save with lbd's shared chains and jumps.
+const savedWithJumps = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\n" +
+	"-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\nCOMMIT\n" +
+	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"

@@ -1,6 +1,7 @@
 package netfilter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -188,17 +189,15 @@ func service(name string, port uint16, target uint16, proto lb.Protocol, pods []
 }
 
 // hits makes n HTTP requests from the client, a new connection each, and
-// counts the answers by pod name; failures count under "error: ...".
+// counts the answers by pod name; failures count under "error: ...". Each
+// request runs synchronously on this goroutine and ends within timeout, so
+// no dial outlives the call (a background dial would keep a thread in the
+// client namespace while the lab is closed).
 func hits(t *testing.T, l *lab.Lab, url string, n int, timeout time.Duration) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return l.Dial(ctx, l.ClientNS, network, addr)
-		},
-	}}
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
 	got := map[string]int{}
 	failed := 0 // in a row; five end the loop, to bound a failing test
 	for range n {
@@ -210,19 +209,38 @@ func hits(t *testing.T, l *lab.Lab, url string, n int, timeout time.Duration) ma
 			got["error: time bound"]++
 			break
 		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		resp, err := hc.Do(req)
+		body, err := get(ctx, l, addr, timeout)
 		if err != nil {
 			got["error: "+errClass(err)]++
 			failed++
 			continue
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got[strings.TrimSpace(string(body))]++
+		got[body]++
 		failed = 0
 	}
 	return got
+}
+
+// get makes one HTTP/1.0 GET to addr from the client namespace.
+func get(ctx context.Context, l *lab.Lab, addr string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := l.Dial(ctx, l.ClientNS, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b)), err
 }
 
 func errClass(err error) string {
@@ -346,9 +364,13 @@ func TestLab(t *testing.T) {
 	})
 	t.Run("no-change apply runs nothing", func(t *testing.T) {
 		b.commands.Store(0)
+		before := b.Commands()
 		b.apply(desired)
 		if n := b.commands.Load(); n != 0 {
 			t.Errorf("no-change Apply ran %d commands, want 0", n)
+		}
+		if n := b.Commands() - before; n != 0 {
+			t.Errorf("Commands() grew by %d on a no-change Apply, want 0", n)
 		}
 	})
 	t.Run("two ports, two addresses", func(t *testing.T) {

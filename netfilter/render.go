@@ -330,6 +330,14 @@ func (t *tableLines) write(b *strings.Builder, table string) {
 	b.WriteString("COMMIT\n")
 }
 
+// table returns the lines of the named table ("nat" or "filter").
+func (p *payload) table(name string) *tableLines {
+	if name == "nat" {
+		return &p.nat
+	}
+	return &p.filter
+}
+
 func (p *payload) empty() bool { return p.nat.empty() && p.filter.empty() }
 
 func (p *payload) bytes() []byte {

@@ -22,6 +22,14 @@ type savedTable struct {
 	rules map[string][]string
 }
 
+// table returns the saved table by name ("nat" or "filter").
+func (s *saved) table(name string) *savedTable {
+	if name == "nat" {
+		return &s.nat
+	}
+	return &s.filter
+}
+
 // chainNames returns the chains lbd owns (by prefix), in save order.
 func (t *savedTable) chainNames() []string {
 	var out []string
@@ -35,6 +43,7 @@ func (t *savedTable) chainNames() []string {
 
 // save reads the nat and filter tables with one iptables-save call.
 func (b *Backend) save(ctx context.Context) (*saved, error) {
+	b.commands.Add(1)
 	out, err := b.run(ctx, nil, b.opts.binary()+"-save")
 	if err != nil {
 		return nil, fmt.Errorf("netfilter save: %w", err)
