@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lbd/lbd/discovery"
+	"github.com/lbd/lbd/hack/lab"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -584,3 +587,74 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestDefaultFile: every LBD_ setting in the example /etc/default/lbd,
+// commented or not, is a flag lbd accepts with the value shown.
+func TestDefaultFile(t *testing.T) {
+	b, err := os.ReadFile("../../hack/default/lbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimPrefix(line, "#")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || !strings.HasPrefix(k, "LBD_") {
+			continue
+		}
+		env[k] = v
+	}
+	if len(env) < 10 {
+		t.Fatalf("only %d settings found in hack/default/lbd", len(env))
+	}
+	var c config
+	fs := newFlagSet(&c, io.Discard)
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	for k := range env {
+		if !known[k] {
+			t.Errorf("hack/default/lbd sets %s, which is no flag", k)
+		}
+	}
+	if _, _, err := parseArgs(fs, []string{"run"}, func(k string) string { return env[k] }); err != nil {
+		t.Errorf("hack/default/lbd does not parse: %v", err)
+	}
+	if c.master != "root@10.245.1.10" || c.kubectl != "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf" || c.metricsAddr != "127.0.0.1:9720" {
+		t.Errorf("values not as written: master %q kubectl %q metrics %q", c.master, c.kubectl, c.metricsAddr)
+	}
+}
+
+// TestLogrotateConfig runs logrotate with hack/logrotate/lbd on a log in a
+// temporary directory, where logrotate is installed.
+func TestLogrotateConfig(t *testing.T) {
+	bin, err := exec.LookPath("logrotate")
+	if err != nil {
+		t.Skip("SKIPPED: logrotate not installed (apt-get install logrotate); hack/logrotate/lbd is not checked")
+	}
+	lab.RequireRoot(t) // logrotate's "create ... root adm" chowns
+	dir := t.TempDir()
+	b, err := os.ReadFile("../../hack/logrotate/lbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "loadbalancer.log")
+	conf := strings.ReplaceAll(string(b), "/var/log/loadbalancer.log", log)
+	if conf == string(b) {
+		t.Fatal("hack/logrotate/lbd does not name /var/log/loadbalancer.log")
+	}
+	os.WriteFile(filepath.Join(dir, "lbd"), []byte(conf), 0o644)
+	os.WriteFile(log, []byte("a line\n"), 0o640)
+	out, err := exec.Command(bin, "-v", "-f", "-s", filepath.Join(dir, "state"), filepath.Join(dir, "lbd")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("logrotate: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(log + ".1"); string(got) != "a line\n" {
+		t.Errorf("rotated file holds %q\n%s", got, out)
+	}
+	if fi, err := os.Stat(log); err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o640 {
+		t.Errorf("new log file: %v %v, want empty, 0640\n%s", fi, err, out)
+	}
+	if !strings.Contains(string(out), "running postrotate script") {
+		t.Errorf("postrotate did not run:\n%s", out)
+	}
+}
