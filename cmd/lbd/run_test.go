@@ -498,7 +498,7 @@ func TestDaemonLoop(t *testing.T) {
 	// The watch breaks: it is restarted, and a sync looks at once.
 	n, _, _ = p.snapshot()
 	watchErr <- errors.New("connection lost")
-	event = <-events
+	<-events // the watch runs again
 	waitUntil(t, "a sync after the watch broke", func() bool { s, _, _ := p.snapshot(); return len(s) > len(n) })
 	mu.Lock()
 	if watchCalls != 2 {
