@@ -160,6 +160,14 @@ func (b *Backend) Name() string { return "iptables" }
 func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.synced && !b.dirty && b.trustStore(desired, changes) {
+		// A new process (a cron pass) whose store says rules are in
+		// place: change only what changed, as a long-lived one would. If
+		// the kernel disagrees the partial restore fails and the full
+		// sync below repairs it; drift is Verify's job.
+		b.synced = true
+		b.ensureForwarding()
+	}
 	if !b.synced || b.dirty {
 		return b.fullSync(ctx, desired)
 	}
@@ -171,6 +179,27 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 		return b.fullSync(ctx, desired)
 	}
 	return skipped, nil
+}
+
+// trustStore fills the backend's idea of what is programmed from the
+// reconciler's applied state, which desired and changes together describe:
+// the unchanged services of desired plus the Old side of each change. It
+// reports whether anything is programmed at all; with nothing, the first
+// sync is a full one.
+func (b *Backend) trustStore(desired []lb.Service, changes []lb.Change) bool {
+	changed := make(map[string]bool, len(changes))
+	for _, c := range changes {
+		changed[c.Key()] = true
+		if c.Old != nil && c.Old.Exposed() {
+			b.applied[c.Key()] = c.Old.Clone()
+		}
+	}
+	for i := range desired {
+		if s := &desired[i]; !changed[s.Key()] && s.Exposed() {
+			b.applied[s.Key()] = s.Clone()
+		}
+	}
+	return len(b.applied) > 0
 }
 
 // Commands returns how many iptables commands (restore, save and the
@@ -518,12 +547,10 @@ func (b *Backend) flushConntrack(gone []goneEndpoint) {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, j := range jumps {
-		b.commands.Add(1)
-		if err := b.ipt.DeleteIfExists(j.table, j.chain, j.spec()...); err != nil {
-			return fmt.Errorf("netfilter cleanup: jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
-		}
-	}
+	// One read, one restore: every rule that jumps into an lbd chain (the
+	// jumps lbd ensured and any made by hand) goes, then the chains. With
+	// nothing of lbd's left the restore is skipped, so Cleanup can run
+	// any number of times.
 	cur, err := b.save(ctx)
 	if err != nil {
 		return err

@@ -334,8 +334,45 @@ func TestCleanupPayload(t *testing.T) {
 	if d := cmp.Diff([]string{want}, f.run.payloads); d != "" {
 		t.Errorf("cleanup payload (-want +got):\n%s", d)
 	}
-	if len(f.ipt.calls) != len(jumps) {
-		t.Errorf("go-iptables calls %v, want one delete per jump", f.ipt.calls)
+	if len(f.ipt.calls) != 0 {
+		t.Errorf("go-iptables calls %v, want none: the restore removes the jumps", f.ipt.calls)
+	}
+	// Nothing of lbd's left: a second cleanup reads and writes nothing.
+	f.run.saveOut = "*nat\n:PREROUTING ACCEPT [0:0]\n:FOREIGN - [0:0]\n-A PREROUTING -j FOREIGN\nCOMMIT\n"
+	if err := b.Cleanup(ctx); err != nil {
+		t.Fatalf("second cleanup: %v", err)
+	}
+	if len(f.run.payloads) != 1 {
+		t.Errorf("second cleanup restored %q, want no restore", f.run.payloads[1:])
+	}
+}
+
+// TestFreshProcessTrustsTheStore: a new process (a cron pass) whose
+// reconciler says rules are applied rewrites only the changed service, with
+// no iptables-save, and flushes the UDP flows of the endpoint that went.
+func TestFreshProcessTrustsTheStore(t *testing.T) {
+	b, f := newTestBackend(t, DefaultOptions())
+	web := svc("web", lb.TCP, 80, "10.246.82.2")
+	dnsOld := svc("dns", lb.UDP, 53, "10.246.82.2", "10.246.82.6")
+	dnsNew := svc("dns", lb.UDP, 53, "10.246.82.2")
+	desired := []lb.Service{dnsNew, web}
+	changes := []lb.Change{{Kind: lb.Update, Old: &dnsOld, New: &desired[0]}}
+	if _, err := b.Apply(context.Background(), desired, changes); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.run.calls {
+		if strings.Contains(c, "-save") {
+			t.Errorf("ran %q: a fresh process must trust the store, not read the ruleset", c)
+		}
+	}
+	if len(f.run.payloads) != 1 || strings.Contains(f.run.payloads[0], ServicePortChain(web.Ports[0].Key(&web))) {
+		t.Errorf("payloads %q: want one restore that leaves the unchanged service alone", f.run.payloads)
+	}
+	if d := cmp.Diff([]string{"192.168.121.201:53->10.246.82.6"}, f.deleted); d != "" {
+		t.Errorf("conntrack deletions (-want +got):\n%s", d)
+	}
+	if f.sysctl[ipForwardPath] != "1\n" && f.sysctl[ipForwardPath] != "1" {
+		t.Errorf("ip_forward = %q, want it turned on", f.sysctl[ipForwardPath])
 	}
 }
 
@@ -373,7 +410,11 @@ func TestFullSyncBatches(t *testing.T) {
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
 		desired = append(desired, svc(n, lb.TCP, 80, "10.246.82.2"))
 	}
-	if _, err := b.Apply(context.Background(), desired, nil); err != nil {
+	var creates []lb.Change // a first sync: everything is new
+	for i := range desired {
+		creates = append(creates, lb.Change{Kind: lb.Create, New: &desired[i]})
+	}
+	if _, err := b.Apply(context.Background(), desired, creates); err != nil {
 		t.Fatal(err)
 	}
 	var got []int

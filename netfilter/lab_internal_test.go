@@ -529,7 +529,13 @@ func TestLab(t *testing.T) {
 		nm := newLabBackend(t, l.LBNS, Options{MasqueradeBit: DefaultMasqueradeBit, Masquerade: false, PodInterface: "flannel0"})
 		nm.apply(desired, changesFor(nil, desired)...)
 		got := hits(t, l, "http://"+vip+":80/", 5, time.Second)
-		if got["error: timeout"] != 5 {
+		timeouts := 0 // a dial or a read timing out: no answer either way
+		for k, n := range got {
+			if strings.HasPrefix(k, "error: ") && strings.Contains(k, "timeout") {
+				timeouts += n
+			}
+		}
+		if timeouts != 5 {
 			t.Errorf("without masquerade: %v, want 5 timeouts (pods have no route back to the client)", got)
 		}
 		nm.cleanup()
