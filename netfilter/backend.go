@@ -181,6 +181,29 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	return skipped, nil
 }
 
+// lineDiff returns the rules of want that have lacks, and those of have
+// that want lacks (one per surplus copy), each in its slice's order.
+func lineDiff(have, want []string) (adds, dels []string) {
+	count := make(map[string]int, len(have))
+	for _, r := range have {
+		count[r]++
+	}
+	for _, r := range want {
+		if count[r] > 0 {
+			count[r]--
+		} else {
+			adds = append(adds, r)
+		}
+	}
+	for _, r := range have {
+		if count[r] > 0 {
+			count[r]--
+			dels = append(dels, r)
+		}
+	}
+	return adds, dels
+}
+
 // trustStore fills the backend's idea of what is programmed from the
 // reconciler's applied state, which desired and changes together describe:
 // the unchanged services of desired plus the Old side of each change. It
@@ -336,23 +359,45 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 	var p payload
 	keep := map[string]bool{}
 	// set.NAT is LBD-SERVICES, LBD-POSTROUTING, then the service-port
-	// chains. Batches of the latter may go first: nothing jumps to a new
-	// chain until the last restore rewrites LBD-SERVICES, and each chain
-	// is flushed and filled within one restore.
-	portChains := set.NAT[2:]
-	for b.batchChains > 0 && len(portChains) > b.batchChains {
-		var bp payload
-		for _, c := range portChains[:b.batchChains] {
-			keep[c.Name] = true
-			bp.nat.declare(c.Name)
-			bp.nat.add(c.Rules...)
+	// chains. In nf_tables mode one restore slows down with the square of
+	// what it holds, so the port chains go first in batches (nothing jumps
+	// to a new chain yet, and each chain is flushed and filled within one
+	// restore), then the jumps that LBD-SERVICES lacks are appended in
+	// batches (each only adds a way in to a chain that is complete), and
+	// the last restore deletes the stale jumps and chains. Legacy mode
+	// rewrites the whole table per restore anyway: one restore does all.
+	services, portChains := set.NAT[0], set.NAT[2:]
+	if b.batchChains > 0 {
+		for len(portChains) > 0 {
+			n := min(b.batchChains, len(portChains))
+			var bp payload
+			for _, c := range portChains[:n] {
+				keep[c.Name] = true
+				bp.nat.declare(c.Name)
+				bp.nat.add(c.Rules...)
+			}
+			if err := b.restore(ctx, bp.bytes()); err != nil {
+				return nil, err
+			}
+			portChains = portChains[n:]
 		}
-		if err := b.restore(ctx, bp.bytes()); err != nil {
-			return nil, err
+		// ensureJumps made LBD-SERVICES if it was missing.
+		adds, dels := lineDiff(existing.nat.rules[ServicesChain], services.Rules)
+		for len(adds) > 0 {
+			n := min(b.batchChains, len(adds))
+			var bp payload
+			bp.nat.add(adds[:n]...)
+			if err := b.restore(ctx, bp.bytes()); err != nil {
+				return nil, err
+			}
+			adds = adds[n:]
 		}
-		portChains = portChains[b.batchChains:]
+		keep[ServicesChain] = true
+		p.nat.del(dels...)
+	} else {
+		portChains = append([]Chain{services}, portChains...)
 	}
-	for _, c := range append(set.NAT[:2:2], portChains...) {
+	for _, c := range append(set.NAT[1:2:2], portChains...) {
 		keep[c.Name] = true
 		p.nat.declare(c.Name)
 		p.nat.add(c.Rules...)

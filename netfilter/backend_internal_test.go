@@ -418,16 +418,44 @@ func TestFullSyncBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []int
+	lastChain, firstJump := -1, -1
 	for i, p := range f.run.payloads {
 		got = append(got, strings.Count(p, "\n:LBD-"))
-		if last := i == len(f.run.payloads)-1; strings.Contains(p, ":LBD-SERVICES") != last {
-			t.Errorf("payload %d: LBD-SERVICES written %v, want only in the last:\n%s", i, !last, p)
+		if strings.Contains(p, ":LBD-SERVICES") {
+			t.Errorf("payload %d flushes LBD-SERVICES: a full sync must only add and delete its lines:\n%s", i, p)
+		}
+		if strings.Contains(p, "-j DNAT") {
+			lastChain = i
+		}
+		if strings.Contains(p, "-A LBD-SERVICES") && firstJump < 0 {
+			firstJump = i
 		}
 	}
-	// 2 + 2 port chains, then the last port chain with LBD-SERVICES,
-	// LBD-POSTROUTING (and LBD-FILTER in the filter table).
-	if d := cmp.Diff([]int{2, 2, 4}, got); d != "" {
+	if firstJump <= lastChain {
+		t.Errorf("a jump was added (payload %d) before every port chain was filled (payload %d)", firstJump, lastChain)
+	}
+	// Port chains 2 + 2 + 1, then the five jumps 2 + 2 + 1, then
+	// LBD-POSTROUTING and LBD-FILTER.
+	if d := cmp.Diff([]int{2, 2, 1, 0, 0, 0, 2}, got); d != "" {
 		t.Errorf("chains per restore (-want +got):\n%s", d)
+	}
+}
+
+func TestLineDiff(t *testing.T) {
+	tests := []struct {
+		have, want, adds, dels []string
+	}{
+		{nil, nil, nil, nil},
+		{nil, []string{"a", "b"}, []string{"a", "b"}, nil},
+		{[]string{"a", "b"}, nil, nil, []string{"a", "b"}},
+		{[]string{"a", "x", "b"}, []string{"b", "c", "a"}, []string{"c"}, []string{"x"}},
+		{[]string{"a", "a", "b"}, []string{"a", "b"}, nil, []string{"a"}}, // a hand-made duplicate goes
+	}
+	for _, tt := range tests {
+		adds, dels := lineDiff(tt.have, tt.want)
+		if d := cmp.Diff([2][]string{tt.adds, tt.dels}, [2][]string{adds, dels}); d != "" {
+			t.Errorf("lineDiff(%q, %q) (-want +got):\n%s", tt.have, tt.want, d)
+		}
 	}
 }
 
