@@ -4,13 +4,29 @@ BIN       ?= bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PREFIX    ?= /usr/local
+SBINDIR   ?= $(PREFIX)/sbin
+DESTDIR   ?=
 
-.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down
+.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down install
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/lbd ./cmd/lbd
+
+## install: the binary, the systemd unit and haproxy drop-in, logrotate, an example /etc/default/lbd (kept if present), the cron job as an example
+install: build
+	install -D -m 0755 $(BIN)/lbd $(DESTDIR)$(SBINDIR)/lbd
+	install -d $(DESTDIR)/etc/systemd/system/haproxy.service.d
+	sed 's|/usr/local/sbin/lbd|$(SBINDIR)/lbd|g' hack/systemd/lbd.service > $(DESTDIR)/etc/systemd/system/lbd.service
+	install -m 0644 hack/systemd/haproxy.service.d/10-lbd.conf $(DESTDIR)/etc/systemd/system/haproxy.service.d/10-lbd.conf
+	install -D -m 0644 hack/logrotate/lbd $(DESTDIR)/etc/logrotate.d/lbd
+	[ -e $(DESTDIR)/etc/default/lbd ] || install -D -m 0600 hack/default/lbd $(DESTDIR)/etc/default/lbd
+	install -d $(DESTDIR)$(PREFIX)/share/lbd
+	sed 's|/usr/local/sbin/lbd|$(SBINDIR)/lbd|g' hack/cron/lbd > $(DESTDIR)$(PREFIX)/share/lbd/cron.d-lbd
+	@echo "daemon: edit /etc/default/lbd, then systemctl daemon-reload && systemctl enable --now lbd && systemctl restart haproxy"
+	@echo "cron instead: cp $(PREFIX)/share/lbd/cron.d-lbd /etc/cron.d/lbd (not both)"
 
 ## install-deps: apt-get the Debian packages the tests need, download modules, build the lab's kube-apiserver (root)
 install-deps:

@@ -18,6 +18,8 @@ packages=(
 	curl             # requests from the lab's client namespace
 	socat            # talking to haproxy's master CLI by hand
 	wrk              # load generation in benchmarks
+	systemd          # systemd-analyze verify of hack/systemd units
+	logrotate        # checks hack/logrotate/lbd
 	ca-certificates
 	git
 	make

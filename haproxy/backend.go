@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -37,6 +38,8 @@ type Backend struct {
 	reload func(ctx context.Context) error
 	// run runs a command and returns its combined output.
 	run func(ctx context.Context, name string, args ...string) ([]byte, error)
+	// reloads counts the reloads that succeeded.
+	reloads atomic.Uint64
 }
 
 // New returns a haproxy backend with o's empty fields set to their
@@ -54,6 +57,10 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.reload = b.reloadHaproxy
 	return b
 }
+
+// Reloads returns how many times this Backend published new files and had
+// haproxy take them up (or found it not running, to load them at start).
+func (b *Backend) Reloads() uint64 { return b.reloads.Load() }
 
 // Name returns "haproxy", the backend's name for --backend.
 func (b *Backend) Name() string { return "haproxy" }
@@ -163,6 +170,7 @@ func (b *Backend) publish(ctx context.Context, files, cur Files) error {
 		b.log.Error("reload failed; previous files restored", "err", err)
 		return err
 	}
+	b.reloads.Add(1)
 	if err := b.tree.prune(gen); err != nil {
 		b.log.Warn("old generations left behind", "err", err)
 	}

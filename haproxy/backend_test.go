@@ -444,3 +444,25 @@ func TestCheckConfigNamesTheServiceFile(t *testing.T) {
 		t.Errorf("valid set rejected: %v", err)
 	}
 }
+
+func TestReloadsCounted(t *testing.T) {
+	b, c := fakeBackend(t, false)
+	ctx := context.Background()
+	svc := nginx()
+	for i, want := range []uint64{1, 1} { // the second Apply changes nothing
+		if _, err := b.Apply(ctx, []lb.Service{svc}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Reloads(); got != want {
+			t.Errorf("Apply %d: Reloads() = %d, want %d", i, got, want)
+		}
+	}
+	c.reloadErr = errors.New("no new worker")
+	svc.Ports[0].Endpoints = svc.Ports[0].Endpoints[:1]
+	if _, err := b.Apply(ctx, []lb.Service{svc}, nil); err == nil {
+		t.Fatal("Apply with a failing reload succeeded")
+	}
+	if got := b.Reloads(); got != 1 {
+		t.Errorf("a failed reload was counted: Reloads() = %d, want 1", got)
+	}
+}

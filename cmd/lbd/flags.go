@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -184,9 +183,6 @@ func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd
 		args = args[1:]
 	}
 }
-
-// errUsage marks errors in how lbd was called.
-var errUsage = errors.New("usage")
 
 const usageHead = `lbd: external load balancer for bare-metal Kubernetes.
 

@@ -69,7 +69,7 @@ func newMetrics(window time.Duration, now func() time.Time) *metrics {
 		}),
 		haproxyReloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lbd_haproxy_reloads_total",
-			Help: "haproxy backend: new generations of service files published, each followed by a reload of haproxy (or loaded when it starts).",
+			Help: "haproxy backend: reloads that took up new service files.",
 		}),
 		watchUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lbd_watch_up",
@@ -210,30 +210,31 @@ func (s *countingSource) Discover(ctx context.Context) ([]lb.Service, []*lb.Inva
 	return svcs, invalid, err
 }
 
-// countingBackend counts failed applies and drift checks, and haproxy's
-// published generations, for the metrics. It is a reconcile.Verifier when
-// the backend it wraps is one.
+// countingBackend counts failed applies and drift checks, and the
+// backend's reloads when it counts them (haproxy), for the metrics. It is a
+// reconcile.Verifier when the backend it wraps is one.
 type countingBackend struct {
 	reconcile.Backend
-	errs prometheus.Counter
-	// generation returns what identifies the published haproxy files (the
-	// generation the services directory points at); nil for other
-	// backends.
-	generation func() string
-	reloads    prometheus.Counter
+	errs    prometheus.Counter
+	reloads prometheus.Counter
 }
 
-// Apply passes through, counting an error or a new haproxy generation.
+// reloadCounter is implemented by backends that reload a daemon.
+type reloadCounter interface{ Reloads() uint64 }
+
+// Apply passes through, counting an error or the reloads it caused.
 func (b *countingBackend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
-	var before string
-	if b.generation != nil {
-		before = b.generation()
+	rc, counts := b.Backend.(reloadCounter)
+	var before uint64
+	if counts {
+		before = rc.Reloads()
 	}
 	skipped, err := b.Backend.Apply(ctx, desired, changes)
 	if err != nil {
 		b.errs.Inc()
-	} else if b.generation != nil && b.generation() != before {
-		b.reloads.Inc()
+	}
+	if counts && b.reloads != nil {
+		b.reloads.Add(float64(rc.Reloads() - before))
 	}
 	return skipped, err
 }

@@ -65,11 +65,7 @@ func (a *app) runDaemon(ctx context.Context) error {
 	}
 	defer env.close()
 	m := newMetrics(3*c.resync, time.Now)
-	be := &countingBackend{Backend: env.backend, errs: m.applyErrors.WithLabelValues(c.backend)}
-	if c.backend == "haproxy" {
-		be.generation = func() string { g, _ := os.Readlink(c.haproxyDir); return g }
-		be.reloads = m.haproxyReloads
-	}
+	be := &countingBackend{Backend: env.backend, errs: m.applyErrors.WithLabelValues(c.backend), reloads: m.haproxyReloads}
 	src := &countingSource{Source: env.source, errs: m.discoveryErrors.WithLabelValues(c.backend)}
 	rec := reconcile.New(src, be, env.db, a.log, a.reconcileOptions())
 

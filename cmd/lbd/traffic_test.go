@@ -107,16 +107,6 @@ func podsExcept(l *lab.Lab, skip string) []netip.Addr {
 	return out
 }
 
-// podIP returns the IP of the pod named name.
-func podIP(l *lab.Lab, name string) netip.Addr {
-	for i, n := range l.PodNames {
-		if n == name {
-			return l.PodIPs[i]
-		}
-	}
-	panic("no pod " + name)
-}
-
 // deleteService removes a lab service and its endpoint objects.
 func deleteService(t *testing.T, l *lab.Lab, ns, name string) {
 	t.Helper()
