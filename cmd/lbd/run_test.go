@@ -609,7 +609,7 @@ func TestDefaultFile(t *testing.T) {
 	if _, _, err := parseArgs(fs, []string{"run"}, func(k string) string { return env[k] }); err != nil {
 		t.Errorf("hack/default/lbd does not parse: %v", err)
 	}
-	if c.master != "root@10.245.1.10" || c.kubectl != "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf" || c.metricsAddr != "127.0.0.1:9720" {
+	if c.master != "root@kubernetes-master" || c.kubectl != "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf" || c.metricsAddr != "127.0.0.1:9720" {
 		t.Errorf("values not as written: master %q kubectl %q metrics %q", c.master, c.kubectl, c.metricsAddr)
 	}
 }
