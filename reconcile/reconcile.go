@@ -123,25 +123,17 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 			p.exposedBefore++
 		}
 	}
-	// Keep the applied state of services the cluster sent us broken, and
-	// of those that claim an address another service already serves.
+	// Keep the applied state of services the cluster sent us broken.
 	keep := map[string]bool{}
 	for _, e := range rejected {
 		keep[e.Namespace+"/"+e.Name] = true
 	}
-	valid := make([]lb.Service, 0, len(discovered))
+	p.Desired = make([]lb.Service, 0, len(discovered)+len(keep))
 	for _, s := range discovered {
 		if !keep[s.Key()] {
-			valid = append(valid, s)
+			p.Desired = append(p.Desired, s)
 		}
 	}
-	valid, clashes := dropConflicts(old, valid)
-	for _, e := range clashes {
-		keep[e.Namespace+"/"+e.Name] = true
-	}
-	p.Rejected = append(p.Rejected, clashes...)
-	p.Desired = make([]lb.Service, 0, len(valid)+len(keep))
-	p.Desired = append(p.Desired, valid...)
 	for k := range keep {
 		if o, ok := old[k]; ok {
 			p.Desired = append(p.Desired, *o)
@@ -165,6 +157,29 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 				}
 			}
 		}
+	}
+	// Two services must never claim one address, port and protocol. The
+	// check runs on the final set, kept states included; a service that
+	// loses keeps its applied state too. Applied states never clash among
+	// themselves and their owners win, so the second round finds nothing
+	// new; the bound is only a guard.
+	lb.SortServices(p.Desired)
+	reverted := map[string]bool{}
+	for round := 0; round < 3; round++ {
+		var clashes []*lb.InvalidServiceError
+		p.Desired, clashes = dropConflicts(old, p.Desired)
+		if len(clashes) == 0 {
+			break
+		}
+		p.Rejected = append(p.Rejected, clashes...)
+		for _, e := range clashes {
+			k := e.Namespace + "/" + e.Name
+			if o, ok := old[k]; ok && !reverted[k] {
+				reverted[k] = true
+				p.Desired = append(p.Desired, *o)
+			}
+		}
+		lb.SortServices(p.Desired)
 	}
 	lb.SortServices(p.Desired)
 	p.Changes = Diff(applied, p.Desired)

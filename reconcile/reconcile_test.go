@@ -278,3 +278,55 @@ func TestConflictingAddresses(t *testing.T) {
 		})
 	}
 }
+
+// TestConflictsWithKeptStates: a service that keeps its applied state
+// (rejected, or its pods unreachable) still owns its address; a newcomer
+// claiming it loses.
+func TestConflictsWithKeptStates(t *testing.T) {
+	web := svc("a", "web", "192.168.121.201", "10.246.0.1")
+	moved := with(web, func(s *lb.Service) { s.ExternalIPs[0] = netip.MustParseAddr("192.168.121.202") })
+	evil := svc("b", "evil", "192.168.121.201", "10.246.0.9")
+	tests := []struct {
+		name     string
+		src      source
+		routes   routes
+		wantKeys []string
+	}{
+		{
+			name:     "rejected keeps its address",
+			src:      source{svcs: []lb.Service{evil}, rejected: []*lb.InvalidServiceError{{Namespace: "a", Name: "web", Field: "spec.ports[0].port", Reason: "0"}}},
+			wantKeys: []string{"a/web=10.246.0.1:80"},
+		},
+		{
+			name:     "unroutable keeps its address",
+			src:      source{svcs: []lb.Service{moved, evil}},
+			routes:   routes{"a/web": "routes via eth0"},
+			wantKeys: []string{"a/web=10.246.0.1:80"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := Options{MaxDelete: 1}
+			if tt.routes != nil {
+				opts.Routes = tt.routes
+			}
+			p, err := New(&tt.src, &backend{}, &store{applied: []lb.Service{web}}, nil, opts).Plan(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.wantKeys, keys(p.Desired)); d != "" {
+				t.Errorf("desired (-want +got):\n%s", d)
+			}
+			if len(p.Desired) == 1 && p.Desired[0].ExternalIPs[0] != web.ExternalIPs[0] {
+				t.Errorf("a/web serves %v, want its applied address", p.Desired[0].ExternalIPs)
+			}
+			found := false
+			for _, e := range p.Rejected {
+				found = found || (e.Namespace == "b" && strings.Contains(e.Reason, "already served by a/web"))
+			}
+			if !found {
+				t.Errorf("b/evil not rejected for the clash: %v", p.Rejected)
+			}
+		})
+	}
+}
