@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/reconcile"
 )
 
 // config is every setting of lbd. Each field is a flag, and each flag can
@@ -75,13 +77,15 @@ func (p *percent) Set(s string) error {
 	v, pct := strings.CutSuffix(strings.TrimSpace(s), "%")
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil {
-		return fmt.Errorf("%q is not a percentage", s)
+		return fmt.Errorf("%q is not a percentage (e.g. 50%%) or a fraction (e.g. 0.5)", s)
 	}
-	if pct || f > 1 {
+	if pct {
 		f /= 100
 	}
+	// A bare number is a fraction: "1" is 100%, never 1%, and "25"
+	// (meant as 25%?) is refused rather than guessed.
 	if f < 0 || f > 1 {
-		return fmt.Errorf("%q is outside 0%%..100%%", s)
+		return fmt.Errorf("%q is outside 0%%..100%% (a bare number is a fraction 0..1)", s)
 	}
 	*p = percent(f)
 	return nil
@@ -104,14 +108,14 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.sshKeys, "ssh-key", "", "comma-separated private key `files` for SSH (default: the usual keys in "+ssh+" that exist; the SSH agent is used too when SSH_AUTH_SOCK is set)")
 	fs.StringVar(&c.knownHosts, "known-hosts", filepath.Join(ssh, "known_hosts"), "known_hosts `file` that must hold the master's host key")
 	fs.BoolVar(&c.insecureHost, "insecure-ignore-host-key", false, "do NOT verify the master's SSH host key (logs a warning on every run)")
-	fs.StringVar(&c.kubectl, "kubectl", "kubectl", "kubectl `invocation` on the master, e.g. \"sudo kubectl --kubeconfig /etc/kubernetes/admin.conf\"")
-	fs.DurationVar(&c.sshTimeout, "ssh-timeout", 10*time.Second, "SSH connect timeout")
-	fs.DurationVar(&c.kubectlTimout, "kubectl-timeout", 60*time.Second, "timeout for the remote kubectl command")
+	fs.StringVar(&c.kubectl, "kubectl", discovery.DefaultKubectl, "kubectl `invocation` on the master, e.g. \"sudo kubectl --kubeconfig /etc/kubernetes/admin.conf\"")
+	fs.DurationVar(&c.sshTimeout, "ssh-timeout", discovery.DefaultConnectTimeout, "SSH connect timeout")
+	fs.DurationVar(&c.kubectlTimout, "kubectl-timeout", discovery.DefaultCommandTimeout, "timeout for the remote kubectl command")
 
 	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
 	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
-	c.maxDelete = 0.5
-	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that would remove more than this share of the exposed services (e.g. 50% or 0.5)")
+	c.maxDelete = percent(reconcile.DefaultMaxDelete)
+	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that would remove more than this share of the exposed services: a percentage (50%) or a fraction (0.5)")
 	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
 	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
 
