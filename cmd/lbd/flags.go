@@ -79,13 +79,17 @@ func (p *percent) Set(s string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not a percentage (e.g. 50%%) or a fraction (e.g. 0.5)", s)
 	}
+	// A bare number is a fraction below 1. "1" or "25" could mean a
+	// percentage or a fraction: refused rather than guessed, since one
+	// reading turns the guard off.
+	if !pct && f >= 1 {
+		return fmt.Errorf("%q is ambiguous: a bare number is a fraction below 1; write %s%% or 100%%", s, v)
+	}
 	if pct {
 		f /= 100
 	}
-	// A bare number is a fraction: "1" is 100%, never 1%, and "25"
-	// (meant as 25%?) is refused rather than guessed.
 	if f < 0 || f > 1 {
-		return fmt.Errorf("%q is outside 0%%..100%% (a bare number is a fraction 0..1)", s)
+		return fmt.Errorf("%q is outside 0%%..100%%", s)
 	}
 	*p = percent(f)
 	return nil

@@ -51,14 +51,11 @@ func TestParseArgs(t *testing.T) {
 		},
 		{name: "bad env value", env: map[string]string{"LBD_FORCE": "maybe"}, wantErr: `LBD_FORCE="maybe"`},
 		{name: "bad percent", args: []string{"--max-delete=150%"}, wantErr: "outside"},
-		{name: "bare number above 1 is refused, not guessed", args: []string{"--max-delete=25"}, wantErr: "a bare number is a fraction"},
+		{name: "bare number above 1 is refused, not guessed", args: []string{"--max-delete=25"}, wantErr: "ambiguous"},
+		{name: "bare 1 is refused, not guessed", args: []string{"--max-delete=1"}, wantErr: "write 1% or 100%"},
 		{
 			name: "bare fraction", args: []string{"--max-delete=0.1"},
 			check: func(c config) string { return ifNot(c.maxDelete == 0.1, "0.1 not taken as 10%") },
-		},
-		{
-			name: "bare 1 is everything", args: []string{"--max-delete=1"},
-			check: func(c config) string { return ifNot(c.maxDelete == 1, "1 not taken as 100%") },
 		},
 		{
 			name: "1%", args: []string{"--max-delete=1%"},
