@@ -585,14 +585,26 @@ func TestDefaultFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{}
+	// Every example uncommented, read the way the cron job reads it: by
+	// /bin/sh with set -a. (systemd's EnvironmentFile strips the same
+	// double quotes.)
+	var lines []string
 	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimPrefix(line, "#")
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || !strings.HasPrefix(k, "LBD_") {
-			continue
+		if l := strings.TrimPrefix(line, "#"); strings.HasPrefix(l, "LBD_") {
+			lines = append(lines, l)
 		}
-		env[k] = v
+	}
+	file := filepath.Join(t.TempDir(), "lbd")
+	os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	out, err := exec.Command("/bin/sh", "-c", `set -a; . "$1"; env`, "sh", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh cannot read hack/default/lbd: %v\n%s", err, out)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "LBD_") {
+			env[k] = v
+		}
 	}
 	if len(env) < 10 {
 		t.Fatalf("only %d settings found in hack/default/lbd", len(env))
