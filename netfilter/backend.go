@@ -320,6 +320,11 @@ func minus(a, b []string) []string {
 }
 
 func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skipped, error) {
+	// In nf_tables mode a full sync is several restores. Until the last one
+	// succeeds the kernel may hold part of the new state (complete chains
+	// and jumps only, never a half-filled chain), so the next Apply must be
+	// a full sync again: dirty is cleared only at the end.
+	b.dirty = true
 	b.ensureForwarding()
 	existing, err := b.save(ctx)
 	if err != nil {

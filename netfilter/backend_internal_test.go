@@ -463,3 +463,29 @@ func TestLineDiff(t *testing.T) {
 const savedWithJumps = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\n" +
 	"-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\nCOMMIT\n" +
 	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"
+
+// TestFailedFullSyncStaysDirty: when one of a full sync's restores fails,
+// the next Apply is a full sync again, not a partial one on top of a
+// half-written state.
+func TestFailedFullSyncStaysDirty(t *testing.T) {
+	b, f := newTestBackend(t, DefaultOptions())
+	b.batchChains = 1
+	f.run.saveOut = savedWithJumps
+	desired := []lb.Service{svc("a", lb.TCP, 80, "10.246.82.2"), svc("b", lb.TCP, 81, "10.246.82.2")}
+	creates := []lb.Change{{Kind: lb.Create, New: &desired[0]}, {Kind: lb.Create, New: &desired[1]}}
+	f.run.restoreErr = errors.New("exit status 1: out of memory")
+	if _, err := b.Apply(context.Background(), desired, creates); err == nil {
+		t.Fatal("Apply succeeded although a restore failed")
+	}
+	f.run.calls = nil
+	if _, err := b.Apply(context.Background(), desired, nil); err != nil {
+		t.Fatal(err)
+	}
+	saved := false
+	for _, c := range f.run.calls {
+		saved = saved || strings.Contains(c, "-save")
+	}
+	if !saved {
+		t.Errorf("after a failed full sync the next Apply ran %q, want a full sync (which reads the ruleset)", f.run.calls)
+	}
+}
