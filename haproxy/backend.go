@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +42,9 @@ type Backend struct {
 	run func(ctx context.Context, name string, args ...string) ([]byte, error)
 	// reloads counts the reloads that succeeded.
 	reloads atomic.Uint64
+	// bindable returns the test that haproxy can bind an address on this
+	// host (nil: it can), taken once per Apply.
+	bindable func() func(netip.Addr) error
 }
 
 // New returns a haproxy backend with o's empty fields set to their
@@ -55,6 +60,7 @@ func New(o Options, log *slog.Logger) *Backend {
 	}
 	b.check = b.checkConfig
 	b.reload = b.reloadHaproxy
+	b.bindable = localBind
 	return b
 }
 
@@ -100,15 +106,32 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 		return nil, err
 	}
 	var skipped []lb.Skipped
+	canBind := b.bindable()
 	for i := range desired {
 		s := &desired[i]
-		if !s.Exposed() || rendered(s) {
+		if !s.Exposed() {
 			continue
 		}
-		skipped = append(skipped, lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())})
+		var why string
+		if !rendered(s) {
+			why = fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())
+		}
+		// haproxy -c does not try binds: an address the host lacks
+		// passes it and then fails every reload, for every service.
+		for _, ip := range s.ExternalIPs {
+			if err := canBind(ip); why == "" && err != nil {
+				why = fmt.Sprintf("service %s: external IP %s: %v", s.Key(), ip, err)
+			}
+		}
+		if why == "" {
+			continue
+		}
+		skipped = append(skipped, lb.Skipped{Key: s.Key(), Reason: why})
 		name := FileName(s.Namespace, s.Name)
 		if old, ok := cur[name]; ok {
 			files[name] = old // left as it was before this call
+		} else {
+			delete(files, name)
 		}
 	}
 	if files.Equal(cur) {
@@ -122,6 +145,40 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 		return nil, err
 	}
 	return skipped, nil
+}
+
+// localBind returns a test of whether haproxy can bind an address: it is
+// one of this host's (this network namespace's) addresses, or the kernel
+// allows binding foreign ones (net.ipv{4,6}.ip_nonlocal_bind = 1).
+func localBind() func(netip.Addr) error {
+	local := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				local[ip.Unmap()] = true
+			}
+		}
+	}
+	nonlocal := func(v string) bool {
+		b, err := os.ReadFile("/proc/sys/net/" + v + "/ip_nonlocal_bind")
+		return err == nil && strings.TrimSpace(string(b)) == "1"
+	}
+	v4, v6 := nonlocal("ipv4"), nonlocal("ipv6")
+	return func(ip netip.Addr) error {
+		ip = ip.Unmap()
+		switch {
+		case local[ip], ip.Is4() && v4, ip.Is6() && v6:
+			return nil
+		case err != nil:
+			return fmt.Errorf("cannot list this host's addresses: %w", err)
+		}
+		v := "ipv4"
+		if ip.Is6() {
+			v = "ipv6"
+		}
+		return fmt.Errorf("not an address of this host and net.%s.ip_nonlocal_bind is 0: haproxy could not bind it", v)
+	}
 }
 
 // Cleanup removes lbd's service files and reloads haproxy, so that no

@@ -34,6 +34,7 @@ func fakeBackend(t *testing.T, realCheck bool) (*Backend, *calls) {
 	t.Helper()
 	o := testOptions(t.TempDir())
 	b := New(o, nil)
+	b.bindable = bindAnything // the test's addresses are not this host's
 	c := &calls{dir: o.Dir}
 	check := b.check
 	b.check = func(ctx context.Context, base, dir string, files Files) error {
@@ -384,6 +385,7 @@ func TestReloadWhenHaproxyIsNotRunning(t *testing.T) {
 			o := testOptions(t.TempDir())
 			o.MasterSocket, o.Reload = tt.socket, tt.reload
 			b := New(o, nil)
+			b.bindable = bindAnything // the test's addresses are not this host's
 			var ran []string
 			run := b.run
 			b.run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
@@ -464,5 +466,61 @@ func TestReloadsCounted(t *testing.T) {
 	}
 	if got := b.Reloads(); got != 1 {
 		t.Errorf("a failed reload was counted: Reloads() = %d, want 1", got)
+	}
+}
+
+// bindAnything is a bind test for Backends that run outside the network
+// namespace whose addresses haproxy binds.
+func bindAnything() func(netip.Addr) error { return func(netip.Addr) error { return nil } }
+
+// TestUnbindableAddressIsSkipped: a service on an address this host lacks
+// would make every reload fail; it is skipped by name, keeps its previous
+// file, and the other services still get through.
+func TestUnbindableAddressIsSkipped(t *testing.T) {
+	b, c := fakeBackend(t, true)
+	ctx := context.Background()
+	good, moved := nginx(), nginx()
+	good.Name = "good"
+	good.Normalize()
+	foreign := netip.MustParseAddr("192.0.2.55")
+	b.bindable = func() func(netip.Addr) error {
+		return func(ip netip.Addr) error {
+			if ip == foreign {
+				return errors.New("not an address of this host")
+			}
+			return nil
+		}
+	}
+	if _, err := b.Apply(ctx, []lb.Service{moved}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := onDisk(t, b)[FileName(moved.Namespace, moved.Name)]
+	moved.ExternalIPs = []netip.Addr{foreign}
+	skipped, err := b.Apply(ctx, []lb.Service{good, moved}, nil)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if len(skipped) != 1 || skipped[0].Key != moved.Key() || !strings.Contains(skipped[0].Reason, "192.0.2.55") {
+		t.Errorf("skipped = %+v, want %s by name with its address", skipped, moved.Key())
+	}
+	files := onDisk(t, b)
+	if string(files[FileName(moved.Namespace, moved.Name)]) != string(before) {
+		t.Error("the skipped service's file changed")
+	}
+	if _, ok := files[FileName(good.Namespace, good.Name)]; !ok || c.reloads != 2 {
+		t.Errorf("the other service was not published (files %v, reloads %d)", files.Names(), c.reloads)
+	}
+}
+
+// TestLocalBind checks the real bind test against this host.
+func TestLocalBind(t *testing.T) {
+	canBind := localBind()
+	if err := canBind(netip.MustParseAddr("127.0.0.1")); err != nil {
+		t.Errorf("127.0.0.1: %v", err)
+	}
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_nonlocal_bind"); strings.TrimSpace(string(b)) == "0" {
+		if err := canBind(netip.MustParseAddr("192.0.2.55")); err == nil || !strings.Contains(err.Error(), "ip_nonlocal_bind") {
+			t.Errorf("192.0.2.55 (TEST-NET, on no interface): %v, want a refusal naming ip_nonlocal_bind", err)
+		}
 	}
 }

@@ -50,6 +50,8 @@ func startLabHaproxy(t *testing.T) *labHaproxy {
 	o := testOptions(t.TempDir())
 	o.CheckInterval = 500 * time.Millisecond
 	b := New(o, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	// haproxy binds in the LB namespace; the Backend runs in this one.
+	b.bindable = bindAnything
 	c := &calls{dir: o.Dir}
 	check, reload := b.check, b.reload
 	b.check = func(ctx context.Context, base, dir string, files Files) error {

@@ -173,6 +173,23 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, func() bool { why, _ := dialFails(l, ext.String()+":82"); return strings.Contains(why, "refused") })
 
+	// A service on an address the LB lacks would fail every reload: it is
+	// skipped by name and the other services still change.
+	foreign := lab.ServiceSpec{Name: "foreign", ExternalIPs: []netip.Addr{netip.MustParseAddr("192.168.121.250")}, Ports: []lab.ServicePort{{Port: 83, TargetPort: 80}}, Ready: all}
+	if err := l.Apply(ctx, lab.ServiceManifest(foreign)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteService(t, l, "default", "foreign") })
+	web.Ready = all
+	if err := l.Apply(ctx, lab.ServiceManifest(web)); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = lbdRun(t, l, db, hp...)
+	if code != 0 || !strings.Contains(stderr, "192.168.121.250") {
+		t.Errorf("sync with a foreign address: exit %d, stderr %q; want success naming the skipped address", code, stderr)
+	}
+	waitFor(t, 5*time.Second, func() bool { return hits(t, l, ext.String()+":80", 30)["pod0"] > 0 })
+
 	// cleanup removes lbd's files and reloads: nothing listens any more.
 	if _, stderr, code := lbdRun(t, l, db, append(hp, "cleanup")...); code != 0 {
 		t.Fatalf("cleanup exit %d: %s", code, stderr)
