@@ -23,7 +23,7 @@ import (
 // Output limits: kubectl's JSON for a large cluster is tens of megabytes;
 // its stderr is only kept for the error message.
 const (
-	maxStdout = 1 << 30
+	maxStdout = 256 << 20
 	maxStderr = 2048
 )
 

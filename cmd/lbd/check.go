@@ -36,7 +36,11 @@ func (a *app) check(ctx context.Context) int {
 	if err != nil {
 		verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: false, Detail: err.Error()})
 	} else {
-		verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
+		if a.cfg.insecureHost {
+			verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: false, Detail: a.cfg.master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"})
+		} else {
+			verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
+		}
 		svcs, rejected, err := src.Discover(ctx)
 		if err != nil {
 			verdicts = append(verdicts, netfilter.Verdict{Check: "kubectl", OK: false, Detail: err.Error()})

@@ -17,7 +17,6 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/lbd/lbd/discovery"
-	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/reconcile"
 	"github.com/lbd/lbd/store"
 )
@@ -67,7 +66,7 @@ func (a *app) runDaemon(ctx context.Context) error {
 	m := newMetrics(3*c.resync, time.Now)
 	be := &countingBackend{Backend: env.backend, errs: m.applyErrors.WithLabelValues(c.backend), reloads: m.haproxyReloads}
 	src := &countingSource{Source: env.source, errs: m.discoveryErrors.WithLabelValues(c.backend)}
-	rec := reconcile.New(src, be, env.db, a.log, a.reconcileOptions())
+	rec := a.newReconciler(env, src, be)
 
 	if c.metricsAddr != "" {
 		stop, err := m.serve(c.metricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.metricsAddr, "err", err) })
@@ -112,15 +111,6 @@ func (a *app) runDaemon(ctx context.Context) error {
 	return nil
 }
 
-// reconcileOptions are the reconciler's guards from the flags.
-func (a *app) reconcileOptions() reconcile.Options {
-	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force}
-	if a.cfg.routeCheck {
-		opts.Routes = netfilter.NewRouteCheck(a.cfg.podInterface)
-	}
-	return opts
-}
-
 // lockedSync runs one sync under the store's cross-process lock, held for
 // the sync only, and logs its outcome.
 func (a *app) lockedSync(ctx context.Context, rec *reconcile.Reconciler, full bool) (*reconcile.Result, error) {
@@ -135,13 +125,7 @@ func (a *app) lockedSync(ctx context.Context, rec *reconcile.Reconciler, full bo
 		a.log.Error("sync failed", "full", full, "err", err)
 		return res, err
 	}
-	r := res.Record
-	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "full", full, "services", r.Services,
-		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
-		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
-	for _, c := range res.Plan.Changes {
-		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
-	}
+	a.logSync(res, full)
 	return res, nil
 }
 

@@ -27,13 +27,7 @@ func (a *app) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r := res.Record
-	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "services", r.Services,
-		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
-		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
-	for _, c := range res.Plan.Changes {
-		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
-	}
+	a.logSync(res, a.cfg.full)
 	return nil
 }
 

@@ -73,12 +73,30 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 	if e.backend, err = a.newBackend(); err != nil {
 		return nil, err
 	}
+	e.reconciler = a.newReconciler(e, e.source, e.backend)
+	return e, nil
+}
+
+// newReconciler returns a reconciler over e's store with the guards from
+// the flags; src and be are e's, or wrappers of them (lbd run counts their
+// errors for the metrics).
+func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
 	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force}
 	if a.cfg.routeCheck {
 		opts.Routes = netfilter.NewRouteCheck(a.cfg.podInterface)
 	}
-	e.reconciler = reconcile.New(e.source, e.backend, e.db, a.log, opts)
-	return e, nil
+	return reconcile.New(src, be, e.db, a.log, opts)
+}
+
+// logSync logs the outcome of a successful sync and its changes.
+func (a *app) logSync(res *reconcile.Result, full bool) {
+	r := res.Record
+	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "full", full, "services", r.Services,
+		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
+		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
+	for _, c := range res.Plan.Changes {
+		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
+	}
 }
 
 // newSource builds the SSH discovery source.
