@@ -95,8 +95,20 @@ type TooManyDeletesError struct {
 }
 
 func (e *TooManyDeletesError) Error() string {
-	return fmt.Sprintf("refusing to remove %d of %d exposed services (more than %.0f%%); check the master, or run with --force",
+	return fmt.Sprintf("refusing to take %d of %d exposed services out of service (deleted, unexposed or left without a ready endpoint: more than %.0f%%); check the master, or run with --force",
 		e.Deletes, e.Exposed, e.MaxDelete*100)
+}
+
+// ready reports whether any port of s has a ready endpoint.
+func ready(s *lb.Service) bool {
+	for _, p := range s.Ports {
+		for _, e := range p.Endpoints {
+			if e.Ready {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Plan discovers the cluster and compares it with what the backend last
@@ -119,7 +131,7 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 	old := make(map[string]*lb.Service, len(applied))
 	for i := range applied {
 		old[applied[i].Key()] = &applied[i]
-		if applied[i].Exposed() {
+		if applied[i].Exposed() && ready(&applied[i]) {
 			p.exposedBefore++
 		}
 	}
@@ -184,8 +196,10 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 	lb.SortServices(p.Desired)
 	p.Changes = Diff(applied, p.Desired)
 	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
+	// A service that goes, stops being exposed, or loses its last ready
+	// endpoint stops serving: all three count against MaxDelete.
 	for _, c := range p.Changes {
-		if c.Old != nil && c.Old.Exposed() && (c.New == nil || !c.New.Exposed()) {
+		if c.Old != nil && c.Old.Exposed() && ready(c.Old) && (c.New == nil || !c.New.Exposed() || !ready(c.New)) {
 			p.deletes++
 		}
 	}

@@ -113,7 +113,7 @@ func TestSync(t *testing.T) {
 		},
 		{
 			name: "empty answer refused", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5},
-			wantErr: "refusing to remove 4 of 4 exposed services", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
+			wantErr: "refusing to take 4 of 4 exposed services out of service", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
 		},
 		{
 			name: "half may go", applied: []lb.Service{a, b, c, d}, src: source{svcs: []lb.Service{a, b}}, opts: Options{MaxDelete: 0.5},
@@ -122,7 +122,15 @@ func TestSync(t *testing.T) {
 		{
 			name: "unexposing counts as delete", applied: []lb.Service{a, b}, opts: Options{MaxDelete: 0.4},
 			src:     source{svcs: []lb.Service{a, with(b, func(s *lb.Service) { s.ExternalIPs = nil })}},
-			wantErr: "refusing to remove 1 of 2", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "refused",
+			wantErr: "refusing to take 1 of 2", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "refused",
+		},
+		{
+			name: "endpoints emptied count as deletes", applied: []lb.Service{a, b, c, d}, opts: Options{MaxDelete: 0.5},
+			src: source{svcs: []lb.Service{
+				svc("default", "a", "192.168.121.201"), svc("default", "b", "192.168.121.202"),
+				svc("default", "c", "192.168.121.203"), d,
+			}},
+			wantErr: "refusing to take 3 of 4", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
 		},
 		{
 			name: "force", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5, Force: true},

@@ -119,7 +119,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
 	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
 	c.maxDelete = percent(reconcile.DefaultMaxDelete)
-	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that would remove more than this share of the exposed services: a percentage (50%) or a fraction (0.5)")
+	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that takes more than this share of the exposed services out of service (deleted, unexposed or left without a ready endpoint): a percentage (50%) or a fraction (0.5)")
 	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
 	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
 
