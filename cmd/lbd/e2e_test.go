@@ -234,6 +234,21 @@ func TestCoreEndToEnd(t *testing.T) {
 		t.Errorf("view:\n%s\nwant first line %q and shop/web", view, wantView)
 	}
 
+	// The preflight: one verdict per line, from the real host, master and
+	// routes of the LB namespace.
+	out, _, _ = lbdRun(t, l, db, "--backend=iptables", "check")
+	for _, want := range []string{"ok   root:", "ok   iptables:", "ok   ip_forward: 1", "ok   ssh: root@10.245.1.10", "host key verified",
+		"ok   kubectl: 5 services, 0 rejected", "ok   pod route: endpoint 10.246.82.2 routes via flannel0", "ok   pod route: endpoint 10.246.92.8 routes via flannel0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lbd check lacks %q", want)
+		}
+	}
+	// Pods that do not route through --pod-interface fail it, by IP.
+	out, _, code = lbdRun(t, l, db, "--backend=iptables", "--pod-interface=ens9", "check")
+	if code != 1 || !strings.Contains(out, "FAIL pod route: endpoint 10.246.82.2 routes via flannel0, not ens9") || !strings.Contains(out, "flannel0") {
+		t.Errorf("check with the wrong pod interface: exit %d, want 1 and a FAIL line naming the route via flannel0", code)
+	}
+
 	// Nothing changed: plan exits 0.
 	if out, _, code := lbdRun(t, l, db, "--backend=iptables", "plan"); code != 0 {
 		t.Fatalf("plan after sync: exit %d, want 0:\n%s", code, out)
