@@ -36,8 +36,8 @@ install-deps:
 lab-binaries:
 	hack/k8s/build.sh
 
-## test: unit tests and, as root, the end-to-end tests in network namespaces
-test: lab-binaries
+## test: installs what is missing (root), then unit tests and, as root, the end-to-end tests in network namespaces
+test: install-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
