@@ -170,21 +170,34 @@ func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 // fetch returns kubectl's output, trying EndpointSlices first unless the
 // cluster is known to lack them.
 func (s *Source) fetch(ctx context.Context) ([]byte, error) {
-	s.mu.Lock()
-	legacy := s.legacy
-	s.mu.Unlock()
-	if !legacy {
+	if !s.isLegacy() {
 		out, err := s.run(ctx, s.kubectl+slicesArgs)
-		if err == nil || !noEndpointSlices(err) {
+		if !s.fallBack(err) {
 			return out, err
 		}
-		s.log.Warn("the cluster has no EndpointSlice API; reading Endpoints from now on",
-			"master", s.master, "err", err)
-		s.mu.Lock()
-		s.legacy = true
-		s.mu.Unlock()
 	}
 	return s.run(ctx, s.kubectl+legacyArgs)
+}
+
+// isLegacy reports whether the cluster turned out to have no EndpointSlice
+// API, so that Endpoints are read instead.
+func (s *Source) isLegacy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.legacy
+}
+
+// fallBack reports whether err says the cluster has no EndpointSlice API;
+// if so the Source reads Endpoints from now on, for Discover and Watch.
+func (s *Source) fallBack(err error) bool {
+	if !noEndpointSlices(err) {
+		return false
+	}
+	s.log.Warn("the cluster has no EndpointSlice API; reading Endpoints from now on", "master", s.master, "err", err)
+	s.mu.Lock()
+	s.legacy = true
+	s.mu.Unlock()
+	return true
 }
 
 // noEndpointSlices reports whether err is kubectl saying that the server

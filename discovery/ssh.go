@@ -399,22 +399,9 @@ func knownAlgorithms(cb ssh.HostKeyCallback, addr string) []string {
 func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.commandTimeout)
 	defer cancel()
-	c, fresh, err := r.connect(ctx)
+	c, sess, err := r.openSession(ctx, cmd)
 	if err != nil {
 		return nil, err
-	}
-	sess, err := newSession(ctx, c)
-	if err != nil && !fresh && ctx.Err() == nil {
-		r.log.Info("ssh connection lost; redialing", "master", r.user+"@"+r.addr, "err", err)
-		r.drop(c)
-		if c, _, err = r.connect(ctx); err != nil {
-			return nil, err
-		}
-		sess, err = newSession(ctx, c)
-	}
-	if err != nil {
-		r.drop(c)
-		return nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: -1, Err: fmt.Errorf("open session: %w", err)}
 	}
 	defer sess.Close()
 
@@ -450,19 +437,49 @@ func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
 	if stdout.over {
 		return fail(-1, fmt.Errorf("stdout exceeds %d bytes", maxStdout))
 	}
-	if ee, ok := errors.AsType[*ssh.ExitError](err); ok {
-		if ee.Signal() != "" {
-			return fail(-1, fmt.Errorf("killed by signal %s: %w", ee.Signal(), err))
-		}
-		return fail(ee.ExitStatus(), err)
-	}
 	if err != nil {
-		// No exit status: the connection broke under the command. The
-		// next call dials afresh.
-		r.drop(c)
-		return fail(-1, err)
+		return fail(r.exitStatus(c, err))
 	}
 	return stdout.Bytes(), nil
+}
+
+// openSession returns the connection and a new session on it for cmd,
+// redialing once when a connection that was already open turns out to be
+// broken. A failure is a *CommandError (or the dial's error).
+func (r *sshRunner) openSession(ctx context.Context, cmd string) (*ssh.Client, *ssh.Session, error) {
+	c, fresh, err := r.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess, err := newSession(ctx, c)
+	if err != nil && !fresh && ctx.Err() == nil {
+		r.log.Info("ssh connection lost; redialing", "master", r.user+"@"+r.addr, "err", err)
+		r.drop(c)
+		if c, _, err = r.connect(ctx); err != nil {
+			return nil, nil, err
+		}
+		sess, err = newSession(ctx, c)
+	}
+	if err != nil {
+		r.drop(c)
+		return nil, nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: -1, Err: fmt.Errorf("open session: %w", err)}
+	}
+	return c, sess, nil
+}
+
+// exitStatus classifies the non-nil error of a finished session: the
+// remote exit status (-1 when a signal killed the command) and the error
+// to report. An error without an exit status means the connection broke
+// under the command; c is dropped so the next call dials afresh.
+func (r *sshRunner) exitStatus(c *ssh.Client, err error) (int, error) {
+	if ee, ok := errors.AsType[*ssh.ExitError](err); ok {
+		if ee.Signal() != "" {
+			return -1, fmt.Errorf("killed by signal %s: %w", ee.Signal(), err)
+		}
+		return ee.ExitStatus(), err
+	}
+	r.drop(c)
+	return -1, err
 }
 
 // newSession opens a session on c, giving up (and closing c) when ctx ends

@@ -67,12 +67,10 @@ func (s *Source) Watch(ctx context.Context, keepAlive time.Duration, event func(
 	if keepAlive <= 0 {
 		keepAlive = DefaultKeepAlive
 	}
-	s.mu.Lock()
 	endpoints := resSlices
-	if s.legacy {
+	if s.isLegacy() {
 		endpoints = resEndpoints
 	}
-	s.mu.Unlock()
 
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -93,12 +91,8 @@ func (s *Source) Watch(ctx context.Context, keepAlive time.Duration, event func(
 	if ctx.Err() != nil {
 		return nil
 	}
-	if first.res == resSlices && noEndpointSlices(first.err) {
-		s.log.Warn("the cluster has no EndpointSlice API; reading Endpoints from now on",
-			"master", s.master, "err", first.err)
-		s.mu.Lock()
-		s.legacy = true
-		s.mu.Unlock()
+	if first.res == resSlices {
+		s.fallBack(first.err)
 	}
 	return fmt.Errorf("watch %s on %s: %w", first.res, s.master, first.err)
 }
@@ -119,25 +113,10 @@ const (
 // connection is probed every keepAlive.
 func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Duration, line func([]byte)) error {
 	cctx, cancel := context.WithTimeout(ctx, r.connectTimeout)
-	c, fresh, err := r.connect(cctx)
-	if err != nil {
-		cancel()
-		return err
-	}
-	sess, err := newSession(cctx, c)
-	if err != nil && !fresh && cctx.Err() == nil {
-		r.log.Info("ssh connection lost; redialing", "master", r.user+"@"+r.addr, "err", err)
-		r.drop(c)
-		if c, _, err = r.connect(cctx); err == nil {
-			sess, err = newSession(cctx, c)
-		}
-	}
+	c, sess, err := r.openSession(cctx, cmd)
 	cancel()
 	if err != nil {
-		if c != nil {
-			r.drop(c)
-		}
-		return &CommandError{Host: r.addr, Command: cmd, ExitStatus: -1, Err: fmt.Errorf("open session: %w", err)}
+		return err
 	}
 	defer sess.Close()
 
@@ -190,15 +169,7 @@ func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Durat
 			if err == nil {
 				return fmt.Errorf("ssh %s: %q: %w", r.addr, cmd, ErrWatchEnded)
 			}
-			if ee, ok := errors.AsType[*ssh.ExitError](err); ok {
-				if ee.Signal() != "" {
-					return fail(-1, fmt.Errorf("killed by signal %s: %w", ee.Signal(), err))
-				}
-				return fail(ee.ExitStatus(), err)
-			}
-			// No exit status: the connection broke under the command.
-			r.drop(c)
-			return fail(-1, err)
+			return fail(r.exitStatus(c, err))
 		case <-ctx.Done():
 			// Closing the session hangs up the terminal, which ends the
 			// remote command. Should the server not confirm (it waits for
