@@ -319,12 +319,9 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 	bad := func(field, format string, a ...any) (lb.Service, bool, *lb.InvalidServiceError) {
 		return lb.Service{}, false, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: field, Reason: fmt.Sprintf(format, a...)}
 	}
-	if !lb.IsDNSLabel(ns) {
-		return bad("metadata.namespace", "%q is not an RFC 1123 label", ns)
-	}
-	if !lb.IsServiceName(name) {
-		return bad("metadata.name", "%q is not an RFC 1035 label", name)
-	}
+	// Names, and every other rule of lb.Service, are checked by Validate
+	// at the end; the checks here are those that need the raw values (a
+	// port before it fits a uint16, indices before Normalize sorts).
 	spec := &o.Spec
 	svc = lb.Service{Namespace: ns, Name: name, Type: spec.Type}
 	switch spec.Type {
