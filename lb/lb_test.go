@@ -139,3 +139,14 @@ func TestNormalizeAndNotesForm(t *testing.T) {
 		t.Error("Clone shares endpoints with the original")
 	}
 }
+
+func TestInvalidServiceErrorQuotesRawNames(t *testing.T) {
+	ok := &InvalidServiceError{Namespace: "default", Name: "nginx", Field: "spec.ports[0].port", Reason: "0 is outside 1-65535"}
+	if got := ok.Error(); got != "service default/nginx: spec.ports[0].port: 0 is outside 1-65535" {
+		t.Errorf("Error() = %q", got)
+	}
+	evil := &InvalidServiceError{Namespace: "default", Name: "x\nlbd: sync done", Field: "metadata.name", Reason: "not a label"}
+	if got := evil.Error(); strings.Contains(got, "\n") || !strings.Contains(got, `"x\nlbd: sync done"`) {
+		t.Errorf("Error() = %q, want the raw name quoted on one line", got)
+	}
+}

@@ -18,7 +18,13 @@ type InvalidServiceError struct {
 }
 
 func (e *InvalidServiceError) Error() string {
-	return fmt.Sprintf("service %s/%s: %s: %s", e.Namespace, e.Name, e.Field, e.Reason)
+	ns, name := e.Namespace, e.Name
+	// The names of a rejected service are the cluster's raw strings: quote
+	// them unless they are valid, so they cannot forge a line of output.
+	if !IsDNSLabel(ns) || !IsServiceName(name) {
+		ns, name = fmt.Sprintf("%q", ns), fmt.Sprintf("%q", name)
+	}
+	return fmt.Sprintf("service %s/%s: %s: %s", ns, name, e.Field, e.Reason)
 }
 
 // Limits from Kubernetes' own validation.
