@@ -353,29 +353,22 @@ func keepSkipped(applied, desired []lb.Service, skipped []lb.Skipped) []lb.Servi
 	}
 	out := make([]lb.Service, 0, len(desired))
 	for _, s := range desired {
-		if !skip[s.Key()] {
+		k := s.Key()
+		if !skip[k] {
 			out = append(out, s)
-		} else if o, ok := old[s.Key()]; ok {
+		} else if o, ok := old[k]; ok {
 			out = append(out, o)
 		}
+		delete(old, k)
 	}
 	// A skipped delete keeps the old entry too.
 	for k := range skip {
-		if o, ok := old[k]; ok && !containsKey(out, k) {
+		if o, ok := old[k]; ok {
 			out = append(out, o)
 		}
 	}
 	lb.SortServices(out)
 	return out
-}
-
-func containsKey(svcs []lb.Service, key string) bool {
-	for i := range svcs {
-		if svcs[i].Key() == key {
-			return true
-		}
-	}
-	return false
 }
 
 // IsRefused reports whether err is a refusal by the max-delete guard.

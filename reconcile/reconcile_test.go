@@ -153,6 +153,11 @@ func TestSync(t *testing.T) {
 			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "ok",
 		},
 		{
+			name: "backend skip of a delete keeps the old entry", applied: []lb.Service{a, b}, opts: Options{MaxDelete: 1},
+			src: source{svcs: []lb.Service{a}}, be: backend{skip: []lb.Skipped{{Key: "default/b", Reason: "busy"}}},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
+		},
+		{
 			name: "full sync repairs drift", applied: []lb.Service{a, b}, src: source{svcs: []lb.Service{a, b}},
 			be: backend{drift: []string{"chain LBD-X missing"}}, full: true,
 			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
