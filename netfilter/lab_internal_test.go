@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -20,44 +19,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/vishvananda/netns"
 
 	"github.com/lbd/lbd/hack/lab"
 	"github.com/lbd/lbd/lb"
 )
-
-// inNS runs f on an OS thread that is in namespace ns for the call; child
-// processes (iptables) and netlink sockets made by f belong to ns.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("leave %s: %w", ns, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
 
 // countingIPT counts go-iptables calls.
 type countingIPT struct {
@@ -107,7 +72,7 @@ func newLabBackend(t *testing.T, ns string, opts Options) *labBackend {
 
 func (b *labBackend) apply(desired []lb.Service, changes ...lb.Change) {
 	b.t.Helper()
-	err := inNS(b.ns, func() error {
+	err := lab.InNS(b.ns, func() error {
 		skipped, err := b.Apply(b.t.Context(), desired, changes)
 		if len(skipped) > 0 {
 			return fmt.Errorf("skipped %v", skipped)
@@ -122,7 +87,7 @@ func (b *labBackend) apply(desired []lb.Service, changes ...lb.Change) {
 func (b *labBackend) verify(applied []lb.Service) []string {
 	b.t.Helper()
 	var diffs []string
-	err := inNS(b.ns, func() error {
+	err := lab.InNS(b.ns, func() error {
 		var err error
 		diffs, err = b.Verify(b.t.Context(), applied)
 		return err
@@ -135,7 +100,7 @@ func (b *labBackend) verify(applied []lb.Service) []string {
 
 func (b *labBackend) cleanup() {
 	b.t.Helper()
-	if err := inNS(b.ns, func() error { return b.Cleanup(b.t.Context()) }); err != nil {
+	if err := lab.InNS(b.ns, func() error { return b.Cleanup(b.t.Context()) }); err != nil {
 		b.t.Fatalf("Cleanup: %v", err)
 	}
 }
@@ -326,12 +291,12 @@ func TestLab(t *testing.T) {
 
 	t.Run("route check", func(t *testing.T) {
 		rc := NewRouteCheck("flannel0")
-		err := inNS(l.LBNS, func() error { return rc.Check(&nginx) })
+		err := lab.InNS(l.LBNS, func() error { return rc.Check(&nginx) })
 		if err != nil {
 			t.Errorf("Check(nginx): %v", err)
 		}
 		bad := service("bad", 80, 80, lb.TCP, []netip.Addr{pods[0], l.MasterIP}, vip)
-		err = inNS(l.LBNS, func() error { return rc.Check(&bad) })
+		err = lab.InNS(l.LBNS, func() error { return rc.Check(&bad) })
 		want := "service default/bad: endpoint 10.245.1.10 routes via ens9, not flannel0"
 		if err == nil || err.Error() != want {
 			t.Errorf("Check(bad) = %v, want %q", err, want)

@@ -23,7 +23,7 @@ func (l *Lab) Dial(ctx context.Context, ns, network, address string) (net.Conn, 
 		return nil, fmt.Errorf("dial %s %s in %s: want ip:port: %w", network, address, ns, err)
 	}
 	var conn net.Conn
-	err := inNS(ns, func() error {
+	err := InNS(ns, func() error {
 		var err error
 		conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
 		return err
@@ -49,10 +49,12 @@ func (l *Lab) HTTPClient(ns string) *http.Client {
 	}
 }
 
-// inNS runs f on a fresh goroutine locked to its OS thread while that
-// thread is in namespace ns. If the thread cannot go back to its own
-// namespace it stays locked, so the runtime retires it with the goroutine.
-func inNS(ns string, f func() error) error {
+// InNS runs f on a fresh goroutine locked to its OS thread while that
+// thread is in namespace ns: child processes (iptables, say) and netlink
+// sockets that f makes belong to ns. If the thread cannot go back to its
+// own namespace it stays locked, so the runtime retires it with the
+// goroutine.
+func InNS(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
