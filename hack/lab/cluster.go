@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -332,7 +333,18 @@ func (l *Lab) StartSSHD(ctx context.Context) error {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return fmt.Errorf("lab %s: start sshd: %w", l.Name, err)
 	}
-	p, err := l.startProc("sshd", l.MasterNS, "/usr/sbin/sshd", "-D", "-e", "-f", conf)
+	home, err := rootHome()
+	if err != nil {
+		return fmt.Errorf("lab %s: start sshd: %w", l.Name, err)
+	}
+	// Sessions run root's login shell, which reads root's dotfiles: the
+	// host's, with whatever they do (a pyenv rehash that waits on a lock
+	// left by a killed session made every kubectl over SSH hang for a
+	// minute). `ip netns exec` gives sshd a mount namespace of its own
+	// whose mounts do not reach the host, so an empty tmpfs over root's
+	// home there makes the master's login environment the lab's.
+	script := `mount -t tmpfs -o mode=0700,size=16m lbd-lab-home "$1" && exec /usr/sbin/sshd -D -e -f "$2"`
+	p, err := l.startProc("sshd", l.MasterNS, "/bin/sh", "-c", script, "sh", home, conf)
 	if err != nil {
 		return fmt.Errorf("lab %s: %w", l.Name, err)
 	}
@@ -359,6 +371,18 @@ func (l *Lab) StartSSHD(ctx context.Context) error {
 	return nil
 }
 
+// rootHome is root's home directory, where sshd starts root's sessions.
+func rootHome() (string, error) {
+	u, err := user.LookupId("0")
+	if err != nil {
+		return "", fmt.Errorf("root's home: %w", err)
+	}
+	if !filepath.IsAbs(u.HomeDir) || u.HomeDir == "/" {
+		return "", fmt.Errorf("root's home %q: want an absolute path below /", u.HomeDir)
+	}
+	return u.HomeDir, nil
+}
+
 // StopSSHD kills the master's sshd (its process group), so lbd's SSH
 // connections fail as when the master's sshd is down. Sessions already open
 // are cut as well. StartSSHD brings it back with the same host key.
@@ -378,21 +402,27 @@ func (l *Lab) StopSSHD() error {
 	return nil
 }
 
-// killSessions kills the sshd session processes left in the master
-// namespace: sshd puts each connection in its own session, out of reach of
-// the listener's process group.
+// killSessions kills what sshd sessions left in the master namespace: the
+// per-connection sshd processes and the commands they ran. sshd puts each
+// connection in its own session, out of reach of the listener's process
+// group, and a command whose sshd died lives on under init. Every process
+// in the namespace that the lab did not start itself goes.
 func (l *Lab) killSessions() error {
 	out, err := exec.Command("ip", "netns", "pids", l.MasterNS).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip netns pids %s: %w: %s", l.MasterNS, err, out)
 	}
+	own := map[int]bool{}
+	l.mu.Lock()
+	for _, p := range l.procs {
+		if !p.exited() {
+			own[p.cmd.Process.Pid] = true
+		}
+	}
+	l.mu.Unlock()
 	for _, s := range strings.Fields(string(out)) {
 		pid, err := strconv.Atoi(s)
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err == nil && strings.HasPrefix(string(comm), "sshd") {
+		if err == nil && pid > 1 && !own[pid] {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

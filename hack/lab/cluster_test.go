@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,11 +123,38 @@ func TestCluster(t *testing.T) {
 		t.Errorf("endpoint slice addresses (-want +got):\n%s", d)
 	}
 
+	// Root's sessions on the master see an empty home of their own, not
+	// the host's dotfiles, and the host's home keeps them.
+	home, err := rootHome()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = ssh(`printf '%s|' "$HOME"; ls -A "$HOME"`)
+	if err != nil {
+		t.Fatalf("ssh: %v", err)
+	}
+	if d := cmp.Diff(home+"|", out); d != "" {
+		t.Errorf("root's home on the master (-want +got):\n%s", d)
+	}
+	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(mounts), "lbd-lab-home") {
+		t.Errorf("the master's home is mounted in the host's mount namespace (or mountinfo unreadable: %v)", err)
+	}
+
+	// A command left running by a session goes with sshd.
+	sleeper := exec.Command("ip", "netns", "exec", l.LBNS, "ssh", "-F", "/dev/null", "-i", l.SSHKey,
+		"-o", "UserKnownHostsFile="+l.KnownHosts, "-o", "BatchMode=yes", "root@"+l.MasterIP.String(), "exec sleep 120")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	waitFor(t, 10*time.Second, "sleep 120 on the master", func() bool { return len(masterPids(t, l, "sleep")) == 1 })
+
 	// sshd down: lbd's view of the master must fail; back up: same host
 	// key, so strict host key checking passes again.
 	if err := l.StopSSHD(); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 10*time.Second, "the session's sleep to die with sshd", func() bool { return len(masterPids(t, l, "sleep")) == 0 })
 	if _, err := ssh("true"); err == nil {
 		t.Error("ssh succeeded with sshd stopped")
 	}
@@ -143,3 +173,33 @@ type sshError struct {
 
 func (e *sshError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }
 func (e *sshError) Unwrap() error { return e.err }
+
+// masterPids returns the pids in the master namespace whose command name
+// is comm.
+func masterPids(t *testing.T, l *Lab, comm string) []int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", l.MasterNS).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip netns pids: %v: %s", err, out)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, _ := strconv.Atoi(f)
+		if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(c)) == comm {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitFor polls cond every 50 ms for at most limit.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
