@@ -365,18 +365,22 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 	keep := map[string]bool{}
 	// set.NAT is LBD-SERVICES, LBD-POSTROUTING, then the service-port
 	// chains. In nf_tables mode one restore slows down with the square of
-	// what it holds, so the port chains go first in batches (nothing jumps
-	// to a new chain yet, and each chain is flushed and filled within one
+	// what it holds, so the chains go first in batches (nothing jumps to a
+	// new chain yet, and each chain is flushed and filled within one
 	// restore), then the jumps that LBD-SERVICES lacks are appended in
 	// batches (each only adds a way in to a chain that is complete), and
-	// the last restore deletes the stale jumps and chains. Legacy mode
-	// rewrites the whole table per restore anyway: one restore does all.
-	services, portChains := set.NAT[0], set.NAT[2:]
+	// the last restore deletes the stale jumps and chains. LBD-POSTROUTING
+	// leads the first batch: a connection DNATed before the masquerade
+	// rule exists keeps its conntrack entry without SNAT, and the pod's
+	// replies, which have no route to the client, are lost until the
+	// entry times out. Legacy mode rewrites the whole table per restore
+	// anyway: one restore does all.
+	services, chains := set.NAT[0], set.NAT[1:]
 	if b.batchChains > 0 {
-		for len(portChains) > 0 {
-			n := min(b.batchChains, len(portChains))
+		for len(chains) > 0 {
+			n := min(b.batchChains, len(chains))
 			var bp payload
-			for _, c := range portChains[:n] {
+			for _, c := range chains[:n] {
 				keep[c.Name] = true
 				bp.nat.declare(c.Name)
 				bp.nat.add(c.Rules...)
@@ -384,7 +388,7 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 			if err := b.restore(ctx, bp.bytes()); err != nil {
 				return nil, err
 			}
-			portChains = portChains[n:]
+			chains = chains[n:]
 		}
 		// ensureJumps made LBD-SERVICES if it was missing.
 		adds, dels := lineDiff(existing.nat.rules[ServicesChain], services.Rules)
@@ -400,9 +404,9 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 		keep[ServicesChain] = true
 		p.nat.del(dels...)
 	} else {
-		portChains = append([]Chain{services}, portChains...)
+		chains = append([]Chain{services}, chains...)
 	}
-	for _, c := range append(set.NAT[1:2:2], portChains...) {
+	for _, c := range chains {
 		keep[c.Name] = true
 		p.nat.declare(c.Name)
 		p.nat.add(c.Rules...)

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -303,7 +305,42 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	// The first full sync, one chain per restore where restores are
+	// batched: after every restore, whatever LBD-SERVICES jumps to must be
+	// complete, masquerade included. A connection DNATed earlier keeps a
+	// conntrack entry without SNAT, and its replies are lost.
+	if b.batchChains > 0 {
+		b.batchChains = 1
+	}
+	realRun := b.run
+	var restores int
+	var broken []string
+	b.run = func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		out, err := realRun(ctx, stdin, name, args...)
+		if err != nil || !strings.HasSuffix(name, "-restore") {
+			return out, err
+		}
+		restores++
+		nat, serr := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+		if serr != nil {
+			return out, serr
+		}
+		if why := wayInIncomplete(string(nat)); why != "" {
+			broken = append(broken, fmt.Sprintf("after restore %d: %s", restores, why))
+		}
+		return out, err
+	}
 	b.apply(desired, changesFor(nil, desired)...)
+	b.run = realRun
+	if b.batchChains > 0 {
+		b.batchChains = nftBatchChains
+	}
+	t.Run("no way in before masquerade", func(t *testing.T) {
+		t.Logf("first full sync: %d restores", restores)
+		for _, why := range broken {
+			t.Error(why)
+		}
+	})
 	t.Run("forwarding on in the LB only", func(t *testing.T) {
 		out, err := l.Run(ctx, l.LBNS, "sysctl", "-n", "net.ipv4.ip_forward")
 		if err != nil || strings.TrimSpace(out) != "1" {
@@ -516,4 +553,39 @@ func TestLab(t *testing.T) {
 		}
 		foreign(t)
 	})
+}
+
+// wayInIncomplete checks an iptables-save of the nat table: when anything
+// jumps from LBD-SERVICES to a service-port chain, that chain must DNAT
+// and POSTROUTING must lead to a masquerade. It says what is missing, or
+// returns "".
+func wayInIncomplete(nat string) string {
+	rules := map[string][]string{}
+	for _, line := range strings.Split(nat, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "-A" {
+			rules[f[1]] = append(rules[f[1]], line)
+		}
+	}
+	jumps := 0
+	for _, r := range rules[ServicesChain] {
+		f := strings.Fields(r)
+		target := f[len(f)-1]
+		if !strings.HasPrefix(target, "LBD-") {
+			continue
+		}
+		jumps++
+		if !slices.ContainsFunc(rules[target], func(r string) bool { return strings.Contains(r, "-j DNAT") }) {
+			return fmt.Sprintf("LBD-SERVICES jumps to %s, which has no DNAT yet", target)
+		}
+	}
+	if jumps == 0 {
+		return ""
+	}
+	if !slices.Contains(rules["POSTROUTING"], "-A POSTROUTING -j "+PostroutingChain) {
+		return "LBD-SERVICES leads to DNATs, and POSTROUTING does not jump to " + PostroutingChain + " yet"
+	}
+	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") }) {
+		return "LBD-SERVICES leads to DNATs, and " + PostroutingChain + " does not masquerade yet"
+	}
+	return ""
 }
