@@ -45,7 +45,12 @@ func spawnDaemon(t *testing.T, l *lab.Lab, name, db string, extra ...string) *la
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
-			t.Logf("tail of %s:\n%s", name, p.Tail(60))
+			t.Logf("tail of %s's output:\n%s", name, p.Tail(20))
+			logFile := filepath.Join(filepath.Dir(db), "lbd.log")
+			if b, err := os.ReadFile(logFile); err == nil {
+				lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+				t.Logf("tail of %s:\n%s", logFile, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+			}
 		}
 	})
 	waitCond(t, 20*time.Second, "lbd run's metrics", func() bool {
