@@ -45,6 +45,7 @@ var jumps = []jump{
 	{"nat", "POSTROUTING", PostroutingChain},
 	{"filter", "INPUT", FilterChain},
 	{"filter", "FORWARD", FilterChain},
+	{"filter", "FORWARD", ForwardChain},
 	{"filter", "OUTPUT", FilterChain},
 }
 
@@ -370,12 +371,13 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 	// restore), then the jumps that LBD-SERVICES lacks are appended in
 	// batches (each only adds a way in to a chain that is complete), and
 	// the last restore deletes the stale jumps and chains. LBD-POSTROUTING
-	// leads the first batch: a connection DNATed before the masquerade
-	// rule exists keeps its conntrack entry without SNAT, and the pod's
-	// replies, which have no route to the client, are lost until the
-	// entry times out. Legacy mode rewrites the whole table per restore
-	// anyway: one restore does all.
-	services, chains := set.NAT[0], set.NAT[1:]
+	// and the filter chains lead the first batch: a connection DNATed
+	// before the masquerade rule exists keeps its conntrack entry without
+	// SNAT, and the pod's replies, which have no route to the client, are
+	// lost until the entry times out; under a FORWARD policy of DROP,
+	// LBD-FORWARD must accept the first packet. Legacy mode rewrites the
+	// whole table per restore anyway: one restore does all.
+	services, chains, filters := set.NAT[0], set.NAT[1:], set.Filter
 	if b.batchChains > 0 {
 		for len(chains) > 0 {
 			n := min(b.batchChains, len(chains))
@@ -385,6 +387,12 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 				bp.nat.declare(c.Name)
 				bp.nat.add(c.Rules...)
 			}
+			for _, c := range filters {
+				keep[c.Name] = true
+				bp.filter.declare(c.Name)
+				bp.filter.add(c.Rules...)
+			}
+			filters = nil
 			if err := b.restore(ctx, bp.bytes()); err != nil {
 				return nil, err
 			}
@@ -411,7 +419,7 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 		p.nat.declare(c.Name)
 		p.nat.add(c.Rules...)
 	}
-	for _, c := range set.Filter {
+	for _, c := range filters {
 		keep[c.Name] = true
 		p.filter.declare(c.Name)
 		p.filter.add(c.Rules...)
@@ -426,8 +434,10 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 			p.filter.drop(c)
 		}
 	}
-	if err := b.restore(ctx, p.bytes()); err != nil {
-		return nil, err
+	if !p.empty() {
+		if err := b.restore(ctx, p.bytes()); err != nil {
+			return nil, err
+		}
 	}
 	b.applied = next
 	b.synced, b.dirty = true, false

@@ -152,7 +152,7 @@ func TestApplyFullThenPartial(t *testing.T) {
 	if d := cmp.Diff([]string{"iptables-save", "iptables-restore --noflush -w", "iptables-restore --noflush -w"}, f.run.calls); d != "" {
 		t.Errorf("first Apply commands (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff("*nat\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:LBD-FILTER - [0:0]\nCOMMIT\n", f.run.payloads[0]); d != "" {
+	if d := cmp.Diff("*nat\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\nCOMMIT\n", f.run.payloads[0]); d != "" {
 		t.Errorf("chains for the jumps (-want +got):\n%s", d)
 	}
 	full := f.run.payloads[1]
@@ -285,7 +285,8 @@ func TestVerify(t *testing.T) {
 		rules = append(rules, c.Rules...)
 	}
 	good += "-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\n" + strings.Join(rules, "\n") + "\nCOMMIT\n" +
-		"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"
+		"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\n" +
+		"-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\n" + strings.Join(rs.Filter[1].Rules, "\n") + "\nCOMMIT\n"
 	ac := ServicePortChain("default/a:80/TCP")
 	tests := []struct {
 		name string
@@ -300,8 +301,9 @@ func TestVerify(t *testing.T) {
 		{"nothing", "", []string{
 			"nat chain LBD-SERVICES is missing", "nat chain LBD-POSTROUTING is missing", "nat chain " + ac + " (default/a:80/TCP) is missing",
 			"nat PREROUTING: jump to LBD-SERVICES is missing", "nat OUTPUT: jump to LBD-SERVICES is missing", "nat POSTROUTING: jump to LBD-POSTROUTING is missing",
-			"filter chain LBD-FILTER is missing",
-			"filter INPUT: jump to LBD-FILTER is missing", "filter FORWARD: jump to LBD-FILTER is missing", "filter OUTPUT: jump to LBD-FILTER is missing",
+			"filter chain LBD-FILTER is missing", "filter chain LBD-FORWARD is missing",
+			"filter INPUT: jump to LBD-FILTER is missing", "filter FORWARD: jump to LBD-FILTER is missing", "filter FORWARD: jump to LBD-FORWARD is missing",
+			"filter OUTPUT: jump to LBD-FILTER is missing",
 		}},
 	}
 	for _, tt := range tests {
@@ -434,9 +436,10 @@ func TestFullSyncBatches(t *testing.T) {
 	if firstJump <= lastChain {
 		t.Errorf("a jump was added (payload %d) before every port chain was filled (payload %d)", firstJump, lastChain)
 	}
-	// LBD-POSTROUTING and the port chains 2 + 2 + 2, then the five jumps
-	// 2 + 2 + 1, then LBD-FILTER.
-	if d := cmp.Diff([]int{2, 2, 2, 0, 0, 0, 1}, got); d != "" {
+	// LBD-POSTROUTING and the port chains 2 + 2 + 2, with LBD-FILTER and
+	// LBD-FORWARD in the first, then the five jumps 2 + 2 + 1, then the
+	// deletions: none, so no restore.
+	if d := cmp.Diff([]int{4, 2, 2, 0, 0, 0}, got); d != "" {
 		t.Errorf("chains per restore (-want +got):\n%s", d)
 	}
 }
@@ -462,7 +465,7 @@ func TestLineDiff(t *testing.T) {
 // savedWithJumps is an iptables-save with lbd's shared chains and jumps.
 const savedWithJumps = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\n" +
 	"-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\nCOMMIT\n" +
-	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"
+	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"
 
 // TestFailedFullSyncStaysDirty: when one of a full sync's restores fails,
 // the next Apply is a full sync again, not a partial one on top of a

@@ -23,6 +23,16 @@
 //	INPUT, FORWARD, OUTPUT -> LBD-FILTER: REJECT for a service port with
 //	                          no ready endpoint (TCP reset, ICMP port
 //	                          unreachable), instead of black-holing it
+//	FORWARD                -> LBD-FORWARD: ACCEPT marked packets and the
+//	                          established packets of DNATed connections,
+//	                          so lbd's traffic flows under a FORWARD policy
+//	                          of DROP (Docker's)
+//
+// The mark (bit 13 unless told otherwise) is set in every service-port
+// chain; LBD-POSTROUTING clears it after use. A full sync in nf_tables mode
+// takes several restores: LBD-POSTROUTING and the filter chains are written
+// in the first, and the LBD-SERVICES jumps last, so no packet is DNATed
+// before its masquerade and its accept are in place.
 //
 // lbd only ever writes, flushes or deletes chains whose names start with
 // "LBD-" and the jump rules it inserted; it never flushes a built-in chain.

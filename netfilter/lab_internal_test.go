@@ -321,11 +321,11 @@ func TestLab(t *testing.T) {
 			return out, err
 		}
 		restores++
-		nat, serr := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+		saved, serr := exec.CommandContext(ctx, "iptables-save").Output()
 		if serr != nil {
 			return out, serr
 		}
-		if why := wayInIncomplete(string(nat)); why != "" {
+		if why := wayInIncomplete(string(saved)); why != "" {
 			broken = append(broken, fmt.Sprintf("after restore %d: %s", restores, why))
 		}
 		return out, err
@@ -526,6 +526,25 @@ func TestLab(t *testing.T) {
 		}
 	})
 	t.Run("foreign rules survive syncs", foreign)
+	t.Run("forward policy drop", func(t *testing.T) {
+		// Docker leaves FORWARD with a policy of DROP: lbd's own traffic
+		// must flow anyway, both ways, TCP and UDP.
+		run("iptables", "-P", "FORWARD", "DROP")
+		t.Cleanup(func() { l.Run(context.Background(), l.LBNS, "iptables", "-P", "FORWARD", "ACCEPT") })
+		got := hits(t, l, "http://"+vip+":80/", 30, 3*time.Second)
+		if sum := got["pod0"] + got["pod1"] + got["pod2"]; sum != 30 {
+			t.Errorf("30 requests with FORWARD policy DROP: %v", got)
+		}
+		c, err := l.Dial(ctx, l.ClientNS, "udp", vip+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got, err := udpAsk(t, c); err != nil || !strings.HasPrefix(got, "pod") {
+			t.Errorf("UDP with FORWARD policy DROP: %q, %v", got, err)
+		}
+		run("iptables", "-P", "FORWARD", "ACCEPT")
+	})
 	t.Run("masquerade matters", func(t *testing.T) {
 		b.cleanup()
 		nm := newLabBackend(t, l.LBNS, Options{MasqueradeBit: DefaultMasqueradeBit, Masquerade: false, PodInterface: "flannel0"})
@@ -555,13 +574,13 @@ func TestLab(t *testing.T) {
 	})
 }
 
-// wayInIncomplete checks an iptables-save of the nat table: when anything
-// jumps from LBD-SERVICES to a service-port chain, that chain must DNAT
-// and POSTROUTING must lead to a masquerade. It says what is missing, or
-// returns "".
-func wayInIncomplete(nat string) string {
-	rules := map[string][]string{}
-	for _, line := range strings.Split(nat, "\n") {
+// wayInIncomplete checks an iptables-save of the nat and filter tables:
+// when anything jumps from LBD-SERVICES to a service-port chain, that
+// chain must DNAT, POSTROUTING must lead to a masquerade and FORWARD to
+// LBD-FORWARD's accept. It says what is missing, or returns "".
+func wayInIncomplete(saved string) string {
+	rules := map[string][]string{} // chain names are unique across nat and filter here
+	for _, line := range strings.Split(saved, "\n") {
 		if f := strings.Fields(line); len(f) > 1 && f[0] == "-A" {
 			rules[f[1]] = append(rules[f[1]], line)
 		}
@@ -586,6 +605,12 @@ func wayInIncomplete(nat string) string {
 	}
 	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") }) {
 		return "LBD-SERVICES leads to DNATs, and " + PostroutingChain + " does not masquerade yet"
+	}
+	if !slices.Contains(rules["FORWARD"], "-A FORWARD -j "+ForwardChain) {
+		return "LBD-SERVICES leads to DNATs, and FORWARD does not jump to " + ForwardChain + " yet"
+	}
+	if len(rules[ForwardChain]) == 0 {
+		return "LBD-SERVICES leads to DNATs, and " + ForwardChain + " accepts nothing yet"
 	}
 	return ""
 }

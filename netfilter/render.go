@@ -23,6 +23,9 @@ const (
 	PostroutingChain = "LBD-POSTROUTING"
 	// FilterChain (filter) rejects service ports without ready endpoints.
 	FilterChain = "LBD-FILTER"
+	// ForwardChain (filter) accepts the traffic lbd forwards, so that it
+	// flows even where the FORWARD policy is DROP (Docker sets that).
+	ForwardChain = "LBD-FORWARD"
 )
 
 // Mark bits kube-proxy uses; lbd refuses them so both can run on one host.
@@ -144,8 +147,21 @@ func assemble(rs []serviceRules, opts Options) Ruleset {
 		out.NAT = append(out.NAT, r.chains...)
 	}
 	out.NAT[0] = services
-	out.Filter = []Chain{filter}
+	out.Filter = []Chain{filter, forward(opts)}
 	return out
+}
+
+// forward accepts what lbd forwards: the first packet of a connection by
+// its mark (set in the service-port chain, still there in FORWARD, before
+// LBD-POSTROUTING clears it), and the rest of a DNATed connection, both
+// ways, by conntrack state. Nothing that lbd did not DNAT starts a
+// connection through it.
+func forward(opts Options) Chain {
+	m := opts.mark()
+	return Chain{Name: ForwardChain, Rules: []string{
+		"-A " + ForwardChain + " -m mark --mark " + m + "/" + m + " -j ACCEPT",
+		"-A " + ForwardChain + " -m conntrack --ctstate DNAT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+	}}
 }
 
 func postrouting(opts Options) Chain {
@@ -225,10 +241,10 @@ func renderService(s *lb.Service, opts Options) serviceRules {
 func portChain(name, proto string, eps []lb.Endpoint, s *lb.Service, opts Options) Chain {
 	c := Chain{Name: name}
 	head := "-A " + name + " -p " + proto
-	if opts.Masquerade {
-		m := opts.mark()
-		c.Rules = append(c.Rules, "-A "+name+" -j MARK --set-xmark "+m+"/"+m)
-	}
+	// The mark asks LBD-POSTROUTING for masquerade, when that is on, and
+	// LBD-FORWARD to accept the packet.
+	m := opts.mark()
+	c.Rules = append(c.Rules, "-A "+name+" -j MARK --set-xmark "+m+"/"+m)
 	affinity := s.Affinity == lb.AffinityClientIP
 	seconds := strconv.Itoa(int(s.AffinityTimeout.Seconds()))
 	recent := func(mode string, e lb.Endpoint) string {

@@ -128,7 +128,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.routeCheck, "route-check", true, "check with netlink that endpoints route via --pod-interface before programming them")
 	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
 	nf := netfilter.DefaultOptions()
-	fs.IntVar(&c.masqBit, "masquerade-bit", nf.MasqueradeBit, "iptables: fwmark `bit` (0-31) lbd uses to mark packets for masquerade; kube-proxy uses 14 and 15")
+	fs.IntVar(&c.masqBit, "masquerade-bit", nf.MasqueradeBit, "iptables: fwmark `bit` (0-31) lbd sets on the packets it DNATs, for masquerade and the FORWARD accept; kube-proxy uses 14 and 15")
 	fs.StringVar(&c.iptablesBin, "iptables", nf.Binary, "iptables: `command` (iptables, iptables-nft or iptables-legacy); -restore and -save are appended")
 
 	hp := haproxy.DefaultOptions()
