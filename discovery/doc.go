@@ -15,12 +15,15 @@
 // connect and command time, and reports a failing remote command as a
 // *CommandError carrying the exit status and stderr. It runs
 //
-//	<kubectl> get services,endpointslices.discovery.k8s.io --all-namespaces -o json
+//	<kubectl> get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=<N>s
 //
 // and, when the cluster has no EndpointSlice API, falls back for the rest of
 // its life to
 //
-//	<kubectl> get services,endpoints --all-namespaces -o json
+//	<kubectl> get services,endpoints --all-namespaces -o json --request-timeout=<N>s
+//
+// N is nine tenths of the command timeout, so that kubectl ends on the
+// master by itself even when sshd does not kill it with its session.
 //
 // discovery imports only lb. Source satisfies reconcile.Source without
 // importing reconcile.

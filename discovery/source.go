@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,8 +71,11 @@ type Config struct {
 // It satisfies reconcile.Source.
 type Source struct {
 	kubectl string
-	master  string
-	log     *slog.Logger
+	// requestTimeout is kubectl's --request-timeout flag, with its leading
+	// space; "" in tests that build a Source by hand.
+	requestTimeout string
+	master         string
+	log            *slog.Logger
 	// run runs one remote command and returns its stdout; a failing
 	// command is a *CommandError. Tests replace it.
 	run func(ctx context.Context, cmd string) ([]byte, error)
@@ -131,14 +135,25 @@ func New(cfg Config) (*Source, error) {
 		return nil, err
 	}
 	return &Source{
-		kubectl: cfg.Kubectl,
-		master:  cfg.Master,
-		log:     cfg.Log,
-		run:     r.run,
-		connect: r.Connect,
-		close:   r.Close,
-		stream:  r.stream,
+		kubectl:        cfg.Kubectl,
+		requestTimeout: requestTimeout(cfg.CommandTimeout),
+		master:         cfg.Master,
+		log:            cfg.Log,
+		run:            r.run,
+		connect:        r.Connect,
+		close:          r.Close,
+		stream:         r.stream,
 	}, nil
+}
+
+// requestTimeout is the --request-timeout flag for a kubectl run bounded by
+// commandTimeout: nine tenths of it, in whole seconds, at least one. lbd
+// cannot count on sshd to kill a command whose session it closed, so
+// kubectl ends by itself shortly before lbd gives up on it, and its own
+// error reaches lbd's log first.
+func requestTimeout(commandTimeout time.Duration) string {
+	secs := max(1, int(commandTimeout.Seconds()*0.9))
+	return " --request-timeout=" + strconv.Itoa(secs) + "s"
 }
 
 // checkKubectl refuses a prefix that could not be one remote command line.
@@ -171,12 +186,12 @@ func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 // cluster is known to lack them.
 func (s *Source) fetch(ctx context.Context) ([]byte, error) {
 	if !s.isLegacy() {
-		out, err := s.run(ctx, s.kubectl+slicesArgs)
+		out, err := s.run(ctx, s.kubectl+slicesArgs+s.requestTimeout)
 		if !s.fallBack(err) {
 			return out, err
 		}
 	}
-	return s.run(ctx, s.kubectl+legacyArgs)
+	return s.run(ctx, s.kubectl+legacyArgs+s.requestTimeout)
 }
 
 // isLegacy reports whether the cluster turned out to have no EndpointSlice

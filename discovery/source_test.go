@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/ssh"
@@ -228,4 +229,20 @@ func TestNewRejects(t *testing.T) {
 			t.Errorf("Close of an unconnected Source: %v", err)
 		}
 	})
+}
+
+func TestRequestTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		command time.Duration
+		want    string
+	}{
+		{60 * time.Second, " --request-timeout=54s"},
+		{20 * time.Second, " --request-timeout=18s"},
+		{1500 * time.Millisecond, " --request-timeout=1s"},
+		{100 * time.Millisecond, " --request-timeout=1s"},
+	} {
+		if got := requestTimeout(tt.command); got != tt.want {
+			t.Errorf("requestTimeout(%v) = %q, want %q", tt.command, got, tt.want)
+		}
+	}
 }

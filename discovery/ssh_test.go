@@ -306,7 +306,7 @@ func TestSSH(t *testing.T) {
 		if len(log) != 2 || connOf(log[0]) != connOf(log[1]) || connOf(log[0]) == "" {
 			t.Errorf("calls %q: want two over one connection", log)
 		}
-		if !strings.HasSuffix(log[0], "|get services,endpointslices.discovery.k8s.io --all-namespaces -o json") {
+		if !strings.HasSuffix(log[0], "|get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s") {
 			t.Errorf("remote command %q", log[0])
 		}
 	})
@@ -598,9 +598,9 @@ esac`, filepath.Join(mustAbs(t, "testdata"), "no-endpointslices.stderr"), filepa
 			args = append(args, a)
 		}
 		wantArgs := []string{
-			"get services,endpointslices.discovery.k8s.io --all-namespaces -o json",
-			"get services,endpoints --all-namespaces -o json",
-			"get services,endpoints --all-namespaces -o json",
+			"get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s",
+			"get services,endpoints --all-namespaces -o json --request-timeout=18s",
+			"get services,endpoints --all-namespaces -o json --request-timeout=18s",
 		}
 		if diff := cmp.Diff(wantArgs, args); diff != "" {
 			t.Errorf("remote commands (-want +got):\n%s", diff)

@@ -142,7 +142,7 @@ func TestWatch(t *testing.T) {
 			args = append(args, a)
 		}
 		wantArgs := []string{
-			"get services,endpointslices.discovery.k8s.io --all-namespaces -o json",
+			"get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s",
 			"get endpointslices.discovery.k8s.io --all-namespaces --watch -o name",
 			"get services --all-namespaces --watch -o name",
 		}

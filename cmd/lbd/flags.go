@@ -114,7 +114,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.insecureHost, "insecure-ignore-host-key", false, "do NOT verify the master's SSH host key (logs a warning on every run)")
 	fs.StringVar(&c.kubectl, "kubectl", discovery.DefaultKubectl, "kubectl `invocation` on the master, e.g. \"sudo kubectl --kubeconfig /etc/kubernetes/admin.conf\"")
 	fs.DurationVar(&c.sshTimeout, "ssh-timeout", discovery.DefaultConnectTimeout, "SSH connect timeout")
-	fs.DurationVar(&c.kubectlTimout, "kubectl-timeout", discovery.DefaultCommandTimeout, "timeout for the remote kubectl command")
+	fs.DurationVar(&c.kubectlTimout, "kubectl-timeout", discovery.DefaultCommandTimeout, "timeout for the remote kubectl command (kubectl gets --request-timeout of nine tenths of it)")
 
 	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
 	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
