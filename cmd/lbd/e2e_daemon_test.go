@@ -53,7 +53,7 @@ func spawnDaemon(t *testing.T, l *lab.Lab, name, db string, extra ...string) *la
 			}
 		}
 	})
-	waitCond(t, 20*time.Second, "lbd run's metrics", func() bool {
+	lab.WaitFor(t, 20*time.Second, "lbd run's metrics", func() bool {
 		_, err := metricsText(l)
 		return err == nil
 	})
@@ -100,18 +100,6 @@ func healthz(t *testing.T, l *lab.Lab) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// waitCond polls cond every 20 ms for at most limit.
-func waitCond(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // natTargets returns the DNAT targets ("ip:port") in the LB namespace's nat
@@ -264,7 +252,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 			}
 		})
 		// The watch breaks and the sync it triggers fails: both show.
-		waitCond(t, 15*time.Second, "the metrics to show the outage", func() bool {
+		lab.WaitFor(t, 15*time.Second, "the metrics to show the outage", func() bool {
 			return metric(t, l, "lbd_watch_up") == 0 &&
 				metric(t, l, `lbd_discovery_errors_total{backend="iptables"}`) > max(errsBefore, 0) &&
 				metric(t, l, "lbd_watch_restarts_total") >= 1
@@ -295,7 +283,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		back := time.Now()
 		waitTargets(t, l, targetsOf(without, 80), 70*time.Second)
 		t.Logf("change made during the outage applied %v after sshd came back", time.Since(back).Round(time.Millisecond))
-		waitCond(t, 10*time.Second, "the watch to be up again", func() bool { return metric(t, l, "lbd_watch_up") == 1 })
+		lab.WaitFor(t, 10*time.Second, "the watch to be up again", func() bool { return metric(t, l, "lbd_watch_up") == 1 })
 		if code := healthz(t, l); code != 200 {
 			t.Errorf("/healthz = %d after recovery, want 200", code)
 		}
@@ -335,7 +323,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		logBefore, _ := os.ReadFile(logFile)
 		d2 := spawnDaemon(t, l, "lbd-run-2", db)
 		var first string
-		waitCond(t, 20*time.Second, "the restarted lbd's first sync", func() bool {
+		lab.WaitFor(t, 20*time.Second, "the restarted lbd's first sync", func() bool {
 			b, _ := os.ReadFile(logFile)
 			for _, line := range strings.Split(string(b[len(logBefore):]), "\n") {
 				if strings.Contains(line, `msg="sync done"`) || strings.Contains(line, "msg=\"sync failed\"") {
@@ -358,7 +346,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if got := iptablesSave(t, l); got != rules {
 			t.Errorf("rules changed across the restart:\nbefore:\n%s\nafter:\n%s", rules, got)
 		}
-		waitCond(t, 10*time.Second, "healthz after the restart", func() bool { return healthz(t, l) == 200 })
+		lab.WaitFor(t, 10*time.Second, "healthz after the restart", func() bool { return healthz(t, l) == 200 })
 		if got := metric(t, l, `lbd_syncs_total{result="noop"}`); got < 1 {
 			t.Errorf(`lbd_syncs_total{result="noop"} = %v after the restart, want >= 1`, got)
 		}
@@ -371,14 +359,14 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if err := syscall.Kill(d2.Pid(), syscall.SIGUSR1); err != nil {
 			t.Fatal(err)
 		}
-		waitCond(t, 10*time.Second, "a new log file after SIGUSR1", func() bool {
+		lab.WaitFor(t, 10*time.Second, "a new log file after SIGUSR1", func() bool {
 			b, _ := os.ReadFile(logFile)
 			return strings.Contains(string(b), "SIGUSR1: log file reopened")
 		})
 		if err := syscall.Kill(d2.Pid(), syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		waitCond(t, 10*time.Second, "a full sync after SIGHUP", func() bool {
+		lab.WaitFor(t, 10*time.Second, "a full sync after SIGHUP", func() bool {
 			b, _ := os.ReadFile(logFile)
 			return strings.Contains(string(b), "msg=\"SIGHUP: full resync\"") && strings.Contains(string(b), "result=noop full=true")
 		})

@@ -61,7 +61,7 @@ func TestHAProxyEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proc.Stop() })
-	waitFor(t, 10*time.Second, func() bool { why, _ := dialFails(l, ext.String()+":80"); return why == "" })
+	lab.WaitFor(t, 10*time.Second, "haproxy to accept on :80", func() bool { why, _ := dialFails(l, ext.String()+":80"); return why == "" })
 
 	got := hits(t, l, ext.String()+":80", 300)
 	t.Logf("300 requests to %s:80: %v", ext, got)
@@ -171,7 +171,7 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(services, "default_gone.cfg")); !os.IsNotExist(err) {
 		t.Errorf("file of the deleted service: %v, want it removed", err)
 	}
-	waitFor(t, 5*time.Second, func() bool { why, _ := dialFails(l, ext.String()+":82"); return strings.Contains(why, "refused") })
+	lab.WaitFor(t, 5*time.Second, "the deleted service's port to refuse", func() bool { why, _ := dialFails(l, ext.String()+":82"); return strings.Contains(why, "refused") })
 
 	// A service on an address the LB lacks would fail every reload: it is
 	// skipped by name and the other services still change.
@@ -188,7 +188,7 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "192.168.121.250") {
 		t.Errorf("sync with a foreign address: exit %d, stderr %q; want success naming the skipped address", code, stderr)
 	}
-	waitFor(t, 5*time.Second, func() bool { return hits(t, l, ext.String()+":80", 30)["pod0"] > 0 })
+	lab.WaitFor(t, 5*time.Second, "traffic to pod0 again", func() bool { return hits(t, l, ext.String()+":80", 30)["pod0"] > 0 })
 
 	// cleanup removes lbd's files and reloads: nothing listens any more.
 	if _, stderr, code := lbdRun(t, l, db, append(hp, "cleanup")...); code != 0 {
@@ -197,17 +197,5 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(services, "*.cfg")); len(left) != 0 {
 		t.Errorf("files left after cleanup: %v", left)
 	}
-	waitFor(t, 5*time.Second, func() bool { why, _ := dialFails(l, ext.String()+":80"); return strings.Contains(why, "refused") })
-}
-
-// waitFor polls cond every 50 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	lab.WaitFor(t, 5*time.Second, ":80 to refuse after cleanup", func() bool { why, _ := dialFails(l, ext.String()+":80"); return strings.Contains(why, "refused") })
 }

@@ -147,14 +147,14 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
-	waitFor(t, 10*time.Second, "sleep 120 on the master", func() bool { return len(masterPids(t, l, "sleep")) == 1 })
+	WaitFor(t, 10*time.Second, "sleep 120 on the master", func() bool { return len(masterPids(t, l, "sleep")) == 1 })
 
 	// sshd down: lbd's view of the master must fail; back up: same host
 	// key, so strict host key checking passes again.
 	if err := l.StopSSHD(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the session's sleep to die with sshd", func() bool { return len(masterPids(t, l, "sleep")) == 0 })
+	WaitFor(t, 10*time.Second, "the session's sleep to die with sshd", func() bool { return len(masterPids(t, l, "sleep")) == 0 })
 	if _, err := ssh("true"); err == nil {
 		t.Error("ssh succeeded with sshd stopped")
 	}
@@ -190,16 +190,4 @@ func masterPids(t *testing.T, l *Lab, comm string) []int {
 		}
 	}
 	return pids
-}
-
-// waitFor polls cond every 50 ms for at most limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

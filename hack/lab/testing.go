@@ -45,3 +45,16 @@ func ForTest(t testing.TB, o Options) *Lab {
 	})
 	return l
 }
+
+// WaitFor polls cond every 20 ms until it holds, and fails t when limit
+// passes first, naming what it waited for.
+func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lbd/lbd/hack/lab"
+)
+
+// TestDaemonHAProxy runs the production pairing: lbd run with the haproxy
+// backend, started before haproxy as the systemd drop-in orders them. Six
+// kubectl endpoint changes under steady load reach haproxy through the
+// watch and a reload each, and not one request fails.
+func TestDaemonHAProxy(t *testing.T) {
+	l := e2eLab(t)
+	ctx := t.Context()
+	ext := lab.LBExternalIP
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // haproxy's workers drop to the haproxy user
+	db := filepath.Join(dir, "lbd.db")
+	base := filepath.Join(dir, "haproxy-global-default.cfg")
+	services := filepath.Join(dir, "services.d")
+	master := filepath.Join(dir, "master.sock")
+	hp := []string{"--backend=haproxy", "--haproxy-base", base, "--haproxy-dir", services,
+		"--haproxy-master-socket", master, "--haproxy-stats-socket", filepath.Join(dir, "admin.sock"), "--check-interval", "500ms"}
+
+	spec := lab.ServiceSpec{Name: "hdaemon", ExternalIPs: []netip.Addr{ext}, Ports: []lab.ServicePort{{Port: 86, TargetPort: 80}}, Ready: l.PodIPs}
+	apply := func(ready []netip.Addr) {
+		t.Helper()
+		s := spec
+		s.Ready = ready
+		if err := l.Apply(ctx, lab.ServiceManifest(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(l.PodIPs)
+	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
+	serviceFile := filepath.Join(services, "default_"+spec.Name+".cfg")
+
+	// lbd first: with no haproxy running yet, its sync only writes files.
+	spawnDaemon(t, l, "lbd-run-haproxy", db, hp...)
+	lab.WaitFor(t, 20*time.Second, "lbd run to write "+serviceFile, func() bool {
+		_, err := os.Stat(serviceFile)
+		return err == nil
+	})
+	proc, err := l.Spawn("haproxy-daemon", l.LBNS, "haproxy", "-W", "-S", master+",mode,600", "-f", base, "-f", services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Stop() })
+	addr := ext.String() + ":86"
+	lab.WaitFor(t, 10*time.Second, "haproxy to serve "+addr, func() bool { why, _ := dialFails(l, addr); return why == "" })
+	if got := hits(t, l, addr, 30); sum(got, l.PodNames) != 30 || got["pod2"] == 0 {
+		t.Fatalf("30 requests through lbd run's haproxy: %v", got)
+	}
+
+	// Steady load, bounded in count and time, while pod2 leaves and comes
+	// back three times.
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newConnClient(l)
+			tick := time.NewTicker(20 * time.Millisecond) // 100 requests/s in all
+			defer tick.Stop()
+			for range 3000 {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				resp, err := c.Get("http://" + addr + "/")
+				if err == nil {
+					resp.Body.Close()
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	reloads := func() float64 { return metric(t, l, "lbd_haproxy_reloads_total") }
+	var took []time.Duration
+	pod2 := netip.AddrPortFrom(l.PodIPs[2], 80).String()
+	for i := range 6 {
+		ready, want := podsExcept(l, "pod2"), false
+		if i%2 == 1 {
+			ready, want = l.PodIPs, true
+		}
+		before := reloads()
+		apply(ready)
+		applied := time.Now()
+		lab.WaitFor(t, 10*time.Second, fmt.Sprintf("change %d in haproxy (pod2 served: %v)", i, want), func() bool {
+			b, err := os.ReadFile(serviceFile)
+			return err == nil && strings.Contains(string(b), pod2) == want && reloads() > before
+		})
+		took = append(took, time.Since(applied))
+		if got := hits(t, l, addr, 10); !want && got["pod2"] != 0 {
+			t.Errorf("change %d took pod2 out, and it still gets new requests: %v", i, got)
+		}
+	}
+	time.Sleep(time.Second) // load on the last config too
+	close(stop)
+	wg.Wait()
+	t.Logf("lbd run (haproxy): %d requests, %d failed; change to reload: %v", ok.Load()+failed.Load(), failed.Load(), took)
+	fmt.Printf("lbd run convergence (haproxy, 6 changes): p50 %v max %v from kubectl apply's return to the reloaded haproxy; %d requests under load, %d failed\n",
+		percentile(took, .5).Round(time.Millisecond), percentile(took, 1).Round(time.Millisecond), ok.Load()+failed.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the changes; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	}
+	if ok.Load() < 100 {
+		t.Errorf("only %d requests went through: the load did not run", ok.Load())
+	}
+	// The last change brought pod2 back: it serves again.
+	if got := hits(t, l, addr, 30); got["pod2"] == 0 {
+		t.Errorf("after the last change pod2 gets no traffic: %v", got)
+	}
+}
