@@ -180,13 +180,18 @@ endpoints:
 func TestCoreEndToEnd(t *testing.T) {
 	l := e2eLab(t)
 	ctx := t.Context()
+	// The objects go, the namespace stays: without a controller manager
+	// in the lab a deleted namespace never finishes terminating, and a
+	// later apply into it would fail.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		l.Kubectl(ctx, "", "delete", "-n", "default", "--ignore-not-found", "service/nginx", "service/multi", "service/internal",
+			"endpointslice/nginx-1", "endpointslice/multi-1", "endpointslice/internal-1")
+		l.Kubectl(ctx, "", "delete", "-n", "shop", "--ignore-not-found", "service/web", "endpointslice/web-1")
+	})
 	if err := l.Apply(ctx, manifests); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		l.Kubectl(context.Background(), "", "delete", "namespace", "shop", "--wait=false")
-		l.Kubectl(context.Background(), "", "delete", "service,endpointslice", "--all", "-n", "default", "--wait=false")
-	})
 	db := filepath.Join(t.TempDir(), "LoadBalancer.sqlite.db")
 	// lbd's own ruleset goes away after the test; the lab's LB namespace
 	// is shared with the other tests.
