@@ -20,41 +20,20 @@ import (
 // watch and a reload each, and not one request fails.
 func TestDaemonHAProxy(t *testing.T) {
 	l := e2eLab(t)
-	ctx := t.Context()
 	ext := lab.LBExternalIP
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // haproxy's workers drop to the haproxy user
-	db := filepath.Join(dir, "lbd.db")
-	base := filepath.Join(dir, "haproxy-global-default.cfg")
-	services := filepath.Join(dir, "services.d")
-	master := filepath.Join(dir, "master.sock")
-	hp := []string{"--backend=haproxy", "--haproxy-base", base, "--haproxy-dir", services,
-		"--haproxy-master-socket", master, "--haproxy-stats-socket", filepath.Join(dir, "admin.sock"), "--check-interval", "500ms"}
+	h := newHAProxyFiles(t)
 
 	spec := lab.ServiceSpec{Name: "hdaemon", ExternalIPs: []netip.Addr{ext}, Ports: []lab.ServicePort{{Port: 86, TargetPort: 80}}, Ready: l.PodIPs}
-	apply := func(ready []netip.Addr) {
-		t.Helper()
-		s := spec
-		s.Ready = ready
-		if err := l.Apply(ctx, lab.ServiceManifest(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply(l.PodIPs)
-	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
-	serviceFile := filepath.Join(services, "default_"+spec.Name+".cfg")
+	apply := applyService(t, l, spec)
+	serviceFile := filepath.Join(h.services, "default_"+spec.Name+".cfg")
 
 	// lbd first: with no haproxy running yet, its sync only writes files.
-	spawnDaemon(t, l, "lbd-run-haproxy", db, hp...)
+	spawnDaemon(t, l, "lbd-run-haproxy", h.db, h.flags...)
 	lab.WaitFor(t, 20*time.Second, "lbd run to write "+serviceFile, func() bool {
 		_, err := os.Stat(serviceFile)
 		return err == nil
 	})
-	proc, err := l.Spawn("haproxy-daemon", l.LBNS, "haproxy", "-W", "-S", master+",mode,600", "-f", base, "-f", services)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proc.Stop() })
+	h.spawn(t, l, "haproxy-daemon")
 	addr := ext.String() + ":86"
 	lab.WaitFor(t, 10*time.Second, "haproxy to serve "+addr, func() bool { why, _ := dialFails(l, addr); return why == "" })
 	if got := hits(t, l, addr, 30); sum(got, l.PodNames) != 30 || got["pod2"] == 0 {

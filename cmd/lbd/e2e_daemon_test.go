@@ -186,16 +186,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "lbd.db")
 	logFile := filepath.Join(filepath.Dir(db), "lbd.log")
 	spec := lab.ServiceSpec{Name: "daemon", ExternalIPs: []netip.Addr{ext}, Ports: []lab.ServicePort{{Port: 85, TargetPort: 80}}, Ready: l.PodIPs}
-	apply := func(ready []netip.Addr) {
-		t.Helper()
-		s := spec
-		s.Ready = ready
-		if err := l.Apply(ctx, lab.ServiceManifest(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply(l.PodIPs)
-	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
+	apply := applyService(t, l, spec)
 	t.Cleanup(func() { lbdRun(t, l, db, "--backend=iptables", "cleanup") })
 	if before, err := natTargets(l); err != nil || len(before) != 0 {
 		t.Fatalf("DNAT rules before the test: %v %v", before, err)
@@ -430,19 +421,9 @@ func TestDaemonSystemdUnits(t *testing.T) {
 // within --interval plus one sync.
 func TestDaemonPolling(t *testing.T) {
 	l := e2eLab(t)
-	ctx := t.Context()
 	db := filepath.Join(t.TempDir(), "lbd.db")
 	spec := lab.ServiceSpec{Name: "polled", ExternalIPs: []netip.Addr{lab.LBExternalIP}, Ports: []lab.ServicePort{{Port: 86, TargetPort: 80}}, Ready: l.PodIPs}
-	apply := func(ready []netip.Addr) {
-		t.Helper()
-		s := spec
-		s.Ready = ready
-		if err := l.Apply(ctx, lab.ServiceManifest(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply(l.PodIPs)
-	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
+	apply := applyService(t, l, spec)
 	t.Cleanup(func() { lbdRun(t, l, db, "--backend=iptables", "cleanup") })
 	spawnDaemon(t, l, "lbd-poll", db, "--watch=false", "--interval=1s")
 	waitTargets(t, l, targetsOf(l.PodIPs, 80), 20*time.Second)

@@ -20,14 +20,8 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	l := e2eLab(t)
 	ctx := t.Context()
 	ext := lab.LBExternalIP
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // haproxy's workers drop to the haproxy user
-	db := filepath.Join(dir, "lbd.db")
-	base := filepath.Join(dir, "haproxy-global-default.cfg")
-	services := filepath.Join(dir, "services.d")
-	master := filepath.Join(dir, "master.sock")
-	hp := []string{"--backend=haproxy", "--haproxy-base", base, "--haproxy-dir", services,
-		"--haproxy-master-socket", master, "--haproxy-stats-socket", filepath.Join(dir, "admin.sock"), "--check-interval", "500ms"}
+	h := newHAProxyFiles(t)
+	db, base, services, hp := h.db, h.base, h.services, h.flags
 	syncOnce := func(t *testing.T) {
 		t.Helper()
 		if _, stderr, code := lbdRun(t, l, db, hp...); code != 0 {
@@ -56,11 +50,7 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	if _, err := os.Stat(base); err != nil {
 		t.Fatalf("lbd did not write the base file: %v", err)
 	}
-	proc, err := l.Spawn("haproxy", l.LBNS, "haproxy", "-W", "-S", master+",mode,600", "-f", base, "-f", services)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proc.Stop() })
+	h.spawn(t, l, "haproxy")
 	lab.WaitFor(t, 10*time.Second, "haproxy to accept on :80", func() bool { why, _ := dialFails(l, ext.String()+":80"); return why == "" })
 
 	got := hits(t, l, ext.String()+":80", 300)
@@ -198,4 +188,39 @@ func TestHAProxyEndToEnd(t *testing.T) {
 		t.Errorf("files left after cleanup: %v", left)
 	}
 	lab.WaitFor(t, 5*time.Second, ":80 to refuse after cleanup", func() bool { why, _ := dialFails(l, ext.String()+":80"); return strings.Contains(why, "refused") })
+}
+
+// haproxyFiles are the paths of one test's haproxy backend, in a directory
+// that haproxy's workers (which drop to the haproxy user) can read, and
+// flags are the lbd flags that name them.
+type haproxyFiles struct {
+	db, base, services, master string
+	flags                      []string
+}
+
+func newHAProxyFiles(t *testing.T) haproxyFiles {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := haproxyFiles{
+		db:       filepath.Join(dir, "lbd.db"),
+		base:     filepath.Join(dir, "haproxy-global-default.cfg"),
+		services: filepath.Join(dir, "services.d"),
+		master:   filepath.Join(dir, "master.sock"),
+	}
+	h.flags = []string{"--backend=haproxy", "--haproxy-base", h.base, "--haproxy-dir", h.services,
+		"--haproxy-master-socket", h.master, "--haproxy-stats-socket", filepath.Join(dir, "admin.sock"), "--check-interval", "500ms"}
+	return h
+}
+
+// spawn starts haproxy in master-worker mode in the LB namespace on these
+// files, as lab process name, and stops it when t ends.
+func (h haproxyFiles) spawn(t *testing.T, l *lab.Lab, name string) {
+	t.Helper()
+	p, err := l.Spawn(name, l.LBNS, "haproxy", "-W", "-S", h.master+",mode,600", "-f", h.base, "-f", h.services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
 }

@@ -112,3 +112,20 @@ func deleteService(t *testing.T, l *lab.Lab, ns, name string) {
 	t.Helper()
 	mustKubectl(t, l, "delete", "-n", ns, "--ignore-not-found", "service/"+name, "endpoints/"+name, "endpointslice/"+name+"-lab")
 }
+
+// applyService creates spec with kubectl, deletes it when t ends, and
+// returns a function that applies it again with other ready endpoints.
+func applyService(t *testing.T, l *lab.Lab, spec lab.ServiceSpec) func(ready []netip.Addr) {
+	t.Helper()
+	apply := func(ready []netip.Addr) {
+		t.Helper()
+		s := spec
+		s.Ready = ready
+		if err := l.Apply(t.Context(), lab.ServiceManifest(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(spec.Ready)
+	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
+	return apply
+}
