@@ -199,24 +199,8 @@ func TestOpenCreates(t *testing.T) {
 // schemaObjects lists "type name" of the tables and views, sorted.
 func schemaObjects(t *testing.T, db *sql.DB) []string {
 	t.Helper()
-	rows, err := db.Query(`SELECT type || ' ' || name FROM sqlite_master
+	return queryLines(t, db, `SELECT type || ' ' || name FROM sqlite_master
 		WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY type, name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func TestReopenIsIdempotent(t *testing.T) {
