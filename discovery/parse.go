@@ -159,6 +159,22 @@ type portRef struct {
 	port  uint16
 }
 
+// notJSON explains output that does not even start like kubectl's JSON:
+// most often a login script of the remote user (~/.bashrc, a banner) that
+// prints to stdout ahead of kubectl. It quotes the first line, shortened,
+// and returns "" for output that starts with "{" or "[".
+func notJSON(data []byte) string {
+	rest := bytes.TrimLeft(data, " \t\r\n")
+	if len(rest) == 0 || rest[0] == '{' || rest[0] == '[' {
+		return ""
+	}
+	first, _, _ := bytes.Cut(rest, []byte("\n"))
+	if len(first) > 80 {
+		first = first[:80]
+	}
+	return fmt.Sprintf("it starts with %q, not JSON (does a login script of the remote user print to stdout?)", first)
+}
+
 // endpointGroup is a validated slice or subset: every endpoint in it serves
 // every port in it.
 type endpointGroup struct {
@@ -204,6 +220,9 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 			itemErrs[i] = json.Unmarshal(raw, &items[i])
 		}
 	default:
+		if hint := notJSON(data); hint != "" {
+			return nil, nil, fmt.Errorf("parse kubectl output: %s: %w", hint, err)
+		}
 		return nil, nil, fmt.Errorf("parse kubectl output: %w", err)
 	}
 	if whole.Kind != "List" {

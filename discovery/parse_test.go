@@ -459,6 +459,8 @@ func TestParseMalformed(t *testing.T) {
 		{"items not an array", `{"kind":"List","items":{}}`, "cannot unmarshal object"},
 		{"trailing garbage", `{"kind":"List","items":[]} x`, "invalid character"},
 		{"kubectl error text", `error: the server doesn't have a resource type "endpointslices"`, "invalid character"},
+		{"login banner first", "Welcome to master1\n{\"kind\":\"List\",\"items\":[]}", `it starts with "Welcome to master1", not JSON (does a login script of the remote user print to stdout?)`},
+		{"long first line", strings.Repeat("x", 100), `it starts with "` + strings.Repeat("x", 80) + `", not JSON`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
