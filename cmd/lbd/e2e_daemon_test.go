@@ -102,16 +102,27 @@ func healthz(t *testing.T, l *lab.Lab) int {
 	return resp.StatusCode
 }
 
-// natTargets returns the DNAT targets ("ip:port") in the LB namespace's nat
-// table, sorted.
+// natTargets returns the DNAT targets ("ip:port") that traffic can reach
+// in the LB namespace's nat table, sorted: those in the chains that
+// LBD-SERVICES jumps to. A full sync fills the service-port chains before
+// it adds the jumps, so a DNAT rule alone does not mean traffic flows.
 func natTargets(l *lab.Lab) ([]string, error) {
 	out, err := l.Run(context.Background(), l.LBNS, "iptables-save", "-t", "nat")
 	if err != nil {
 		return nil, err
 	}
+	reached := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "-A" && f[1] == "LBD-SERVICES" {
+			reached[f[len(f)-1]] = true
+		}
+	}
 	var got []string
-	for _, m := range dnatTo.FindAllStringSubmatch(out, -1) {
-		got = append(got, m[1])
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if m := dnatTo.FindStringSubmatch(line); m != nil && len(f) > 1 && reached[f[1]] {
+			got = append(got, m[1])
+		}
 	}
 	slices.Sort(got)
 	return got, nil
