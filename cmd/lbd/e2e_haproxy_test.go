@@ -53,21 +53,7 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	h.spawn(t, l, "haproxy")
 	lab.WaitFor(t, 10*time.Second, "haproxy to accept on :80", func() bool { why, _ := dialFails(l, ext.String()+":80"); return why == "" })
 
-	got := hits(t, l, ext.String()+":80", 300)
-	t.Logf("300 requests to %s:80: %v", ext, got)
-	for _, pod := range l.PodNames {
-		if got[pod] < 60 || got[pod] > 140 {
-			t.Errorf("pod %s got %d of 300 requests, want 60-140 (all: %v)", pod, got[pod], got)
-		}
-	}
-	for _, port := range []string{":8080", ":8443"} {
-		if got := hits(t, l, ext.String()+port, 6); sum(got, l.PodNames) != 6 {
-			t.Errorf("two-port service on %s: %v", port, got)
-		}
-	}
-	if got := hits(t, l, ext.String()+":81", 30); len(got) != 1 || sum(got, l.PodNames) != 30 {
-		t.Errorf("affinity: 30 requests from one client reached %v, want one pod", got)
-	}
+	checkServing(t, l, ext)
 
 	// Load at >= 200 requests/s for about 20 s while endpoints are scaled
 	// down and up ten times with kubectl, lbd syncing after each change.

@@ -97,26 +97,7 @@ func TestIPTablesEndToEnd(t *testing.T) {
 	sync(t)
 	foreignPresent(t, "after the first sync")
 
-	// 300 new connections spread over the three pods, 60 to 140 each.
-	got := hits(t, l, ext.String()+":80", 300)
-	t.Logf("300 requests to %s:80: %v", ext, got)
-	for _, pod := range l.PodNames {
-		if got[pod] < 60 || got[pod] > 140 {
-			t.Errorf("pod %s got %d of 300 requests, want 60-140 (all: %v)", pod, got[pod], got)
-		}
-	}
-
-	// Both ports of a two-port service.
-	for _, port := range []string{":8080", ":8443"} {
-		if got := hits(t, l, ext.String()+port, 6); sum(got, l.PodNames) != 6 {
-			t.Errorf("two-port service on %s: %v", port, got)
-		}
-	}
-
-	// ClientIP affinity: one client, one pod.
-	if got := hits(t, l, ext.String()+":81", 30); len(got) != 1 || sum(got, l.PodNames) != 30 {
-		t.Errorf("affinity: 30 requests from one client reached %v, want one pod", got)
-	}
+	checkServing(t, l, ext)
 
 	// No ready endpoint: refused at once, not a black hole.
 	if why, took := dialFails(l, ext.String()+":82"); !strings.Contains(why, "refused") || took > time.Second {
@@ -148,7 +129,7 @@ func TestIPTablesEndToEnd(t *testing.T) {
 	}
 	sync(t)
 	foreignPresent(t, "after the endpoint change")
-	got = hits(t, l, ext.String()+":80", 60)
+	got := hits(t, l, ext.String()+":80", 60)
 	if got[gone] != 0 || sum(got, l.PodNames) != 60 {
 		t.Errorf("after removing %s: %v, want all 60 on the other pods", gone, got)
 	}

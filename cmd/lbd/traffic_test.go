@@ -129,3 +129,26 @@ func applyService(t *testing.T, l *lab.Lab, spec lab.ServiceSpec) func(ready []n
 	t.Cleanup(func() { deleteService(t, l, "default", spec.Name) })
 	return apply
 }
+
+// checkServing is the proof both backends owe on ext: 300 new connections
+// to :80 spread over the pods, 60 to 140 each; both ports (:8080, :8443)
+// of a two-port service answer; ClientIP affinity on :81 keeps one client
+// on one pod.
+func checkServing(t *testing.T, l *lab.Lab, ext netip.Addr) {
+	t.Helper()
+	got := hits(t, l, ext.String()+":80", 300)
+	t.Logf("300 requests to %s:80: %v", ext, got)
+	for _, pod := range l.PodNames {
+		if got[pod] < 60 || got[pod] > 140 {
+			t.Errorf("pod %s got %d of 300 requests, want 60-140 (all: %v)", pod, got[pod], got)
+		}
+	}
+	for _, port := range []string{":8080", ":8443"} {
+		if got := hits(t, l, ext.String()+port, 6); sum(got, l.PodNames) != 6 {
+			t.Errorf("two-port service on %s: %v", port, got)
+		}
+	}
+	if got := hits(t, l, ext.String()+":81", 30); len(got) != 1 || sum(got, l.PodNames) != 30 {
+		t.Errorf("affinity: 30 requests from one client reached %v, want one pod", got)
+	}
+}
