@@ -335,7 +335,7 @@ func TestLab(t *testing.T) {
 	if b.batchChains > 0 {
 		b.batchChains = nftBatchChains
 	}
-	t.Run("no way in before masquerade", func(t *testing.T) {
+	t.Run("no way in before masquerade and accept", func(t *testing.T) {
 		t.Logf("first full sync: %d restores", restores)
 		for _, why := range broken {
 			t.Error(why)
@@ -529,8 +529,14 @@ func TestLab(t *testing.T) {
 	t.Run("forward policy drop", func(t *testing.T) {
 		// Docker leaves FORWARD with a policy of DROP: lbd's own traffic
 		// must flow anyway, both ways, TCP and UDP.
-		run("iptables", "-P", "FORWARD", "DROP")
-		t.Cleanup(func() { l.Run(context.Background(), l.LBNS, "iptables", "-P", "FORWARD", "ACCEPT") })
+		policy := func(p string) error {
+			_, err := l.Run(context.Background(), l.LBNS, "iptables", "-P", "FORWARD", p)
+			return err
+		}
+		if err := policy("DROP"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { policy("ACCEPT") })
 		got := hits(t, l, "http://"+vip+":80/", 30, 3*time.Second)
 		if sum := got["pod0"] + got["pod1"] + got["pod2"]; sum != 30 {
 			t.Errorf("30 requests with FORWARD policy DROP: %v", got)
@@ -543,7 +549,6 @@ func TestLab(t *testing.T) {
 		if got, err := udpAsk(t, c); err != nil || !strings.HasPrefix(got, "pod") {
 			t.Errorf("UDP with FORWARD policy DROP: %q, %v", got, err)
 		}
-		run("iptables", "-P", "FORWARD", "ACCEPT")
 	})
 	t.Run("masquerade matters", func(t *testing.T) {
 		b.cleanup()
