@@ -27,17 +27,18 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/lbd/lbd/internal/testkit"
+
 	"github.com/lbd/lbd/lb"
 )
 
 const sshdPath = "/usr/sbin/sshd"
 
-// requireRoot skips, loudly, a test that needs root.
+// requireRoot is the one lab gate, testkit.RequireRoot: this test runs a
+// real sshd.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this test runs a real sshd and needs root; CI runs it as root")
-	}
+	testkit.RequireRoot(t)
 }
 
 // testSSHD is a real OpenSSH server on loopback (127.0.0.1 and ::1, a free

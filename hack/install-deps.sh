@@ -10,6 +10,9 @@ packages=(
 	haproxy          # the production backend, and `haproxy -c` in tests
 	iptables         # the iptables backend (nft and legacy)
 	conntrack        # inspecting flows in tests
+	nftables         # the nft CLI: the nftables backend's tests read the kernel's ruleset with it
+	keepalived       # --ha=keepalived: VRRP for two LB machines
+	conntrackd       # --ha=keepalived: established flows survive a failover
 	openssh-server   # the lab master's sshd
 	openssh-client   # ssh-keygen for the lab's keys
 	etcd-server      # the lab master's etcd

@@ -2,7 +2,6 @@ package haproxy
 
 import (
 	"bytes"
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,31 +12,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lbd/lbd/internal/testkit"
 	"github.com/lbd/lbd/lb"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// golden compares got with testdata/<TestName>.golden, rewriting it with
-// -update.
+// golden is testkit.Golden.
 func golden(t *testing.T, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", t.Name()+".golden")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
+	testkit.Golden(t, got)
 }
 
 // haproxyCheck validates base and files with the real "haproxy -c". It

@@ -7,15 +7,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/lbd/lbd/internal/testkit"
 )
 
-// requireRoot skips t, loudly, unless it runs as root; CI runs as root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root (network namespaces, iptables, netlink); run as root, as CI does")
-	}
-}
+// requireRoot is the one lab gate, testkit.RequireRoot.
+var requireRoot = testkit.RequireRoot
 
 var nsSeq atomic.Int64
 

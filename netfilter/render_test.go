@@ -2,22 +2,19 @@ package netfilter_test
 
 import (
 	"errors"
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lbd/lbd/internal/testkit"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 func ep(ip string, port uint16, ready bool) lb.Endpoint {
 	return lb.Endpoint{IP: netip.MustParseAddr(ip), Port: port, Ready: ready, Serving: ready}
@@ -69,23 +66,10 @@ func goldenServices() []lb.Service {
 	return svcs
 }
 
-// golden compares got with testdata/<test name>.golden, or rewrites it
-// with -update.
+// golden is testkit.Golden.
 func golden(t *testing.T, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", strings.ReplaceAll(t.Name(), "/", "_")+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create it): %v", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s differs (-want +got); run go test -update if the change is intended:\n%s", path, d)
-	}
+	testkit.Golden(t, got)
 }
 
 func TestRender(t *testing.T) {

@@ -44,9 +44,6 @@ func TestMain(m *testing.M) {
 // them on first use. It skips when not root or with -short.
 func e2eLab(t *testing.T) *lab.Lab {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test: skipped with -short")
-	}
 	lab.RequireRoot(t)
 	labOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "lbd-e2e-bin")

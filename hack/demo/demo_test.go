@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,9 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lbd/lbd/hack/lab"
+	"github.com/lbd/lbd/internal/testkit"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 func TestShellLine(t *testing.T) {
 	tests := []struct {
@@ -46,22 +44,7 @@ func TestShellLine(t *testing.T) {
 func TestManifest(t *testing.T) {
 	pods := []netip.Addr{netip.MustParseAddr("10.246.82.2"), netip.MustParseAddr("10.246.82.6"), netip.MustParseAddr("10.246.92.8")}
 	got := manifest(pods) + "# ---- without pod2 ----\n" + manifest(without(pods, 2))
-	golden := filepath.Join("testdata", t.Name()+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("manifest (-want +got):\n%s", d)
-	}
+	testkit.Golden(t, []byte(got))
 }
 
 func TestRemoveStateDir(t *testing.T) {
@@ -121,9 +104,6 @@ func TestRemoveStateDir(t *testing.T) {
 // pod got nothing after each removal, and that down leaves no lbd-demo-*
 // namespace or process. It removes a demo a user left running.
 func TestUpDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the demo starts a whole lab")
-	}
 	lab.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)

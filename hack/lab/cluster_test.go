@@ -3,21 +3,18 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/lbd/lbd/internal/testkit"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 func TestServiceManifest(t *testing.T) {
 	got := ServiceManifest(ServiceSpec{
@@ -32,30 +29,12 @@ func TestServiceManifest(t *testing.T) {
 		NotReady:    []netip.Addr{podIP(2)},
 		Annotations: map[string]string{"lbd/mode": "haproxy"},
 	})
-	golden := filepath.Join("testdata", t.Name()+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("manifest (-want +got):\n%s", d)
-	}
+	testkit.Golden(t, []byte(got))
 }
 
 // TestCluster starts the real master and reads a Service back the way lbd
 // will: ssh from the load balancer to the master, kubectl there.
 func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver; skipped with -short")
-	}
 	start := time.Now()
 	l := ForTest(t, Options{Name: testName, Cluster: true, Pods: 3})
 	t.Logf("cluster lab up in %s", time.Since(start).Round(time.Millisecond))

@@ -2,18 +2,17 @@ package lab
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
+
+	"github.com/lbd/lbd/internal/testkit"
 )
 
-// RequireRoot skips t, loudly, unless the test runs as root: the lab needs
-// to create network namespaces. CI runs as root, so these tests run there.
+// RequireRoot is testkit.RequireRoot: it skips t, loudly, under -short or
+// unless the test runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root (network namespaces, iptables, sshd); run as root, as CI does")
-	}
+	testkit.RequireRoot(t)
 }
 
 // ForTest starts a lab for t (skipping when not root), bounded by t's
@@ -46,15 +45,8 @@ func ForTest(t testing.TB, o Options) *Lab {
 	return l
 }
 
-// WaitFor polls cond every 20 ms until it holds, and fails t when limit
-// passes first, naming what it waited for.
+// WaitFor is testkit.WaitFor.
 func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, limit, what, cond)
 }
