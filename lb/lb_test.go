@@ -2,6 +2,7 @@ package lb
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,8 @@ func TestValidate(t *testing.T) {
 		{"endpoint port", func(s *Service) { s.Ports[0].Endpoints[0].Port = 0 }, "spec.ports[0].endpoints[0].port"},
 		{"affinity timeout", func(s *Service) { s.Affinity, s.AffinityTimeout = AffinityClientIP, 0 }, "spec.sessionAffinityConfig.clientIP.timeoutSeconds"},
 		{"affinity mode", func(s *Service) { s.Affinity = "Sticky" }, "spec.sessionAffinity"},
+		{"source range unmasked", func(s *Service) { s.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8")} }, "spec.loadBalancerSourceRanges[0]"},
+		{"source range", func(s *Service) { s.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +130,7 @@ func TestNormalizeAndNotesForm(t *testing.T) {
 	c.ExternalIPs = append(c.ExternalIPs, c.ExternalIPs[0])
 	c.Ports[0].Endpoints[0], c.Ports[0].Endpoints[2] = c.Ports[0].Endpoints[2], c.Ports[0].Endpoints[0]
 	c.Affinity, c.AffinityTimeout = "", time.Hour // no affinity: the timeout means nothing
+	c.SourceRanges = []netip.Prefix{}             // empty is absent
 	c.Normalize()
 	if !s.Equal(c) {
 		t.Errorf("normalized copy differs:\n%+v\n%+v", s, *c)
@@ -137,6 +141,16 @@ func TestNormalizeAndNotesForm(t *testing.T) {
 	}
 	if s.Ports[0].Endpoints[2].Ready {
 		t.Error("Clone shares endpoints with the original")
+	}
+	// Source ranges are masked, sorted and unique, and part of the state.
+	r := s.Clone()
+	r.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.1.7/24"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.0/24")}
+	r.Normalize()
+	if want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.0/24")}; !slices.Equal(r.SourceRanges, want) {
+		t.Errorf("SourceRanges = %v, want %v", r.SourceRanges, want)
+	}
+	if s.Equal(r) {
+		t.Error("a source range change is not a difference")
 	}
 }
 

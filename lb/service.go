@@ -52,6 +52,10 @@ type Service struct {
 	Affinity    Affinity     `json:"affinity"`
 	// AffinityTimeout is only meaningful when Affinity is ClientIP.
 	AffinityTimeout time.Duration `json:"affinityTimeout,omitempty"`
+	// SourceRanges is spec.loadBalancerSourceRanges, masked, sorted and
+	// unique. When not empty, only clients inside one of them reach the
+	// service's addresses; every backend drops the others, TCP and UDP.
+	SourceRanges []netip.Prefix `json:"sourceRanges,omitempty"`
 }
 
 // Port is one service port and the endpoints that serve it.
@@ -124,6 +128,14 @@ func (s *Service) Normalize() {
 			return a.IP == b.IP && a.Port == b.Port
 		})
 	}
+	for i, r := range s.SourceRanges {
+		s.SourceRanges[i] = r.Masked()
+	}
+	slices.SortFunc(s.SourceRanges, comparePrefix)
+	s.SourceRanges = slices.Compact(s.SourceRanges)
+	if len(s.SourceRanges) == 0 {
+		s.SourceRanges = nil
+	}
 	if s.Affinity == "" {
 		s.Affinity = AffinityNone
 	}
@@ -138,6 +150,7 @@ func (s *Service) Equal(o *Service) bool {
 	return s.Namespace == o.Namespace && s.Name == o.Name && s.Type == o.Type &&
 		s.ClusterIP == o.ClusterIP && slices.Equal(s.ExternalIPs, o.ExternalIPs) &&
 		s.Affinity == o.Affinity && s.AffinityTimeout == o.AffinityTimeout &&
+		slices.Equal(s.SourceRanges, o.SourceRanges) &&
 		slices.EqualFunc(s.Ports, o.Ports, func(a, b Port) bool {
 			return a.Name == b.Name && a.Port == b.Port && a.Protocol == b.Protocol &&
 				a.TargetPort == b.TargetPort && slices.Equal(a.Endpoints, b.Endpoints)
@@ -148,11 +161,17 @@ func (s *Service) Equal(o *Service) bool {
 func (s *Service) Clone() *Service {
 	c := *s
 	c.ExternalIPs = slices.Clone(s.ExternalIPs)
+	c.SourceRanges = slices.Clone(s.SourceRanges)
 	c.Ports = slices.Clone(s.Ports)
 	for i := range c.Ports {
 		c.Ports[i].Endpoints = slices.Clone(s.Ports[i].Endpoints)
 	}
 	return &c
+}
+
+// comparePrefix orders prefixes by address, then by length.
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }
 
 // SortServices sorts services by namespace, then name.

@@ -116,6 +116,11 @@ func (s *Service) Validate() error {
 			return bad(fmt.Sprintf("externalIPs[%d]", i), "%s is not a usable unicast address", ip)
 		}
 	}
+	for i, r := range s.SourceRanges {
+		if !r.IsValid() || r.Addr().Zone() != "" || r != r.Masked() {
+			return bad(fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "%s is not a masked CIDR", r)
+		}
+	}
 	switch s.Affinity {
 	case AffinityNone:
 	case AffinityClientIP:
