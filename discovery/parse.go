@@ -48,9 +48,12 @@ type object struct {
 }
 
 type metadata struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Labels    map[string]string `json:"labels"`
+	Name            string            `json:"name"`
+	Namespace       string            `json:"namespace"`
+	UID             string            `json:"uid"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Labels          map[string]string `json:"labels"`
+	Annotations     map[string]string `json:"annotations"`
 }
 
 type serviceSpec struct {
@@ -60,6 +63,10 @@ type serviceSpec struct {
 	Ports                 []servicePort   `json:"ports"`
 	SessionAffinity       string          `json:"sessionAffinity"`
 	SessionAffinityConfig *affinityConfig `json:"sessionAffinityConfig"`
+	// LoadBalancer services only.
+	LoadBalancerClass        *string  `json:"loadBalancerClass"`
+	LoadBalancerIP           string   `json:"loadBalancerIP"`
+	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges"`
 }
 
 type affinityConfig struct {
@@ -367,15 +374,19 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 		}
 		svc.ExternalIPs = append(svc.ExternalIPs, ip)
 	}
-	for i, in := range o.Status.LoadBalancer.Ingress {
-		if in.IP == "" {
-			continue // hostname-only ingress: nothing lbd can serve
+	if svc.Type == "LoadBalancer" {
+		l, e := loadBalancer(o)
+		if e != nil {
+			return lb.Service{}, false, e
 		}
-		ip, err := parseUnicast(in.IP)
-		if err != nil {
-			return bad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%v", err)
+		svc.LoadBalancer = l
+		for i, r := range spec.LoadBalancerSourceRanges {
+			p, err := netip.ParsePrefix(strings.TrimSpace(r))
+			if err != nil || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+				return bad(fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "%q is not a CIDR", r)
+			}
+			svc.SourceRanges = append(svc.SourceRanges, p.Masked())
 		}
-		svc.ExternalIPs = append(svc.ExternalIPs, ip)
 	}
 
 	switch a := lb.Affinity(spec.SessionAffinity); a {
@@ -438,6 +449,101 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 		return bad("(service)", "%v", err)
 	}
 	return svc, false, nil
+}
+
+// loadBalancer reads what a Service of type LoadBalancer asks of lbd: its
+// class, the addresses it requests, its sharing key, and the ingress IPs
+// in its status. Hostname-only ingress entries are ignored: lbd cannot
+// serve them.
+func loadBalancer(o *object) (*lb.LoadBalancer, *lb.InvalidServiceError) {
+	ns, name := o.Metadata.Namespace, o.Metadata.Name
+	bad := func(field, format string, a ...any) (*lb.LoadBalancer, *lb.InvalidServiceError) {
+		return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: field, Reason: fmt.Sprintf(format, a...)}
+	}
+	l := &lb.LoadBalancer{UID: o.Metadata.UID, ResourceVersion: o.Metadata.ResourceVersion}
+	if !isToken(l.UID, 64) && l.UID != "" {
+		return bad("metadata.uid", "%q is not a UID", l.UID)
+	}
+	if !isToken(l.ResourceVersion, 64) && l.ResourceVersion != "" {
+		return bad("metadata.resourceVersion", "%q is not a resource version", l.ResourceVersion)
+	}
+	if c := o.Spec.LoadBalancerClass; c != nil {
+		if !isClass(*c) {
+			return bad("spec.loadBalancerClass", "%q is not a class name", *c)
+		}
+		l.Class = *c
+	}
+	ann := o.Metadata.Annotations
+	if v, ok := ann[lb.AnnotationLoadBalancerIPs]; ok {
+		field := "metadata.annotations[" + lb.AnnotationLoadBalancerIPs + "]"
+		for _, part := range strings.Split(v, ",") {
+			ip, err := parseUnicast(strings.TrimSpace(part))
+			if err != nil {
+				return bad(field, "%v", err)
+			}
+			l.Requested = append(l.Requested, ip)
+		}
+		if len(l.Requested) > 2 || (len(l.Requested) == 2 && l.Requested[0].Is4() == l.Requested[1].Is4()) {
+			return bad(field, "at most one IPv4 and one IPv6 address")
+		}
+	} else if v := o.Spec.LoadBalancerIP; v != "" {
+		ip, err := parseUnicast(v)
+		if err != nil {
+			return bad("spec.loadBalancerIP", "%v", err)
+		}
+		l.Requested = []netip.Addr{ip}
+	}
+	if v, ok := ann[lb.AnnotationAllowSharedIP]; ok {
+		if !isToken(v, 63) {
+			return bad("metadata.annotations["+lb.AnnotationAllowSharedIP+"]", "%q is not 1-63 characters of letters, digits, '-', '_' or '.'", v)
+		}
+		l.Share = v
+	}
+	for i, in := range o.Status.LoadBalancer.Ingress {
+		if in.IP == "" {
+			continue
+		}
+		ip, err := parseUnicast(in.IP)
+		if err != nil {
+			return bad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%v", err)
+		}
+		l.Ingress = append(l.Ingress, ip)
+	}
+	slices.SortFunc(l.Ingress, netip.Addr.Compare)
+	l.Ingress = slices.Compact(l.Ingress)
+	return l, nil
+}
+
+// isToken reports whether s is 1..max characters of letters, digits, '-',
+// '_' and '.': the form of UIDs, resource versions and sharing keys.
+func isToken(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// isClass reports whether s is a label-style class name: an optional
+// DNS-subdomain prefix and "/", then a name of tokens (as the API
+// validates spec.loadBalancerClass).
+func isClass(s string) bool {
+	if len(s) > 316 {
+		return false
+	}
+	prefix, name, found := strings.Cut(s, "/")
+	if !found {
+		name, prefix = prefix, ""
+	}
+	if found && !isToken(prefix, 253) || !isToken(name, 63) {
+		return false
+	}
+	return !strings.Contains(name, "/")
 }
 
 // targetPort returns spec.ports[].targetPort as lb.Port stores it: a port

@@ -34,7 +34,7 @@ func readFixture(t testing.TB, name string) []byte {
 	return b
 }
 
-var addrComparer = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+var addrComparer = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 func ips(s ...string) []netip.Addr {
 	var out []netip.Addr
@@ -116,10 +116,11 @@ func wantFixture(legacy bool) []lb.Service {
 			Affinity: lb.AffinityNone,
 		},
 		{
-			// The address comes from status.loadBalancer.ingress; the
+			// status.loadBalancer.ingress is what the cluster says now,
+			// not an address to serve: lbd's pools decide that. The
 			// hostname-only ingress and the FQDN slice are ignored.
 			Namespace: "shop", Name: "shop-lb", Type: "LoadBalancer",
-			ExternalIPs: ips("192.168.121.210"),
+			LoadBalancer: &lb.LoadBalancer{Ingress: ips("192.168.121.210")},
 			Ports: []lb.Port{
 				{Name: "https", Port: 443, Protocol: lb.TCP, TargetPort: "8443", Endpoints: []lb.Endpoint{ep("10.246.84.5", 8443, true, true, false)}},
 			},
@@ -147,7 +148,7 @@ func TestParseFixtures(t *testing.T) {
 			if len(invalid) != 0 {
 				t.Errorf("invalid services: %v", invalid)
 			}
-			if diff := cmp.Diff(tt.want, got, addrComparer, cmpopts.IgnoreFields(lb.Service{}, "ClusterIP")); diff != "" {
+			if diff := cmp.Diff(tt.want, got, addrComparer, cmpopts.IgnoreFields(lb.Service{}, "ClusterIP"), cmpopts.IgnoreFields(lb.LoadBalancer{}, "UID", "ResourceVersion")); diff != "" {
 				t.Errorf("Parse (-want +got):\n%s", diff)
 			}
 			for _, s := range got {
@@ -262,6 +263,12 @@ func TestParseRejectsOneService(t *testing.T) {
 		{"leading zeros external IP", sliceFixture, []edit{svc("default", "dns", "spec.externalIPs.0", "192.168.121.020")}, "default", "dns", "spec.externalIPs[0]", "not an IP"},
 		{"external IP not a string", sliceFixture, []edit{svc("default", "dns", "spec.externalIPs.0", 42)}, "default", "dns", "spec.externalIPs", "number"},
 		{"bad ingress IP", sliceFixture, []edit{svc("shop", "shop-lb", "status.loadBalancer.ingress.0.ip", "192.168.121")}, "shop", "shop-lb", "status.loadBalancer.ingress[0].ip", "not an IP"},
+		{"bad requested IPs", sliceFixture, []edit{svc("shop", "shop-lb", "metadata.annotations", map[string]any{"lbd.io/load-balancer-ips": "192.168.121.240,nope"})}, "shop", "shop-lb", "metadata.annotations[lbd.io/load-balancer-ips]", "not an IP"},
+		{"two requested IPv4", sliceFixture, []edit{svc("shop", "shop-lb", "metadata.annotations", map[string]any{"lbd.io/load-balancer-ips": "192.168.121.240,192.168.121.241"})}, "shop", "shop-lb", "metadata.annotations[lbd.io/load-balancer-ips]", "one IPv4 and one IPv6"},
+		{"bad loadBalancerIP", sliceFixture, []edit{svc("shop", "shop-lb", "spec.loadBalancerIP", "127.0.0.1")}, "shop", "shop-lb", "spec.loadBalancerIP", "loopback"},
+		{"bad share key", sliceFixture, []edit{svc("shop", "shop-lb", "metadata.annotations", map[string]any{"lbd.io/allow-shared-ip": "a b\n"})}, "shop", "shop-lb", "metadata.annotations[lbd.io/allow-shared-ip]", "not 1-63"},
+		{"bad class", sliceFixture, []edit{svc("shop", "shop-lb", "spec.loadBalancerClass", "a\x1b[31m")}, "shop", "shop-lb", "spec.loadBalancerClass", "not a class"},
+		{"bad source range", sliceFixture, []edit{svc("shop", "shop-lb", "spec.loadBalancerSourceRanges", []any{"10.0.0.0/8", "10.0.0.0/33"})}, "shop", "shop-lb", "spec.loadBalancerSourceRanges[1]", "not a CIDR"},
 		{"bad cluster IP", sliceFixture, []edit{svc("shop", "cart", "spec.clusterIP", "ten")}, "shop", "cart", "spec.clusterIP", "not an IP"},
 		{"port 0", sliceFixture, []edit{svc("default", "web", "spec.ports.0.port", 0)}, "default", "web", "spec.ports[0].port", "0 is outside"},
 		{"port 70000", sliceFixture, []edit{svc("default", "web", "spec.ports.1.port", 70000)}, "default", "web", "spec.ports[1].port", "70000 is outside"},
@@ -395,6 +402,39 @@ func TestParseAccepts(t *testing.T) {
 			edits: []edit{{"Service", "shop", "cart", "spec.sessionAffinityConfig", nil}},
 			key:   "shop/cart",
 			want:  func(s *lb.Service) { s.AffinityTimeout = lb.DefaultAffinityTimeout },
+		},
+		{
+			// What a LoadBalancer service asks of lbd: class, requested
+			// addresses (the annotation wins over spec.loadBalancerIP),
+			// sharing key and source ranges (masked).
+			name: "load balancer request", fixture: sliceFixture,
+			edits: []edit{
+				{"Service", "shop", "shop-lb", "spec.loadBalancerClass", "lbd.io/lbd"},
+				{"Service", "shop", "shop-lb", "spec.loadBalancerIP", "192.168.121.250"},
+				{"Service", "shop", "shop-lb", "spec.loadBalancerSourceRanges", []any{"192.168.121.0/24", " 10.1.2.3/8"}},
+				{"Service", "shop", "shop-lb", "metadata.annotations", map[string]any{"lbd.io/load-balancer-ips": "192.168.121.241, 2001:db8::41", "lbd.io/allow-shared-ip": "team-a", "other": "x"}},
+			},
+			key: "shop/shop-lb",
+			want: func(s *lb.Service) {
+				s.LoadBalancer.Class = "lbd.io/lbd"
+				s.LoadBalancer.Requested = ips("192.168.121.241", "2001:db8::41")
+				s.LoadBalancer.Share = "team-a"
+				s.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.121.0/24")}
+			},
+		},
+		{
+			// spec.loadBalancerIP is the deprecated way to ask.
+			name: "loadBalancerIP", fixture: sliceFixture,
+			edits: []edit{{"Service", "shop", "shop-lb", "spec.loadBalancerIP", "192.168.121.250"}},
+			key:   "shop/shop-lb",
+			want:  func(s *lb.Service) { s.LoadBalancer.Requested = ips("192.168.121.250") },
+		},
+		{
+			// Source ranges of a service that is not a LoadBalancer mean
+			// nothing, as in Kubernetes.
+			name: "source ranges of a ClusterIP service", fixture: sliceFixture,
+			edits: []edit{{"Service", "shop", "cart", "spec.loadBalancerSourceRanges", []any{"10.0.0.0/8"}}},
+			key:   "shop/cart",
 		},
 		{
 			// A headless service may have no ports at all.

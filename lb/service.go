@@ -45,8 +45,9 @@ type Service struct {
 	Type string `json:"type"`
 	// ClusterIP is spec.clusterIP; the zero Addr for a headless service.
 	ClusterIP netip.Addr `json:"clusterIP,omitzero"`
-	// ExternalIPs are spec.externalIPs plus the IPs in
-	// status.loadBalancer.ingress: the addresses the LB serves.
+	// ExternalIPs are the addresses the LB serves. Discovery fills in
+	// spec.externalIPs; the reconciler then keeps only those the address
+	// pools admit and adds the service's pool allocations.
 	ExternalIPs []netip.Addr `json:"externalIPs,omitempty"`
 	Ports       []Port       `json:"ports"`
 	Affinity    Affinity     `json:"affinity"`
@@ -56,6 +57,10 @@ type Service struct {
 	// unique. When not empty, only clients inside one of them reach the
 	// service's addresses; every backend drops the others, TCP and UDP.
 	SourceRanges []netip.Prefix `json:"sourceRanges,omitempty"`
+	// LoadBalancer is set, for a Service of type LoadBalancer only, by
+	// discovery: what the Service asks of lbd's address pools. It is not
+	// part of the programmed state (see [LoadBalancer]).
+	LoadBalancer *LoadBalancer `json:"-"`
 }
 
 // Port is one service port and the endpoints that serve it.
@@ -144,8 +149,9 @@ func (s *Service) Normalize() {
 	}
 }
 
-// Equal reports whether a and b describe the same state. Both must be
-// normalized.
+// Equal reports whether a and b describe the same programmed state. Both
+// must be normalized. The LoadBalancer request is not compared: it is an
+// input of address assignment, whose result is in ExternalIPs.
 func (s *Service) Equal(o *Service) bool {
 	return s.Namespace == o.Namespace && s.Name == o.Name && s.Type == o.Type &&
 		s.ClusterIP == o.ClusterIP && slices.Equal(s.ExternalIPs, o.ExternalIPs) &&
@@ -162,6 +168,7 @@ func (s *Service) Clone() *Service {
 	c := *s
 	c.ExternalIPs = slices.Clone(s.ExternalIPs)
 	c.SourceRanges = slices.Clone(s.SourceRanges)
+	c.LoadBalancer = s.LoadBalancer.Clone()
 	c.Ports = slices.Clone(s.Ports)
 	for i := range c.Ports {
 		c.Ports[i].Endpoints = slices.Clone(s.Ports[i].Endpoints)
