@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -79,6 +80,10 @@ type Source struct {
 	// run runs one remote command and returns its stdout; a failing
 	// command is a *CommandError. Tests replace it.
 	run func(ctx context.Context, cmd string) ([]byte, error)
+	// runInput is run with data on the command's stdin.
+	runInput func(ctx context.Context, cmd string, stdin []byte) ([]byte, error)
+	// addrs returns both ends of the open connection.
+	addrs func() (master, local netip.Addr, ok bool)
 	// connect makes sure the connection behind run is up.
 	connect func(ctx context.Context) error
 	// close releases the connection behind run.
@@ -140,6 +145,8 @@ func New(cfg Config) (*Source, error) {
 		master:         cfg.Master,
 		log:            cfg.Log,
 		run:            r.run,
+		runInput:       r.runInput,
+		addrs:          r.addrs,
 		connect:        r.Connect,
 		close:          r.Close,
 		stream:         r.stream,
@@ -231,6 +238,17 @@ func noEndpointSlices(err error) bool {
 // needed, without running anything. `lbd check` uses it to tell SSH
 // trouble from kubectl trouble.
 func (s *Source) Connect(ctx context.Context) error { return s.connect(ctx) }
+
+// ConnAddrs returns both ends of the open SSH connection: the master's
+// address and the local address lbd's SSH leaves from. ok is false while
+// no connection is open (before the first Discover, or after it broke).
+// lbd never serves either address.
+func (s *Source) ConnAddrs() (master, local netip.Addr, ok bool) {
+	if s.addrs == nil {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	return s.addrs()
+}
 
 // Close closes the connection to the master. A later Discover dials again.
 func (s *Source) Close() error { return s.close() }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -233,6 +234,24 @@ func (r *sshRunner) connect(ctx context.Context) (c *ssh.Client, fresh bool, err
 	return c, true, nil
 }
 
+// addrs returns both ends of the open connection: the master's address
+// and the local address lbd's SSH leaves from. ok is false when no
+// connection is open.
+func (r *sshRunner) addrs() (master, local netip.Addr, ok bool) {
+	r.mu.Lock()
+	c := r.client
+	r.mu.Unlock()
+	if c == nil {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	ra, rok := c.RemoteAddr().(*net.TCPAddr)
+	la, lok := c.LocalAddr().(*net.TCPAddr)
+	if !rok || !lok {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	return ra.AddrPort().Addr().Unmap(), la.AddrPort().Addr().Unmap(), true
+}
+
 // drop closes c and forgets it if it is still the current client.
 func (r *sshRunner) drop(c *ssh.Client) {
 	r.mu.Lock()
@@ -397,6 +416,12 @@ func knownAlgorithms(cb ssh.HostKeyCallback, addr string) []string {
 // stdout. A connection found broken before the command starts is redialed
 // once.
 func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
+	return r.runInput(ctx, cmd, nil)
+}
+
+// runInput is run with stdin fed to the command (nil: none). Data goes to
+// the command's standard input, never into its command line.
+func (r *sshRunner) runInput(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.commandTimeout)
 	defer cancel()
 	c, sess, err := r.openSession(ctx, cmd)
@@ -408,6 +433,9 @@ func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
 	stdout := &capBuffer{max: maxStdout}
 	stderr := &capBuffer{max: maxStderr}
 	sess.Stdout, sess.Stderr = stdout, stderr
+	if stdin != nil {
+		sess.Stdin = bytes.NewReader(stdin)
+	}
 	fail := func(status int, err error) ([]byte, error) {
 		return nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: stderr.String(), Err: err}
 	}
