@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -57,4 +58,60 @@ type Verifier interface {
 	// Verify compares the data plane with applied, the services as last
 	// programmed, and returns one line per difference found.
 	Verify(ctx context.Context, applied []lb.Service) ([]string, error)
+}
+
+// Addresses decides which addresses lbd serves: its address pools. With
+// no Addresses in Options, the reconciler serves spec.externalIPs as
+// discovered (tests of the plan machinery only; lbd always sets it).
+type Addresses interface {
+	// Admit returns nil when lbd may serve a, an address taken from
+	// spec.externalIPs; otherwise an error saying why not (outside every
+	// pool, naming --pool; or an address lbd never serves).
+	Admit(a netip.Addr) error
+	// Assign gives every LoadBalancer service in reqs its pool addresses.
+	// prev are the allocations of the last pass; an allocation whose
+	// service is not in reqs is freed. reserved are the addresses that
+	// services already use as externalIPs, with the user: never handed
+	// out. It is deterministic and pure.
+	Assign(prev []lb.Allocation, reqs []*lb.Service, reserved map[netip.Addr]string) Assignment
+}
+
+// Assignment is the outcome of Addresses.Assign.
+type Assignment struct {
+	// Allocations is the complete new set of pool allocations.
+	Allocations []lb.Allocation
+	// Pending services wait for a free address; Rejected ones asked for
+	// an address they cannot have. Both are served without a pool
+	// address until that changes.
+	Pending, Rejected []lb.Skipped
+}
+
+// AddressOwner puts the served addresses on the LB's own interface
+// (--vip-interface) and announces them.
+type AddressOwner interface {
+	// Interface names the interface, the key of the owned set.
+	Interface() string
+	// Sync makes the interface hold every address in want, adding and
+	// announcing the missing ones, and removes those in owned that are
+	// not wanted. It never removes an address not in owned. It returns
+	// the addresses it owns now, also on error.
+	Sync(ctx context.Context, want, owned []netip.Addr) ([]netip.Addr, error)
+}
+
+// StatusWriter writes status.loadBalancer.ingress back to the cluster.
+type StatusWriter interface {
+	// WriteStatus applies writes and returns those that did not land,
+	// with the reason. The error is non-nil only when nothing could be
+	// written.
+	WriteStatus(ctx context.Context, writes []lb.StatusWrite) ([]lb.Skipped, error)
+}
+
+// AddressStore keeps what the reconciler decided about addresses. The
+// reconciler uses it when Options.Addresses is set.
+type AddressStore interface {
+	Allocations(ctx context.Context) ([]lb.Allocation, error)
+	SaveAllocations(ctx context.Context, allocs []lb.Allocation) error
+	OwnedAddresses(ctx context.Context, iface string) ([]netip.Addr, error)
+	SaveOwnedAddresses(ctx context.Context, iface string, owned []netip.Addr) error
+	SaveAddressReport(ctx context.Context, report []lb.AddressState) error
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -27,6 +28,19 @@ type Options struct {
 	// Routes, when set, is asked before any created or updated service is
 	// programmed; a service that fails keeps its previous state.
 	Routes PodRoutes
+	// Addresses, when set, decides the addresses lbd serves (the pools):
+	// spec.externalIPs outside them are not served, and LoadBalancer
+	// services of class "" or LBClass get pool addresses. It needs a
+	// Store that is also an AddressStore.
+	Addresses Addresses
+	// LBClass is the spec.loadBalancerClass lbd answers to besides none.
+	LBClass string
+	// Owner, when set, puts the served addresses on the LB's interface.
+	Owner AddressOwner
+	// Status, when set, writes status.loadBalancer.ingress back; IPMode
+	// is the ipMode written with each address ("VIP" or "Proxy").
+	Status StatusWriter
+	IPMode string
 }
 
 // Reconciler computes plans and drives one backend. It is not safe for
@@ -68,6 +82,19 @@ type Plan struct {
 	// Drift lists differences between the data plane and the applied state
 	// found by a full sync. When not empty, Changes rewrites every service.
 	Drift []string
+	// Addresses is the verdict on every address of every service (with
+	// Options.Addresses): where it comes from, served, pending or
+	// rejected, and why.
+	Addresses []lb.AddressState
+	// Allocations are the pool allocations after this plan.
+	Allocations []lb.Allocation
+	// StatusWrites are the status.loadBalancer.ingress changes the plan
+	// makes once applied.
+	StatusWrites []lb.StatusWrite
+	// admission is the pools' verdict, kept for the status writes.
+	admission *admission
+	// prevAllocations are the allocations before this plan.
+	prevAllocations []lb.Allocation
 	// exposedBefore and deletes feed the max-delete guard.
 	exposedBefore, deletes int
 }
@@ -122,12 +149,48 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load applied state: %w", err)
 	}
-	return r.plan(applied, discovered, rejected), nil
+	prev, err := r.allocations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := r.plan(applied, discovered, rejected, prev)
+	p.Addresses = finalReport(p.Addresses, p.Desired)
+	p.StatusWrites = r.statusWrites(p.admission, prev, p.Desired)
+	return p, nil
+}
+
+// addressStore returns the store as an AddressStore when the pools are
+// in use; nil without pools.
+func (r *Reconciler) addressStore() (AddressStore, error) {
+	if r.opts.Addresses == nil {
+		return nil, nil
+	}
+	as, ok := r.store.(AddressStore)
+	if !ok {
+		return nil, errors.New("address pools need a store that keeps allocations")
+	}
+	return as, nil
+}
+
+// allocations loads the previous pass's pool allocations; none without
+// pools.
+func (r *Reconciler) allocations(ctx context.Context) ([]lb.Allocation, error) {
+	as, err := r.addressStore()
+	if as == nil || err != nil {
+		return nil, err
+	}
+	prev, err := as.Allocations(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load allocations: %w", err)
+	}
+	return prev, nil
 }
 
 // plan builds the Plan from the applied state and a discovery result.
-func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError) *Plan {
-	p := &Plan{Rejected: rejected}
+func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation) *Plan {
+	adm := r.admit(discovered, rejected, prev)
+	discovered = adm.services
+	p := &Plan{Rejected: rejected, admission: adm, Addresses: adm.report, Allocations: adm.allocations, prevAllocations: prev}
 	old := make(map[string]*lb.Service, len(applied))
 	for i := range applied {
 		old[applied[i].Key()] = &applied[i]
@@ -251,18 +314,41 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", fmt.Errorf("load applied state: %w", err))
 	}
-	p := r.plan(applied, discovered, rejected)
+	as, err := r.addressStore()
+	if err != nil {
+		return fail("error", err)
+	}
+	prev, err := r.allocations(ctx)
+	if err != nil {
+		return fail("error", err)
+	}
+	p := r.plan(applied, discovered, rejected, prev)
 	for _, e := range p.Rejected {
 		r.log.Warn("service rejected, keeping its last applied state", "service", e.Namespace+"/"+e.Name, "field", e.Field, "reason", e.Reason)
 	}
 	for _, s := range p.Unroutable {
 		r.log.Warn("service not programmed: pods unreachable", "service", s.Key, "reason", s.Reason)
 	}
+	for _, st := range p.Addresses {
+		switch st.State {
+		case lb.AddressRejected:
+			r.log.Warn("address not served", "service", st.Key, "address", st.Addr, "origin", st.Origin, "reason", st.Reason)
+		case lb.AddressPending:
+			r.log.Warn("service pending: no address yet", "service", st.Key, "reason", st.Reason)
+		}
+	}
 	res := &Result{Plan: p}
 	rec.Services = len(p.Desired)
 	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
 	if err := r.Guard(p); err != nil {
 		return fail("refused", err)
+	}
+	// Allocations are decisions: recorded before anything is programmed
+	// with them, so a crash after the apply cannot hand them out twice.
+	if as != nil && !slices.Equal(p.Allocations, prev) {
+		if err := as.SaveAllocations(ctx, p.Allocations); err != nil {
+			return fail("error", fmt.Errorf("record allocations: %w", err))
+		}
 	}
 
 	// With nothing applied there is nothing to drift from: a first sync
@@ -279,34 +365,75 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		}
 	}
 
+	// New addresses go on the interface before the backend binds them;
+	// old ones come off only after it stopped serving them.
+	if r.opts.Owner != nil {
+		if err := r.syncOwned(ctx, as, servedAddrs(p.Desired, applied)); err != nil {
+			r.log.Error("add service addresses", "err", err)
+		}
+	}
+
+	stored := applied
 	if p.Empty() {
 		rec.Result, rec.Duration = "noop", r.now().Sub(start)
 		if err := r.store.RecordSync(ctx, rec); err != nil {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
 		}
-		res.Record = rec
-		return res, nil
-	}
-
-	skipped, err := r.backend.Apply(ctx, p.Desired, p.Changes)
-	if err != nil {
-		return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
-	}
-	res.Skipped = skipped
-	stored := keepSkipped(applied, p.Desired, skipped)
-	for _, s := range skipped {
-		r.log.Warn("service not programmed by backend", "backend", r.backend.Name(), "service", s.Key, "reason", s.Reason)
-	}
-	rec.Skipped = len(skipped) + len(p.Unroutable) + len(p.Rejected)
-	rec.Result, rec.Duration = "ok", r.now().Sub(start)
-	if err := r.store.Commit(ctx, r.backend.Name(), p.Desired, stored, rec); err != nil {
-		// The backend now serves the new state but the store still holds
-		// the old one: the next sync sees the difference and re-applies,
-		// which is harmless.
-		return &Result{Plan: p, Record: rec}, fmt.Errorf("commit: %w", err)
+	} else {
+		skipped, err := r.backend.Apply(ctx, p.Desired, p.Changes)
+		if err != nil {
+			return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
+		}
+		res.Skipped = skipped
+		stored = keepSkipped(applied, p.Desired, skipped)
+		for _, s := range skipped {
+			r.log.Warn("service not programmed by backend", "backend", r.backend.Name(), "service", s.Key, "reason", s.Reason)
+		}
+		rec.Skipped = len(skipped) + len(p.Unroutable) + len(p.Rejected)
+		rec.Result, rec.Duration = "ok", r.now().Sub(start)
+		if err := r.store.Commit(ctx, r.backend.Name(), p.Desired, stored, rec); err != nil {
+			// The backend now serves the new state but the store still holds
+			// the old one: the next sync sees the difference and re-applies,
+			// which is harmless.
+			return &Result{Plan: p, Record: rec}, fmt.Errorf("commit: %w", err)
+		}
 	}
 	res.Record = rec
+	r.afterApply(ctx, as, p, stored)
 	return res, nil
+}
+
+// afterApply finishes a pass whose backend now serves stored: it takes
+// addresses no longer served off the interface, records the address
+// report, and writes the status of the LoadBalancer services. Failures
+// here are logged: the data plane is already right, and the next pass
+// tries again.
+func (r *Reconciler) afterApply(ctx context.Context, as AddressStore, p *Plan, stored []lb.Service) {
+	if as == nil {
+		return
+	}
+	if r.opts.Owner != nil {
+		if err := r.syncOwned(ctx, as, servedAddrs(stored)); err != nil {
+			r.log.Error("remove service addresses", "err", err)
+		}
+	}
+	p.Addresses = finalReport(p.Addresses, stored)
+	if err := as.SaveAddressReport(ctx, p.Addresses); err != nil {
+		r.log.Error("record address report", "err", err)
+	}
+	p.StatusWrites = r.statusWrites(p.admission, p.prevAllocations, stored)
+	if len(p.StatusWrites) == 0 {
+		return
+	}
+	failed, err := r.opts.Status.WriteStatus(ctx, p.StatusWrites)
+	if err != nil {
+		r.log.Error("write service status", "services", len(p.StatusWrites), "err", err)
+		return
+	}
+	for _, f := range failed {
+		r.log.Warn("service status not written; retried next pass", "service", f.Key, "reason", f.Reason)
+	}
+	r.log.Info("service status written", "services", len(p.StatusWrites)-len(failed), "failed", len(failed))
 }
 
 // rewriteAll turns a plan into one that rewrites every desired service and
