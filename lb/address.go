@@ -100,3 +100,14 @@ type StatusWrite struct {
 
 // Key returns "namespace/name".
 func (w StatusWrite) Key() string { return w.Namespace + "/" + w.Name }
+
+// Assignment is the outcome of giving LoadBalancer services their pool
+// addresses.
+type Assignment struct {
+	// Allocations is the complete new set of pool allocations.
+	Allocations []Allocation
+	// Pending services wait for a free address; Rejected ones asked for
+	// an address they cannot have. Both are served without a pool
+	// address until that changes.
+	Pending, Rejected []Skipped
+}

@@ -24,8 +24,8 @@ func (p pools) Admit(a netip.Addr) error {
 	return nil
 }
 
-func (p pools) Assign(prev []lb.Allocation, reqs []*lb.Service, reserved map[netip.Addr]string) Assignment {
-	var out Assignment
+func (p pools) Assign(prev []lb.Allocation, reqs []*lb.Service, reserved map[netip.Addr]string) lb.Assignment {
+	var out lb.Assignment
 	held := map[netip.Addr]string{}
 	for a, k := range reserved {
 		held[a] = k
@@ -239,6 +239,6 @@ type noPools struct{}
 func (noPools) Admit(netip.Addr) error {
 	return errors.New("no address pool is configured: set --pool")
 }
-func (noPools) Assign([]lb.Allocation, []*lb.Service, map[netip.Addr]string) Assignment {
-	return Assignment{}
+func (noPools) Assign([]lb.Allocation, []*lb.Service, map[netip.Addr]string) lb.Assignment {
+	return lb.Assignment{}
 }

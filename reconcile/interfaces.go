@@ -73,17 +73,7 @@ type Addresses interface {
 	// service is not in reqs is freed. reserved are the addresses that
 	// services already use as externalIPs, with the user: never handed
 	// out. It is deterministic and pure.
-	Assign(prev []lb.Allocation, reqs []*lb.Service, reserved map[netip.Addr]string) Assignment
-}
-
-// Assignment is the outcome of Addresses.Assign.
-type Assignment struct {
-	// Allocations is the complete new set of pool allocations.
-	Allocations []lb.Allocation
-	// Pending services wait for a free address; Rejected ones asked for
-	// an address they cannot have. Both are served without a pool
-	// address until that changes.
-	Pending, Rejected []lb.Skipped
+	Assign(prev []lb.Allocation, reqs []*lb.Service, reserved map[netip.Addr]string) lb.Assignment
 }
 
 // AddressOwner puts the served addresses on the LB's own interface
