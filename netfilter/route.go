@@ -42,6 +42,34 @@ func NewRouteCheck(iface string) *RouteCheck {
 	}
 }
 
+// PodPrefixes returns the destinations the kernel routes through the pod
+// interface: the pod network, which lbd never serves as a service
+// address. A missing interface yields none.
+func (c *RouteCheck) PodPrefixes() ([]netip.Prefix, error) {
+	link, err := netlink.LinkByName(c.Interface)
+	if err != nil {
+		if _, ok := errors.AsType[netlink.LinkNotFoundError](err); ok {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("pod interface %s: %w", c.Interface, err)
+	}
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("routes via %s: %w", c.Interface, err)
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // a default route via the pod interface is not the pod network
+		}
+		ones, _ := r.Dst.Mask.Size()
+		if a, ok := netip.AddrFromSlice(r.Dst.IP); ok {
+			out = append(out, netip.PrefixFrom(a.Unmap(), ones).Masked())
+		}
+	}
+	return out, nil
+}
+
 // RouteError says that an endpoint of a service is not reached through
 // the pod interface.
 type RouteError struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -35,6 +36,12 @@ type config struct {
 	maxDelete percent
 	force     bool
 	full      bool
+
+	// addresses
+	pools        stringList
+	lbClass      string
+	vipInterface string
+	statusWrite  bool
 
 	// backends
 	backend      string
@@ -66,6 +73,21 @@ type config struct {
 	logFile   string
 	logFormat string
 	output    string
+}
+
+// stringList is a repeatable flag; each value may itself be a
+// comma-separated list, as in the environment (LBD_POOL=a,b).
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
 }
 
 // percent is a flag value given as "50%" or "0.5".
@@ -122,6 +144,11 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that takes more than this share of the exposed services out of service (deleted, unexposed or left without a ready endpoint): a percentage (50%) or a fraction (0.5)")
 	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
 	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
+
+	fs.Var(&c.pools, "pool", "address `pool` lbd serves and allocates from: a CIDR (192.168.121.240/28) or a range (192.168.121.240-192.168.121.250); repeatable, or comma-separated in LBD_POOL. Without one lbd serves nothing")
+	fs.StringVar(&c.lbClass, "lb-class", lb.DefaultLoadBalancerClass, "spec.loadBalancerClass lbd answers to, besides services without a class")
+	fs.StringVar(&c.vipInterface, "vip-interface", "", "`interface` lbd adds every served address to (/32, /128) and announces it on with gratuitous ARP / unsolicited NA; empty: lbd owns no address")
+	fs.BoolVar(&c.statusWrite, "status-write", true, "write status.loadBalancer.ingress of LoadBalancer services back to the cluster")
 
 	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production) or iptables (experiments)")
 	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")

@@ -4,24 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/reconcile"
 	"github.com/lbd/lbd/store"
+	"github.com/lbd/lbd/vip"
 )
 
 // Compile-time checks that the parts satisfy the reconciler's interfaces.
 var (
-	_ reconcile.Source    = (*discovery.Source)(nil)
-	_ reconcile.Store     = (*store.DB)(nil)
-	_ reconcile.Backend   = (*netfilter.Backend)(nil)
-	_ reconcile.Verifier  = (*netfilter.Backend)(nil)
-	_ reconcile.Backend   = (*haproxy.Backend)(nil)
-	_ reconcile.Verifier  = (*haproxy.Backend)(nil)
-	_ reconcile.PodRoutes = (*netfilter.RouteCheck)(nil)
+	_ reconcile.Source       = (*discovery.Source)(nil)
+	_ reconcile.Store        = (*store.DB)(nil)
+	_ reconcile.Backend      = (*netfilter.Backend)(nil)
+	_ reconcile.Verifier     = (*netfilter.Backend)(nil)
+	_ reconcile.Backend      = (*haproxy.Backend)(nil)
+	_ reconcile.Verifier     = (*haproxy.Backend)(nil)
+	_ reconcile.PodRoutes    = (*netfilter.RouteCheck)(nil)
+	_ reconcile.Addresses    = (*ipam.Allocator)(nil)
+	_ reconcile.AddressOwner = (*vip.Manager)(nil)
+	_ reconcile.StatusWriter = (*discovery.Source)(nil)
+	_ reconcile.AddressStore = (*store.DB)(nil)
 )
 
 // backend is what the command line needs of a backend beyond what the
@@ -33,6 +42,7 @@ type backend interface {
 
 // env is one wired lbd: store, source, backend and reconciler.
 type env struct {
+	pools      ipam.Pools
 	db         *store.DB
 	source     *discovery.Source
 	backend    backend
@@ -55,6 +65,12 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 			e.close()
 		}
 	}()
+	if e.pools, err = ipam.ParsePools(a.cfg.pools); err != nil {
+		return nil, err
+	}
+	if len(e.pools) == 0 {
+		a.log.Warn("no address pool is configured: lbd serves nothing until --pool (or LBD_POOL) names the addresses it may serve")
+	}
 	if lock {
 		unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
 		if err != nil {
@@ -81,11 +97,63 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 // the flags; src and be are e's, or wrappers of them (lbd run counts their
 // errors for the metrics).
 func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
-	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force}
+	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force, LBClass: a.cfg.lbClass}
+	rc := netfilter.NewRouteCheck(a.cfg.podInterface)
 	if a.cfg.routeCheck {
-		opts.Routes = netfilter.NewRouteCheck(a.cfg.podInterface)
+		opts.Routes = rc
+	}
+	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: a.excluder(e.source, rc)}
+	if a.cfg.vipInterface != "" {
+		opts.Owner = vip.New(a.cfg.vipInterface, a.log)
+	}
+	if a.cfg.statusWrite {
+		opts.Status = e.source
+	}
+	// haproxy terminates the connection, so in-cluster clients must come
+	// through it; the kernel backends forward packets unchanged to the
+	// service, which kube-proxy's VIP shortcut does as well.
+	opts.IPMode = "VIP"
+	if be.Name() == "haproxy" {
+		opts.IPMode = "Proxy"
 	}
 	return reconcile.New(src, be, e.db, a.log, opts)
+}
+
+// excluder names the addresses lbd never serves, even inside a pool (the
+// pools themselves refuse loopback, link-local, multicast and
+// unspecified): both ends of the SSH connection to the master, and the
+// pod network that --pod-interface routes. The pod routes are read at
+// most once a second.
+func (a *app) excluder(src *discovery.Source, rc *netfilter.RouteCheck) ipam.Excluder {
+	var (
+		mu      sync.Mutex
+		read    time.Time
+		podNets []netip.Prefix
+	)
+	return func(ip netip.Addr) (string, bool) {
+		if m, l, ok := src.ConnAddrs(); ok {
+			switch ip {
+			case m:
+				return "it is the master's address (" + a.cfg.master + ")", true
+			case l:
+				return "it is the address lbd's SSH connection to the master leaves from", true
+			}
+		}
+		mu.Lock()
+		if time.Since(read) > time.Second {
+			if p, err := rc.PodPrefixes(); err == nil {
+				podNets, read = p, time.Now()
+			}
+		}
+		nets := podNets
+		mu.Unlock()
+		for _, p := range nets {
+			if p.Contains(ip) {
+				return fmt.Sprintf("it is inside the pod network %s (routed via %s)", p, a.cfg.podInterface), true
+			}
+		}
+		return "", false
+	}
 }
 
 // logSync logs the outcome of a successful sync and its changes.
