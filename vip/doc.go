@@ -23,6 +23,14 @@
 //   - Nothing outside the one interface is touched: no route, no other
 //     interface, no sysctl.
 //
+// Announcements go out in Rounds rounds, Interval apart (3 x 100 ms, so
+// a Sync that added anything blocks about 200 ms however many addresses
+// it added). A neighbour updates an entry it already holds either way;
+// it creates a new one only when it is set to: on Linux arp_accept=1 for
+// IPv4, and accept_untracked_na=1 on a forwarding interface (a router,
+// RFC 9131) for IPv6. Hosts that hold no entry simply ask, and the kernel
+// answers for any address on the interface.
+//
 // LocalAddrs lists every address of the current network namespace, for
 // `lbd check` to name served addresses that are local nowhere.
 package vip
