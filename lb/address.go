@@ -3,6 +3,7 @@ package lb
 import (
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Annotations lbd reads on a Service of type LoadBalancer.
@@ -110,4 +111,13 @@ type Assignment struct {
 	// an address they cannot have. Both are served without a pool
 	// address until that changes.
 	Pending, Rejected []Skipped
+}
+
+// AddrsString joins addresses with commas.
+func AddrsString(as []netip.Addr) string {
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ",")
 }

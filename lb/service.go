@@ -198,13 +198,7 @@ func (s *Service) PortsString() string {
 }
 
 // ExternalIPsString returns the external IPs joined by commas.
-func (s *Service) ExternalIPsString() string {
-	parts := make([]string, len(s.ExternalIPs))
-	for i, ip := range s.ExternalIPs {
-		parts[i] = ip.String()
-	}
-	return strings.Join(parts, ",")
-}
+func (s *Service) ExternalIPsString() string { return AddrsString(s.ExternalIPs) }
 
 // EndpointsString returns the ready endpoints of every port in the notes'
 // form, "10.246.82.2:80,10.246.82.6:80", without repeats.

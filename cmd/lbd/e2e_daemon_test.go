@@ -29,7 +29,7 @@ func daemonArgs(l *lab.Lab, db string, extra ...string) []string {
 	args := []string{lbdBin,
 		"--master", l.Master, "--ssh-key", l.SSHKey, "--known-hosts", l.KnownHosts,
 		"--kubectl", l.KubectlRemote, "--db", db, "--log-file", filepath.Join(filepath.Dir(db), "lbd.log"),
-		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s",
+		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s", "--pool", labPool,
 		"--backend=iptables", "--metrics-addr", metricsAddr, "run"}
 	return append(args, extra...)
 }

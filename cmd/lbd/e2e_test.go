@@ -80,7 +80,7 @@ func lbdRun(t *testing.T, l *lab.Lab, db string, args ...string) (string, string
 	base := []string{
 		"--master", l.Master, "--ssh-key", l.SSHKey, "--known-hosts", l.KnownHosts,
 		"--kubectl", l.KubectlRemote, "--db", db, "--log-file", filepath.Join(filepath.Dir(db), "lbd.log"),
-		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s",
+		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s", "--pool", labPool,
 	}
 	cmd := l.Command(ctx, l.LBNS, lbdBin, append(base, args...)...)
 	var stdout, stderr strings.Builder
@@ -95,6 +95,11 @@ func lbdRun(t *testing.T, l *lab.Lab, db string, args ...string) (string, string
 	t.Logf("lbd %s -> exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
 	return stdout.String(), stderr.String(), code
 }
+
+// labPool is the address pool of the end-to-end tests: the lab's
+// external addresses that the manifests use as externalIPs, and
+// lbPool's range for LoadBalancer services.
+const labPool = "192.168.121.200-192.168.121.239,192.168.121.240/28"
 
 // manifests are the services of the core end-to-end test: the notes'
 // nginx (one endpoint not ready), a two-port service with a named target
@@ -216,11 +221,14 @@ func TestCoreEndToEnd(t *testing.T) {
 			t.Errorf("status lacks %q", want)
 		}
 	}
-	var svcs []lb.Service
+	var st struct {
+		Services []lb.Service `json:"services"`
+	}
 	out, _, _ = lbdRun(t, l, db, "status", "-o", "json")
-	if err := json.Unmarshal([]byte(out), &svcs); err != nil {
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v", err)
 	}
+	svcs := st.Services
 	if got := keysOf(svcs); !equalSets(got, []string{"default/internal", "default/kubernetes", "default/multi", "default/nginx", "shop/web"}) {
 		t.Errorf("stored services = %v", got)
 	}

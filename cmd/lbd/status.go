@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/store"
 )
 
@@ -31,9 +32,16 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	report, err := db.AddressReport(ctx)
+	if err != nil {
+		return err
+	}
 	switch a.cfg.output {
 	case "json":
-		return writeJSON(a.stdout, svcs)
+		return writeJSON(a.stdout, struct {
+			Services  []lb.Service      `json:"services"`
+			Addresses []lb.AddressState `json:"addresses"`
+		}{svcs, report})
 	case "table", "":
 	default:
 		return fmt.Errorf("-o %q: want table or json", a.cfg.output)
@@ -50,6 +58,17 @@ func (a *app) status(ctx context.Context) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(report) > 0 {
+		fmt.Fprintln(a.stdout)
+		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tADDRESS\tFROM\tSTATE\tREASON")
+		for _, st := range report {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Key, addrOrNone(st.Addr), st.Origin, st.State, orDash(st.Reason, "-"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(hist) > 0 {
 		h := hist[0]

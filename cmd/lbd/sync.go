@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/lbd/lbd/lb"
@@ -67,13 +68,23 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		Service string        `json:"service"`
 		What    []string      `json:"what"`
 	}
-	type jsonPlan struct {
-		Changes    []jsonChange `json:"changes"`
-		Unchanged  int          `json:"unchanged"`
-		Rejected   []string     `json:"rejected,omitempty"`
-		Unroutable []string     `json:"unroutable,omitempty"`
+	type jsonStatus struct {
+		Service string       `json:"service"`
+		Ingress []netip.Addr `json:"ingress"`
 	}
-	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged}
+	type jsonPlan struct {
+		Changes      []jsonChange      `json:"changes"`
+		Unchanged    int               `json:"unchanged"`
+		Rejected     []string          `json:"rejected,omitempty"`
+		Unroutable   []string          `json:"unroutable,omitempty"`
+		Addresses    []lb.AddressState `json:"addresses,omitempty"`
+		Allocations  []lb.Allocation   `json:"allocations,omitempty"`
+		StatusWrites []jsonStatus      `json:"statusWrites,omitempty"`
+	}
+	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged, Addresses: p.Addresses, Allocations: p.Allocations}
+	for _, w := range p.StatusWrites {
+		jp.StatusWrites = append(jp.StatusWrites, jsonStatus{w.Key(), w.Ingress})
+	}
 	for _, c := range p.Changes {
 		jp.Changes = append(jp.Changes, jsonChange{c.Kind, c.Key(), c.What})
 	}
@@ -103,8 +114,34 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 	for _, r := range jp.Unroutable {
 		fmt.Fprintf(&b, "skip   %s (keeps its last applied state)\n", r)
 	}
+	for _, st := range p.Addresses {
+		switch st.State {
+		case lb.AddressRejected:
+			fmt.Fprintf(&b, "refuse %s address %s (%s): %s\n", st.Key, addrOrNone(st.Addr), st.Origin, st.Reason)
+		case lb.AddressPending:
+			fmt.Fprintf(&b, "wait   %s: %s\n", st.Key, st.Reason)
+		}
+	}
+	for _, al := range p.Allocations {
+		fmt.Fprintf(&b, "addr   %s %s (%s)\n", al.Key, al.Addr, al.Origin)
+	}
+	for _, w := range jp.StatusWrites {
+		ing := "(cleared)"
+		if len(w.Ingress) > 0 {
+			ing = lb.AddrsString(w.Ingress)
+		}
+		fmt.Fprintf(&b, "status %s ingress %s\n", w.Service, ing)
+	}
 	fmt.Fprintf(&b, "plan: %d to create, %d to update, %d to delete, %d unchanged\n",
 		p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete), p.Unchanged)
 	_, err := w.Write([]byte(b.String()))
 	return err
+}
+
+// addrOrNone prints an address, or "-" for a service without one.
+func addrOrNone(a netip.Addr) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	return a.String()
 }

@@ -465,6 +465,10 @@ func (d *demo) lbdRules(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// demoPool is the demo's address pool: the notes' external address and a
+// block for LoadBalancer services.
+const demoPool = "192.168.121.200-192.168.121.239,192.168.121.240/28"
+
 // writeWrappers writes the scripts that run lbd and kubectl against the
 // lab, for the demo itself and for the user exploring afterwards.
 func (d *demo) writeWrappers() error {
@@ -474,6 +478,7 @@ func (d *demo) writeWrappers() error {
 		"--db", d.db, "--log-file", filepath.Join(d.c.dir, "loadbalancer.log"),
 		"--haproxy-base", d.hap.base, "--haproxy-dir", d.hap.services,
 		"--haproxy-master-socket", d.hap.master, "--haproxy-stats-socket", d.hap.stats,
+		"--pool", demoPool,
 	}
 	lbd := "#!/bin/sh\n" +
 		"# lbd wired to the demo lab (written by `make demo`): it runs in the load\n" +
