@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/lbd/lbd/lb"
@@ -184,8 +185,9 @@ const maxExcludedScan = 1 << 20
 //     rebuilt LB with an empty store, or a backup LB, hands out the same
 //     addresses. Invalid Status addresses are ignored.
 //  4. Allocation. A service still holding nothing gets one address: with a
-//     Share, the lowest address already held under that Share whose ports
-//     permit; otherwise (or failing that) the lowest free address of the
+//     Share, one already held under that Share whose ports permit (those
+//     held before this step, lowest first, then those it hands out, in
+//     order); otherwise, or failing that, the lowest free address of the
 //     first pool that has one. With none left it is Pending, and it gets
 //     an address on the first later Assign where one is free.
 //
@@ -246,7 +248,7 @@ func Assign(pools Pools, ex Excluder, prev []Allocation, reqs []Request) Result 
 			if r := s.refusal(a); r != "" {
 				probs = append(probs, problem{addr: a, reason: r})
 			} else if !s.fits(a, sv) {
-				probs = append(probs, problem{addr: a, reason: s.conflict(a, sv), conflict: true})
+				probs = append(probs, problem{addr: a, reason: s.conflict(a, sv)})
 			}
 			missing = append(missing, a)
 		}
@@ -303,7 +305,7 @@ func Assign(pools Pools, ex Excluder, prev []Allocation, reqs []Request) Result 
 // service is a normalized request and what it holds during Assign.
 type service struct {
 	Request
-	sig  string // Ports, canonically, for the share-join cursors
+	sig  string // Ports, canonically, for the share-join cursors (Share set only)
 	held []Allocation
 	done bool // rejected
 }
@@ -328,13 +330,16 @@ func normalize(reqs []Request) ([]*service, []string) {
 			return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(string(a.Protocol), string(b.Protocol)))
 		})
 		r.Ports = slices.Compact(r.Ports)
-		var sig strings.Builder
-		for _, p := range r.Ports {
-			fmt.Fprintf(&sig, "%d/%s,", p.Port, p.Protocol)
+		var sig []byte
+		if r.Share != "" {
+			for _, p := range r.Ports {
+				sig = strconv.AppendUint(sig, uint64(p.Port), 10)
+				sig = append(append(append(sig, '/'), p.Protocol...), ',')
+			}
 		}
-		svcs = append(svcs, &service{Request: r, sig: sig.String()})
+		svcs = append(svcs, &service{Request: r, sig: string(sig)})
 	}
-	slices.SortStableFunc(svcs, func(a, b *service) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(svcs, func(a, b *service) int { return strings.Compare(a.Key, b.Key) })
 	var dup []string
 	out := svcs[:0]
 	for i := 0; i < len(svcs); {
@@ -360,9 +365,26 @@ func sortedAddrs(as []netip.Addr) []netip.Addr {
 
 // holding is the services holding one address.
 type holding struct {
-	share string               // the holders' Share; "" means one holder, no sharing
-	keys  []string             // holders, in the order they took it
-	ports map[PortProto]string // port -> holder using it
+	share string   // the holders' Share; "" means one holder, no sharing
+	keys  []string // holders, in the order they took it
+	// ports are the holders' ports, kept only when the address is shared
+	// (an unshared address takes no one else, whatever the ports).
+	ports []portUse
+}
+
+type portUse struct {
+	PortProto
+	key string
+}
+
+// user returns the holder using p, "" if none.
+func (h *holding) user(p PortProto) string {
+	for _, u := range h.ports {
+		if u.PortProto == p {
+			return u.key
+		}
+	}
+	return ""
 }
 
 // problem is one reason a request failed; a conflict's reason is
@@ -422,7 +444,7 @@ func (s *state) fits(a netip.Addr, sv *service) bool {
 		return false
 	}
 	for _, p := range sv.Ports {
-		if _, ok := h.ports[p]; ok {
+		if h.user(p) != "" {
 			return false
 		}
 	}
@@ -444,7 +466,7 @@ func (s *state) conflict(a netip.Addr, sv *service) string {
 	}
 	var clash []string
 	for _, p := range sv.Ports {
-		if k, ok := h.ports[p]; ok {
+		if k := h.user(p); k != "" {
 			clash = append(clash, p.String()+" ("+k+")")
 		}
 	}
@@ -454,12 +476,14 @@ func (s *state) conflict(a netip.Addr, sv *service) string {
 func (s *state) take(a netip.Addr, sv *service, origin Origin) {
 	h := s.held[a]
 	if h == nil {
-		h = &holding{share: sv.Share, ports: map[PortProto]string{}}
+		h = &holding{share: sv.Share}
 		s.held[a] = h
 	}
 	h.keys = append(h.keys, sv.Key)
-	for _, p := range sv.Ports {
-		h.ports[p] = sv.Key
+	if h.share != "" {
+		for _, p := range sv.Ports {
+			h.ports = append(h.ports, portUse{p, sv.Key})
+		}
 	}
 	sv.held = append(sv.held, Allocation{Key: sv.Key, Addr: a, Origin: origin})
 }
@@ -472,9 +496,7 @@ func (s *state) release(sv *service) {
 			delete(s.held, al.Addr)
 			continue
 		}
-		for _, p := range sv.Ports {
-			delete(h.ports, p)
-		}
+		h.ports = slices.DeleteFunc(h.ports, func(u portUse) bool { return u.key == sv.Key })
 	}
 	sv.held = nil
 }
@@ -540,24 +562,35 @@ func (s *state) next(sv *service) (netip.Addr, bool) {
 }
 
 func (s *state) result(svcs []*service) Result {
-	var r Result
+	r := Result{Allocations: make([]Allocation, 0, len(svcs)), Pending: s.pending}
 	for _, sv := range svcs {
-		held := slices.Clone(sv.held)
-		slices.SortFunc(held, func(a, b Allocation) int { return a.Addr.Compare(b.Addr) })
-		r.Allocations = append(r.Allocations, held...)
+		n := len(r.Allocations)
+		r.Allocations = append(r.Allocations, sv.held...)
+		if len(sv.held) > 1 {
+			slices.SortFunc(r.Allocations[n:], func(a, b Allocation) int { return a.Addr.Compare(b.Addr) })
+		}
 	}
-	r.Pending = s.pending
-	byKey := map[string]*service{}
-	for _, sv := range svcs {
-		byKey[sv.Key] = sv
+	if len(r.Allocations) == 0 {
+		r.Allocations = nil
 	}
+	// Reasons are rendered against the final holdings, which are what the
+	// next call sees first: so they read the same on that call.
 	for _, k := range slices.Sorted(maps.Keys(s.rejected)) {
 		var reasons []string
-		for _, p := range s.rejected[k] {
-			if p.conflict && s.held[p.addr] != nil && !s.fits(p.addr, byKey[k]) {
-				p.reason = s.conflict(p.addr, byKey[k])
+		if i, ok := slices.BinarySearchFunc(svcs, k, func(sv *service, k string) int { return strings.Compare(sv.Key, k) }); ok {
+			sv := svcs[i]
+			for _, a := range sv.Requested {
+				if r := s.refusal(a); r != "" {
+					reasons = append(reasons, r)
+				} else if !s.fits(a, sv) {
+					reasons = append(reasons, s.conflict(a, sv))
+				}
 			}
-			reasons = append(reasons, p.reason)
+		}
+		if len(reasons) == 0 {
+			for _, p := range s.rejected[k] {
+				reasons = append(reasons, p.reason)
+			}
 		}
 		r.Rejected = append(r.Rejected, Problem{Key: k, Reason: strings.Join(reasons, "; ")})
 	}

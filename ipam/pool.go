@@ -90,7 +90,7 @@ func parsePool(s string) (Pool, error) {
 	// whose two ends share the kind lies wholly inside it.
 	if r1, ok := builtin(p.first); ok {
 		if r2, _ := builtin(p.last); r2 == r1 {
-			return p, fmt.Errorf("every address in it is a %s, which is never served", r1)
+			return p, fmt.Errorf("holds only addresses that are never served (%s)", r1)
 		}
 	}
 	return p, nil
