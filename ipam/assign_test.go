@@ -537,6 +537,16 @@ func TestAssignScanBound(t *testing.T) {
 	if d := cmp.Diff(want, render(r)); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
+
+	// A whole excluded /16 at the start of a pool is stepped over.
+	pools = mustPools(t, "10.0.0.0/15")
+	podNet := netip.MustParsePrefix("10.0.0.0/16")
+	pod = func(a netip.Addr) (string, bool) { return "the pod network", podNet.Contains(a) }
+	r = Assign(pools, pod, nil, []Request{{Key: "a"}})
+	want = []string{"a 10.1.0.0 allocated"}
+	if d := cmp.Diff(want, render(r)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
 }
 
 // BenchmarkAssign: 10,000 services over a /16, half of them with an
