@@ -334,6 +334,21 @@ func TestAssign(t *testing.T) {
 			}},
 		},
 		{
+			name:  "a rejected sharer leaves the shared address, and its ports, to the others",
+			pools: []string{"10.0.0.0/29"},
+			prev:  []Allocation{held("ns/a", "10.0.0.1", Allocated), held("ns/b", "10.0.0.1", Allocated)},
+			steps: []step{{
+				reqs: []Request{
+					{Key: "ns/a", Share: "web", Ports: tcp(80), Requested: addrs("10.0.0.1", "192.0.2.1")},
+					{Key: "ns/b", Share: "web", Ports: tcp(443)},
+					{Key: "ns/c", Share: "web", Ports: tcp(80)},
+				},
+				want: []string{"ns/b 10.0.0.1 allocated", "ns/c 10.0.0.1 allocated",
+					"ns/a rejected: 10.0.0.1 is held by ns/b, ns/c, and these ports are in use there: 80/TCP (ns/c); " +
+						"192.0.2.1 is outside every address pool (--pool 10.0.0.0/29)"},
+			}},
+		},
+		{
 			name:  "built-in exclusions inside a pool are never handed out",
 			pools: []string{"126.255.255.254-127.0.0.2", "0.0.0.0-0.0.0.1", "223.255.255.255-224.0.0.1", "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff-fe80::1"},
 			steps: []step{{
@@ -534,6 +549,16 @@ func TestAssignScanBound(t *testing.T) {
 	pod := func(a netip.Addr) (string, bool) { return "the pod network", a.Is6() }
 	r := Assign(pools, pod, nil, []Request{{Key: "a"}, {Key: "b"}})
 	want := []string{"a 10.0.0.1 allocated", "b 10.0.0.2 allocated"}
+	if d := cmp.Diff(want, render(r)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+
+	// A whole excluded /16 at the start of a pool is stepped over.
+	pools = mustPools(t, "10.0.0.0/15")
+	podNet := netip.MustParsePrefix("10.0.0.0/16")
+	pod = func(a netip.Addr) (string, bool) { return "the pod network", podNet.Contains(a) }
+	r = Assign(pools, pod, nil, []Request{{Key: "a"}})
+	want = []string{"a 10.1.0.0 allocated"}
 	if d := cmp.Diff(want, render(r)); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}

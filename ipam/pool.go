@@ -240,7 +240,8 @@ func (ps Pools) PoolOf(a netip.Addr) (Pool, bool) {
 // builds it from the master's address, the address lbd's own SSH leaves
 // from and the pod network. A nil Excluder excludes nothing beyond the
 // built-in exclusions. It must be pure and cheap: allocation calls it for
-// every address it considers.
+// every address it steps over, and steps over at most 2^17 excluded
+// addresses per pool and call before counting that pool as exhausted.
 type Excluder func(netip.Addr) (reason string, excluded bool)
 
 // builtin is what ipam itself never serves, whatever the Excluder says.
