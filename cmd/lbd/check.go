@@ -4,8 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 
+	"github.com/lbd/lbd/ipam"
+	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/store"
+	"github.com/lbd/lbd/vip"
 )
 
 // check prints the preflight, one verdict per line: privileges, the
@@ -26,6 +32,8 @@ func (a *app) check(ctx context.Context) int {
 		// haproxy proxies instead of forwarding: it needs neither.
 		verdicts = append(verdicts, netfilter.Verdict{Check: "ip_forward", OK: true, Detail: "off; not needed by --backend=haproxy"})
 	}
+
+	verdicts = append(verdicts, a.checkPools(ctx)...)
 
 	src, err := a.newSource()
 	var podIPs []netip.Addr
@@ -81,4 +89,50 @@ func (a *app) check(ctx context.Context) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// checkPools says whether lbd has address pools, and which of the
+// addresses the last pass served are not local to this LB (no traffic
+// reaches them unless the network routes it here).
+func (a *app) checkPools(ctx context.Context) []netfilter.Verdict {
+	pools, err := ipam.ParsePools(a.cfg.pools)
+	switch {
+	case err != nil:
+		return []netfilter.Verdict{{Check: "pool", OK: false, Detail: err.Error()}}
+	case len(pools) == 0:
+		return []netfilter.Verdict{{Check: "pool", OK: false, Detail: "no address pool is configured: set --pool (or LBD_POOL); lbd serves nothing"}}
+	}
+	out := []netfilter.Verdict{{Check: "pool", OK: true, Detail: pools.String()}}
+	if _, err := os.Stat(a.cfg.db); err != nil {
+		return out // no pass yet: nothing served
+	}
+	db, err := store.Open(ctx, a.cfg.db)
+	if err != nil {
+		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+	}
+	defer db.Close()
+	report, err := db.AddressReport(ctx)
+	if err != nil {
+		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+	}
+	local, err := vip.LocalAddrs()
+	if err != nil {
+		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+	}
+	var missing []string
+	served := 0
+	for _, st := range report {
+		if st.State != lb.AddressServed {
+			continue
+		}
+		served++
+		if !local[st.Addr] {
+			missing = append(missing, st.Addr.String()+" ("+st.Key+")")
+		}
+	}
+	if len(missing) > 0 {
+		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: "served but not on this LB: " + strings.Join(missing, ", ") +
+			"; set --vip-interface, add them to an interface, or route them here"})
+	}
+	return append(out, netfilter.Verdict{Check: "addresses", OK: true, Detail: fmt.Sprintf("%d served, all local", served)})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/lbd/lbd/store"
+	"github.com/lbd/lbd/vip"
 )
 
 // cleanup removes everything lbd programmed in the chosen backend and
@@ -34,6 +35,21 @@ func (a *app) cleanup(ctx context.Context) error {
 	defer db.Close()
 	if err := db.ForgetApplied(ctx, be.Name()); err != nil {
 		return err
+	}
+	// The addresses lbd added to --vip-interface come off too, and only
+	// those.
+	if a.cfg.vipInterface != "" {
+		owned, err := db.OwnedAddresses(ctx, a.cfg.vipInterface)
+		if err != nil {
+			return err
+		}
+		left, serr := vip.New(a.cfg.vipInterface, a.log).Sync(ctx, nil, owned)
+		if err := db.SaveOwnedAddresses(ctx, a.cfg.vipInterface, left); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("cleanup addresses on %s: %w", a.cfg.vipInterface, serr)
+		}
 	}
 	a.log.Info("cleanup done", "backend", be.Name())
 	return nil

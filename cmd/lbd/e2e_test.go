@@ -74,13 +74,22 @@ func e2eLab(t *testing.T) *lab.Lab {
 // code.
 func lbdRun(t *testing.T, l *lab.Lab, db string, args ...string) (string, string, int) {
 	t.Helper()
+	return lbdRunPool(t, l, db, labPool, args...)
+}
+
+// lbdRunPool is lbdRun with another --pool; "" gives none.
+func lbdRunPool(t *testing.T, l *lab.Lab, db, pool string, args ...string) (string, string, int) {
+	t.Helper()
 	// Not t.Context(): lbdRun also runs from t.Cleanup, after it is done.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	base := []string{
 		"--master", l.Master, "--ssh-key", l.SSHKey, "--known-hosts", l.KnownHosts,
 		"--kubectl", l.KubectlRemote, "--db", db, "--log-file", filepath.Join(filepath.Dir(db), "lbd.log"),
-		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s", "--pool", labPool,
+		"--ssh-timeout", "3s", "--kubectl-timeout", "20s", "--lock-wait", "5s",
+	}
+	if pool != "" {
+		base = append(base, "--pool", pool)
 	}
 	cmd := l.Command(ctx, l.LBNS, lbdBin, append(base, args...)...)
 	var stdout, stderr strings.Builder

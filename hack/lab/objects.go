@@ -27,6 +27,11 @@ type ServiceSpec struct {
 	// AffinitySeconds as its timeout when not zero.
 	ClientIPAffinity bool
 	AffinitySeconds  int
+	// LoadBalancer makes it a Service of type LoadBalancer, with
+	// LoadBalancerClass and SourceRanges when set.
+	LoadBalancer      bool
+	LoadBalancerClass string
+	SourceRanges      []string
 }
 
 // ServicePort is one port of a ServiceSpec.
@@ -118,6 +123,15 @@ func ServiceManifest(s ServiceSpec) string {
 		"type":        "ClusterIP",
 		"externalIPs": strs(s.ExternalIPs),
 		"ports":       svcPorts,
+	}
+	if s.LoadBalancer {
+		svcSpec["type"] = "LoadBalancer"
+		if s.LoadBalancerClass != "" {
+			svcSpec["loadBalancerClass"] = s.LoadBalancerClass
+		}
+		if len(s.SourceRanges) > 0 {
+			svcSpec["loadBalancerSourceRanges"] = s.SourceRanges
+		}
 	}
 	if s.ClientIPAffinity {
 		svcSpec["sessionAffinity"] = "ClientIP"
