@@ -14,7 +14,7 @@ import (
 // lbPool is the pool of TestLoadBalancerEndToEnd: the manifests'
 // externalIPs and exactly two addresses for LoadBalancer services, so the
 // third one waits.
-const lbPool = "192.168.121.200-192.168.121.239,192.168.121.250-192.168.121.251"
+const lbPool = "192.168.121.250-192.168.121.251,192.168.121.201"
 
 // ingressIP returns status.loadBalancer.ingress[*].ip of a service as
 // kubectl on the master shows it.
