@@ -138,6 +138,15 @@ func renderService(b *bytes.Buffer, s *lb.Service, check string) {
 			b.WriteString(hostPort(ip, port))
 			b.WriteByte('\n')
 		}
+		if len(s.SourceRanges) > 0 {
+			// spec.loadBalancerSourceRanges: other clients are closed
+			// at once, before haproxy reads anything.
+			b.WriteString("    acl lbd_source_ranges src")
+			for _, r := range s.SourceRanges {
+				b.WriteString(" " + r.String())
+			}
+			b.WriteString("\n    tcp-request connection reject if !lbd_source_ranges\n")
+		}
 		b.WriteString("    default_backend ")
 		b.WriteString(proxy)
 		b.WriteString("\n\nbackend ")

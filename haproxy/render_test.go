@@ -99,6 +99,11 @@ func TestRender(t *testing.T) {
 		opts Options
 	}{
 		{name: "nginx", svcs: []lb.Service{nginx()}},
+		{name: "source-ranges", svcs: []lb.Service{func() lb.Service {
+			s := nginx()
+			s.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.121.0/28")}
+			return s
+		}()}},
 		{
 			name: "multiport-affinity",
 			svcs: []lb.Service{{

@@ -231,6 +231,11 @@ func renderService(s *lb.Service, opts Options) serviceRules {
 		name := ServicePortChain(key)
 		for _, ip := range ips {
 			r.jumps = append(r.jumps, "-A "+ServicesChain+" -d "+ip+"/32 "+match+" -j "+name)
+			if len(s.SourceRanges) > 0 {
+				// The port chain DNATs only the allowed sources; what
+				// it leaves alone still has the service address here.
+				r.rejects = append(r.rejects, "-A "+FilterChain+" -d "+ip+"/32 "+match+" -j DROP")
+			}
 		}
 		r.chains = append(r.chains, portChain(name, proto, eps, s, opts))
 	}
@@ -244,7 +249,19 @@ func portChain(name, proto string, eps []lb.Endpoint, s *lb.Service, opts Option
 	// The mark asks LBD-POSTROUTING for masquerade, when that is on, and
 	// LBD-FORWARD to accept the packet.
 	m := opts.mark()
-	c.Rules = append(c.Rules, "-A "+name+" -j MARK --set-xmark "+m+"/"+m)
+	if len(s.SourceRanges) == 0 {
+		c.Rules = append(c.Rules, "-A "+name+" -j MARK --set-xmark "+m+"/"+m)
+	} else {
+		// spec.loadBalancerSourceRanges: only the allowed sources are
+		// marked, and only marked packets go on to a DNAT; LBD-FILTER
+		// drops the rest. IPv6 ranges allow nothing here.
+		for _, r := range s.SourceRanges {
+			if r.Addr().Is4() {
+				c.Rules = append(c.Rules, "-A "+name+" -s "+r.String()+" -j MARK --set-xmark "+m+"/"+m)
+			}
+		}
+		c.Rules = append(c.Rules, "-A "+name+" -m mark ! --mark "+m+"/"+m+" -j RETURN")
+	}
 	affinity := s.Affinity == lb.AffinityClientIP
 	seconds := strconv.Itoa(int(s.AffinityTimeout.Seconds()))
 	recent := func(mode string, e lb.Endpoint) string {

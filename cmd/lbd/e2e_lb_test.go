@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lbd/lbd/hack/lab"
+	"github.com/lbd/lbd/internal/testkit"
 )
 
 // lbPool is the pool of TestLoadBalancerEndToEnd: the manifests'
@@ -189,5 +195,83 @@ func TestNoPoolServesNothingEndToEnd(t *testing.T) {
 	stdout, _, code = lbdRunPool(t, l, db, "", "--backend=iptables", "check")
 	if code == 0 || !strings.Contains(stdout, "--pool") {
 		t.Errorf("check exit %d without a pool, want a failure naming --pool:\n%s", code, stdout)
+	}
+}
+
+// askFrom sends one HTTP/1.0 request to addr from the client namespace,
+// leaving from local, and returns the answering pod or the error.
+func askFrom(l *lab.Lab, local netip.Addr, addr string) (string, error) {
+	var conn net.Conn
+	err := lab.InNS(l.ClientNS, func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+		c, err := d.Dial("tcp", addr)
+		conn = c
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(conn)
+	if len(b) == 0 {
+		return "", fmt.Errorf("no answer: %v", err)
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return strings.TrimSpace(body), nil
+}
+
+// TestSourceRangesEndToEnd: spec.loadBalancerSourceRanges, in both
+// backends: a client address inside the range reaches the pods, a second
+// client address outside it does not.
+func TestSourceRangesEndToEnd(t *testing.T) {
+	l := e2eLab(t)
+	ctx := t.Context()
+	inside, outside := lab.ClientIP, netip.MustParseAddr("192.168.121.11")
+	if out, err := l.Run(ctx, l.ClientNS, "ip", "addr", "add", outside.String()+"/24", "dev", "eth0"); err != nil {
+		t.Fatalf("second client address: %v %s", err, out)
+	}
+	t.Cleanup(func() { l.Run(context.Background(), l.ClientNS, "ip", "addr", "del", outside.String()+"/24", "dev", "eth0") })
+	applyService(t, l, lab.ServiceSpec{Name: "ranged", LoadBalancer: true, SourceRanges: []string{inside.String() + "/32", "10.99.0.0/16"},
+		Ports: []lab.ServicePort{{Port: 80}}, Ready: l.PodIPs})
+
+	h := newHAProxyFiles(t)
+	for _, be := range []struct {
+		name string
+		args []string
+	}{
+		{"iptables", []string{"--backend=iptables", "--vip-interface=eth0"}},
+		{"haproxy", append(slices.Clone(h.flags), "--vip-interface=eth0")},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "lbd.db")
+			if be.name == "haproxy" {
+				db = h.db
+			}
+			t.Cleanup(func() { lbdRunPool(t, l, db, lbPool, append(be.args, "cleanup")...) })
+			if _, stderr, code := lbdRunPool(t, l, db, lbPool, be.args...); code != 0 {
+				t.Fatalf("sync exit %d: %s", code, stderr)
+			}
+			if be.name == "haproxy" {
+				h.spawn(t, l, "haproxy-ranges")
+			}
+			ip := ingressIP(t, l, "ranged")
+			if ip == "" {
+				t.Fatal("no address")
+			}
+			addr := ip + ":80"
+			testkit.WaitFor(t, 10*time.Second, "the allowed client to get through", func() bool {
+				pod, err := askFrom(l, inside, addr)
+				return err == nil && slices.Contains(l.PodNames, pod)
+			})
+			for range 5 {
+				if pod, err := askFrom(l, outside, addr); err == nil {
+					t.Fatalf("%s outside the source ranges reached %q through %s", outside, pod, be.name)
+				}
+			}
+		})
 	}
 }
