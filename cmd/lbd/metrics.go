@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -30,7 +32,11 @@ type metrics struct {
 	haproxyReloads  prometheus.Counter
 	watchUp         prometheus.Gauge
 	watchRestarts   prometheus.Counter
+	poolAddresses   *prometheus.GaugeVec
+	pending         prometheus.Gauge
 	health          *health
+	// pools are the address pools, for lbd_pool_addresses.
+	pools ipam.Pools
 }
 
 // newMetrics registers lbd's metrics. health fails when no sync has
@@ -79,10 +85,18 @@ func newMetrics(window time.Duration, now func() time.Time) *metrics {
 			Name: "lbd_watch_restarts_total",
 			Help: "Times the kubectl watch over SSH ended or broke and was started again.",
 		}),
+		poolAddresses: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lbd_pool_addresses",
+			Help: "Addresses of each --pool by state: used (served, a shared address once) or free, as of the last successful sync.",
+		}, []string{"pool", "state"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbd_services_pending",
+			Help: "LoadBalancer services waiting for an address (pools exhausted), as of the last successful sync.",
+		}),
 		health: &health{window: window, now: now},
 	}
 	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
-		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts)
+		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts, m.poolAddresses, m.pending)
 	return m
 }
 
@@ -101,12 +115,44 @@ func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err err
 		svcs, eps := exposed(res.Plan.Desired)
 		m.services.Set(float64(svcs))
 		m.endpoints.Set(float64(eps))
+		m.observeAddresses(res.Plan.Addresses)
 		return
 	}
 	if reconcile.IsRefused(err) {
 		result = "refused"
 	}
 	m.syncs.WithLabelValues(result).Inc()
+}
+
+// observeAddresses sets the pool and pending gauges from a pass's
+// address report.
+func (m *metrics) observeAddresses(report []lb.AddressState) {
+	used := make([]map[netip.Addr]bool, len(m.pools))
+	pending := 0
+	for _, st := range report {
+		switch st.State {
+		case lb.AddressPending:
+			if !st.Addr.IsValid() {
+				pending++
+			}
+		case lb.AddressServed:
+			for i, p := range m.pools {
+				if p.Contains(st.Addr) {
+					if used[i] == nil {
+						used[i] = map[netip.Addr]bool{}
+					}
+					used[i][st.Addr] = true
+					break
+				}
+			}
+		}
+	}
+	for i, p := range m.pools {
+		n := uint64(len(used[i]))
+		m.poolAddresses.WithLabelValues(p.String(), "used").Set(float64(n))
+		m.poolAddresses.WithLabelValues(p.String(), "free").Set(float64(p.Size() - min(n, p.Size())))
+	}
+	m.pending.Set(float64(pending))
 }
 
 // exposed counts the exposed services and their ready endpoints.

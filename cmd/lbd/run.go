@@ -64,6 +64,7 @@ func (a *app) runDaemon(ctx context.Context) error {
 	}
 	defer env.close()
 	m := newMetrics(3*c.resync, time.Now)
+	m.pools = env.pools
 	be := &countingBackend{Backend: env.backend, errs: m.applyErrors.WithLabelValues(c.backend), reloads: m.haproxyReloads}
 	src := &countingSource{Source: env.source, errs: m.discoveryErrors.WithLabelValues(c.backend)}
 	rec := a.newReconciler(env, src, be)

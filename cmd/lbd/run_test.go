@@ -24,6 +24,7 @@ import (
 
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/hack/lab"
+	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -253,6 +254,38 @@ func (b *fakeBackend) Apply(context.Context, []lb.Service, []lb.Change) ([]lb.Sk
 		b.reloads++
 	}
 	return nil, b.err
+}
+
+// TestMetricsPools: addresses used and free per pool (a shared address
+// once) and the pending services come from the pass's address report.
+func TestMetricsPools(t *testing.T) {
+	m := newMetrics(time.Hour, time.Now)
+	pools, err := ipam.ParsePools([]string{"192.168.121.240/29", "10.0.0.1-10.0.0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.pools = pools
+	a := netip.MustParseAddr
+	m.observeAddresses([]lb.AddressState{
+		{Key: "a/one", Addr: a("192.168.121.241"), State: lb.AddressServed},
+		{Key: "a/two", Addr: a("192.168.121.241"), State: lb.AddressServed},
+		{Key: "a/three", Addr: a("192.168.121.242"), State: lb.AddressServed},
+		{Key: "a/bad", Addr: a("192.168.121.243"), State: lb.AddressRejected},
+		{Key: "a/wait", State: lb.AddressPending},
+	})
+	rec := httptest.NewRecorder()
+	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`lbd_pool_addresses{pool="192.168.121.240/29",state="used"} 2`,
+		`lbd_pool_addresses{pool="192.168.121.240/29",state="free"} 4`,
+		`lbd_pool_addresses{pool="10.0.0.1-10.0.0.2",state="free"} 2`,
+		`lbd_services_pending 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 func TestMetricsCountErrors(t *testing.T) {
