@@ -23,6 +23,7 @@ import (
 const (
 	labName    = "demo"
 	svcName    = "nginx"
+	lbSvcName  = "nginx-lb"
 	svcNS      = "default"
 	clusterIP  = "10.247.78.179"
 	svcPort    = 80
@@ -239,7 +240,13 @@ func (d *demo) createService(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := os.WriteFile(filepath.Join(d.c.dir, "nginx-lb.yaml"), []byte(lbManifest(d.l.PodIPs)), 0o644); err != nil {
+		return err
+	}
 	if err := d.kubectlApply(ctx, "nginx.yaml"); err != nil {
+		return err
+	}
+	if err := d.kubectlApply(ctx, "nginx-lb.yaml"); err != nil {
 		return err
 	}
 	if err := d.show(ctx, d.kubectl, "get", "services"); err != nil {
@@ -261,7 +268,37 @@ func (d *demo) iptablesRound(ctx context.Context) error {
 	}
 	d.say("%d rules in lbd's LBD-* chains of the nat table", n)
 	done()
+	if err := d.loadBalancer(ctx); err != nil {
+		return err
+	}
 	return d.round(ctx, "iptables", "--backend=iptables")
+}
+
+// loadBalancer shows the LoadBalancer service's EXTERNAL-IP, given by lbd
+// from the pool, on the LB's eth0, and answering.
+func (d *demo) loadBalancer(ctx context.Context) error {
+	done := d.step("the LoadBalancer service %s got an address from --pool %s", lbSvcName, demoPool)
+	if err := d.show(ctx, d.kubectl, "get", "services"); err != nil {
+		return err
+	}
+	out, err := d.l.Kubectl(ctx, "", "get", "service", lbSvcName, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(out))
+	if err != nil {
+		return fmt.Errorf("%s has no EXTERNAL-IP: %q", lbSvcName, out)
+	}
+	if err := d.show(ctx, "ip", "-n", d.l.LBNS, "-br", "addr", "show", "dev", "eth0"); err != nil {
+		return err
+	}
+	body, err := d.get(ctx, "http://"+ip.String()+"/")
+	if err != nil {
+		return fmt.Errorf("request to %s: %w", ip, err)
+	}
+	d.say("$ curl http://%s/  ->  %s", ip, strings.TrimSpace(body))
+	done()
+	return nil
 }
 
 // switchToHaproxy restores the endpoint, removes lbd's iptables rules
@@ -478,7 +515,7 @@ func (d *demo) writeWrappers() error {
 		"--db", d.db, "--log-file", filepath.Join(d.c.dir, "loadbalancer.log"),
 		"--haproxy-base", d.hap.base, "--haproxy-dir", d.hap.services,
 		"--haproxy-master-socket", d.hap.master, "--haproxy-stats-socket", d.hap.stats,
-		"--pool", demoPool,
+		"--pool", demoPool, "--vip-interface", "eth0",
 	}
 	lbd := "#!/bin/sh\n" +
 		"# lbd wired to the demo lab (written by `make demo`): it runs in the load\n" +

@@ -52,6 +52,32 @@ endpoints:
 	return b.String()
 }
 
+// lbManifest is a Service of type LoadBalancer beside the notes' one, on
+// the same pods: lbd gives it an address from the demo's pool and writes
+// it into its status.
+func lbManifest(ready []netip.Addr) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# A LoadBalancer Service, written by make demo: lbd allocates its address.
+apiVersion: v1
+kind: Service
+metadata: {name: %[1]s, namespace: %[2]s}
+spec:
+  type: LoadBalancer
+  ports: [{port: %[3]d, protocol: TCP, targetPort: %[3]d}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %[1]s-1, namespace: %[2]s, labels: {kubernetes.io/service-name: %[1]s}}
+addressType: IPv4
+ports: [{name: "", port: %[3]d, protocol: TCP}]
+endpoints:
+`, lbSvcName, svcNS, svcPort)
+	for _, a := range ready {
+		fmt.Fprintf(&b, "- {addresses: [%s], conditions: {ready: true}}\n", a)
+	}
+	return b.String()
+}
+
 // without returns as without its i-th element.
 func without(as []netip.Addr, i int) []netip.Addr {
 	out := append([]netip.Addr(nil), as[:i]...)
