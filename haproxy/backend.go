@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -45,6 +46,25 @@ type Backend struct {
 	// bindable returns the test that haproxy can bind an address on this
 	// host (nil: it can), taken once per Apply.
 	bindable func() func(netip.Addr) error
+	// crash, when set (tests only), is called after each step of publish
+	// ([stepSwapped], ...); an error stops publish dead there, with no
+	// rollback or cleanup, as if lbd had been killed at that point.
+	crash func(step string) error
+}
+
+// Steps of publish, as the crash hook names them.
+const (
+	// stepSwapped: the services directory points at the new generation,
+	// haproxy has not been asked to reload.
+	stepSwapped = "swapped"
+)
+
+// crashed returns the crash hook's verdict for step (nil: go on).
+func (b *Backend) crashed(step string) error {
+	if b.crash == nil {
+		return nil
+	}
+	return b.crash(step)
 }
 
 // New returns a haproxy backend with o's empty fields set to their
@@ -79,7 +99,9 @@ func (b *Backend) Options() Options { return b.o }
 // which also repairs hand edits), and when they differ it writes a new
 // generation, validates it with "haproxy -c", publishes it, reloads haproxy
 // and waits for the new worker. When nothing differs it writes nothing and
-// calls haproxy not at all. The base file and the services directory are
+// calls haproxy not at all, unless the reload marker is there: then the
+// files were published by a pass that did not see haproxy load them (lbd
+// died in between), and Apply reloads. The base file and the services directory are
 // made first if absent, so haproxy can start even with no service yet.
 //
 // Partly servable services are served: their UDP and SCTP ports are
@@ -102,6 +124,10 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 		return nil, err
 	}
 	cur, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return nil, err
+	}
+	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, err
 	}
@@ -134,14 +160,14 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			delete(files, name)
 		}
 	}
-	if files.Equal(cur) {
+	if files.Equal(cur) && pend == nil {
 		return skipped, nil
 	}
 	// Logged when something changes, not on every sync.
 	for _, u := range Unserved(desired) {
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
-	if err := b.publish(ctx, files, cur); err != nil {
+	if err := b.publish(ctx, files, cur, pend); err != nil {
 		return nil, err
 	}
 	return skipped, nil
@@ -191,45 +217,91 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := b.publish(ctx, Files{}, cur); err != nil {
+	pend, err := b.tree.readPending()
+	if err != nil {
+		return err
+	}
+	if err := b.publish(ctx, Files{}, cur, pend); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	return nil
 }
 
-// publish makes files the services directory's contents, or changes
-// nothing and returns an error.
-func (b *Backend) publish(ctx context.Context, files, cur Files) error {
-	if files.Equal(cur) {
+// publish makes files the services directory's contents and has haproxy
+// serve them, or changes nothing and returns an error. pend is the reload
+// marker found at the start of the call (nil: none): haproxy was not
+// confirmed to serve what the directory holds, so a reload is owed even
+// when files equal cur.
+//
+// The marker is written durably before the directory is pointed at the
+// new generation and removed only once the reload is confirmed, so a crash
+// anywhere in between leaves it behind for the next pass (of this process
+// or the next) to find.
+func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) error {
+	if files.Equal(cur) && pend == nil {
 		return nil
 	}
 	if err := b.tree.adopt(); err != nil {
 		return err
 	}
+	// prev is the last generation haproxy was confirmed to serve: the
+	// current one, or, while a reload is owed, the one the marker names.
 	prev := b.tree.current()
-	gen, err := b.tree.write(files, cur)
-	if err != nil {
-		return err
-	}
-	if err := b.check(ctx, b.o.BasePath, gen, files); err != nil {
-		os.RemoveAll(gen)
-		return err
-	}
-	if err := b.tree.point(gen); err != nil {
-		os.RemoveAll(gen)
-		return err
-	}
-	if err := b.reload(ctx); err != nil {
-		if rerr := b.rollback(prev); rerr != nil {
-			return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+	if pend != nil {
+		prev = ""
+		if b.tree.exists(pend.Prev) {
+			prev = pend.Prev
 		}
-		os.RemoveAll(gen)
+	}
+	if files.Equal(cur) {
+		b.log.Warn("haproxy was not confirmed to load the published files (did lbd stop between publishing and reloading?); reloading",
+			"dir", b.tree.dir, "generation", filepath.Base(b.tree.current()), "since", pend.Since)
+	} else {
+		gen, err := b.tree.write(files, cur)
+		if err != nil {
+			return err
+		}
+		if err := b.check(ctx, b.o.BasePath, gen, files); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
+		if err := b.tree.markPending(pending{Gen: gen, Prev: prev, Since: time.Now()}); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
+		if err := b.tree.point(gen); err != nil {
+			os.RemoveAll(gen)
+			return errors.Join(err, b.tree.clearPending())
+		}
+		if err := b.crashed(stepSwapped); err != nil {
+			return err
+		}
+	}
+	gen := b.tree.current()
+	if err := b.reload(ctx); err != nil {
+		if gen != prev {
+			if rerr := b.rollback(prev); rerr != nil {
+				return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+			}
+			if gen != "" {
+				os.RemoveAll(gen)
+			}
+		}
+		if cerr := b.tree.clearPending(); cerr != nil {
+			b.log.Warn("reload marker left behind", "err", cerr)
+		}
 		b.log.Error("reload failed; previous files restored", "err", err)
 		return err
 	}
+	if err := b.tree.clearPending(); err != nil {
+		// haproxy serves the files; a marker left behind costs one more reload.
+		b.log.Warn("reload marker left behind; the next sync reloads once more", "err", err)
+	}
 	b.reloads.Add(1)
-	if err := b.tree.prune(gen); err != nil {
-		b.log.Warn("old generations left behind", "err", err)
+	if gen != "" {
+		if err := b.tree.prune(gen); err != nil {
+			b.log.Warn("old generations left behind", "err", err)
+		}
 	}
 	b.log.Info("haproxy configuration applied", "files", len(files), "generation", filepath.Base(gen))
 	return nil
@@ -267,8 +339,11 @@ func (b *Backend) ensureBase() error {
 }
 
 // Verify compares the services directory with the files applied renders
-// to and returns one line per file missing, unexpected or edited, and one
-// if the base file is gone. It runs no haproxy command.
+// to and returns one line per file missing, unexpected or edited, one if
+// the base file is gone, and one if the reload marker says haproxy was not
+// confirmed to load the published files (lbd stopped between publishing and
+// reloading, or a reload timed out): the next Apply then reloads, or
+// confirms the reload that was in progress. It runs no haproxy command.
 func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -280,7 +355,15 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	pend, err := b.tree.readPending()
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
 	var drift []string
+	if pend != nil {
+		drift = append(drift, fmt.Sprintf("reload pending since %s: haproxy was not confirmed to load %s (marker %s)",
+			pend.Since.Format(time.RFC3339), b.tree.dir, b.tree.marker))
+	}
 	if _, err := os.Stat(b.o.BasePath); err != nil {
 		drift = append(drift, fmt.Sprintf("base file %s: %v", b.o.BasePath, err))
 	}

@@ -20,10 +20,21 @@
 //	/etc/haproxy/haproxy-global-default.cfg   global and defaults (lbd writes it only when absent)
 //	/etc/haproxy/services.d                   symlink, renamed atomically on every change
 //	/etc/haproxy/.services.d.lbd/gen-*        generations: one <namespace>_<service>.cfg per service
+//	/etc/haproxy/.services.d.lbd-reload-pending  reload marker (see below)
 //
 // haproxy is started with `-f /etc/haproxy/haproxy-global-default.cfg -f
 // /etc/haproxy/services.d` and loads every *.cfg file of the directory in
 // lexical order.
+//
+// # Crash safety
+//
+// Before the services directory is pointed at a new generation, lbd writes
+// the reload marker durably (temp file, fsync, rename); it removes it only
+// once the reload is confirmed (or rolled back). A process that finds the
+// marker owes haproxy a reload even when the files already equal the
+// desired state: [Backend.Apply] reloads, and [Backend.Verify] reports it
+// as drift. So a crash between the swap and the reload heals on the next
+// pass.
 //
 // haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
 // and logged; the service's TCP ports are still served. A service with no

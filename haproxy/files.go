@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,11 +26,80 @@ import (
 type tree struct {
 	dir  string // the services directory (a symlink once lbd manages it)
 	gens string // where generations live, beside dir: ".<base>.lbd"
+	// marker exists from just before dir is pointed at a new generation
+	// until haproxy is confirmed to serve it: ".<base>.lbd-reload-pending".
+	marker string
 }
 
 func newTree(dir string) tree {
 	dir = filepath.Clean(dir)
-	return tree{dir: dir, gens: filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lbd")}
+	hidden := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir))
+	return tree{dir: dir, gens: hidden + ".lbd", marker: hidden + ".lbd-reload-pending"}
+}
+
+// pending is the reload marker's content: generation Gen was published
+// (or is about to be) and haproxy has not been seen serving it. Prev is
+// the last generation haproxy was confirmed to serve ("" if none), kept
+// for a rollback until the marker goes.
+type pending struct {
+	Gen   string    `json:"gen"`
+	Prev  string    `json:"prev,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// markPending writes the marker durably (temp file, fsync, rename, fsync
+// of the directory), before dir changes.
+func (t tree) markPending(p pending) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("write reload marker: %w", err)
+	}
+	if err := writeAtomic(t.marker, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write reload marker: %w", err)
+	}
+	return nil
+}
+
+// readPending returns the marker, or nil when there is none. A marker
+// that cannot be parsed still means a reload is owed: it is returned
+// with only Since set from its modification time.
+func (t tree) readPending() (*pending, error) {
+	b, err := os.ReadFile(t.marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read reload marker: %w", err)
+	}
+	var p pending
+	if json.Unmarshal(b, &p) != nil {
+		p = pending{}
+		if fi, err := os.Stat(t.marker); err == nil {
+			p.Since = fi.ModTime()
+		}
+	}
+	return &p, nil
+}
+
+// clearPending removes the marker durably, once haproxy serves what dir
+// holds.
+func (t tree) clearPending() error {
+	if err := os.Remove(t.marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove reload marker: %w", err)
+	}
+	if err := syncDir(filepath.Dir(t.marker)); err != nil {
+		return fmt.Errorf("remove reload marker: %w", err)
+	}
+	return nil
+}
+
+// exists reports whether gen is a generation directory that still exists.
+func (t tree) exists(gen string) bool {
+	if gen == "" || filepath.Dir(gen) != t.gens {
+		return false
+	}
+	fi, err := os.Stat(gen)
+	return err == nil && fi.IsDir()
 }
 
 // readCfgs returns the *.cfg regular files of dir (following dir itself if
