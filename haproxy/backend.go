@@ -50,6 +50,14 @@ type Backend struct {
 	// ([stepSwapped], ...); an error stops publish dead there, with no
 	// rollback or cleanup, as if lbd had been killed at that point.
 	crash func(step string) error
+	// probe returns what the master CLI's "show proc" says; an error when
+	// there is no master socket or the master does not answer.
+	probe func(ctx context.Context) (procState, error)
+	// alive reports whether the process pid exists.
+	alive func(pid int) bool
+	// files is the number of files of the set being published, for the
+	// reload timeout.
+	files int
 }
 
 // Steps of publish, as the crash hook names them.
@@ -81,6 +89,8 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.check = b.checkConfig
 	b.reload = b.reloadHaproxy
 	b.bindable = localBind
+	b.probe = b.probeMaster
+	b.alive = processAlive
 	return b
 }
 
@@ -241,6 +251,48 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 	if files.Equal(cur) && pend == nil {
 		return nil
 	}
+	if pend != nil {
+		confirmed, err := b.settle(ctx, pend)
+		switch {
+		case errors.Is(err, errPendingFailed):
+			// haproxy is done with the files: rolling back is safe now.
+			prev := ""
+			if b.tree.exists(pend.Prev) {
+				prev = pend.Prev
+			}
+			if gen := b.tree.current(); gen != prev {
+				if rerr := b.rollback(prev); rerr != nil {
+					return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+				}
+				if gen != "" {
+					os.RemoveAll(gen)
+				}
+			}
+			b.log.Error("pending reload failed; previous files restored", "err", err)
+			return errors.Join(&ReloadError{Mode: "master CLI", Err: err}, b.tree.clearPending())
+		case err != nil:
+			return err
+		case confirmed:
+			b.log.Info("pending reload confirmed: haproxy serves the published files", "since", pend.Since)
+			if err := b.tree.clearPending(); err != nil {
+				return err
+			}
+			b.reloads.Add(1)
+			if gen := b.tree.current(); gen != "" {
+				if err := b.tree.prune(gen); err != nil {
+					b.log.Warn("old generations left behind", "err", err)
+				}
+			}
+			cur, err = readCfgs(b.tree.dir)
+			if err != nil {
+				return err
+			}
+			pend = nil
+			if files.Equal(cur) {
+				return nil
+			}
+		}
+	}
 	if err := b.tree.adopt(); err != nil {
 		return err
 	}
@@ -265,7 +317,11 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 			os.RemoveAll(gen)
 			return err
 		}
-		if err := b.tree.markPending(pending{Gen: gen, Prev: prev, Since: time.Now()}); err != nil {
+		mark := pending{Gen: gen, Prev: prev, Since: time.Now()}
+		if st, err := b.probe(ctx); err == nil {
+			mark.Master, mark.Reloads, mark.Workers = st.master, st.reloads, st.workers
+		}
+		if err := b.tree.markPending(mark); err != nil {
 			os.RemoveAll(gen)
 			return err
 		}
@@ -278,7 +334,13 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 		}
 	}
 	gen := b.tree.current()
+	b.files = len(files)
 	if err := b.reload(ctx); err != nil {
+		if re := (*ReloadError)(nil); errors.As(err, &re) && re.Pending {
+			// haproxy may be reading the files: they and the marker stay.
+			b.log.Error("reload not confirmed in time; the new files stay and the next sync confirms or retries", "err", err)
+			return err
+		}
 		if gen != prev {
 			if rerr := b.rollback(prev); rerr != nil {
 				return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))

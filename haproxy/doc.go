@@ -36,6 +36,15 @@
 // as drift. So a crash between the swap and the reload heals on the next
 // pass.
 //
+// The marker also records what the master CLI's "show proc" said before
+// the reload. A reload not confirmed within [Options.ReloadTimeoutFor] is
+// not rolled back (haproxy may still be reading the files): the error is
+// a [ReloadError] with Pending set, and the next pass compares "show proc"
+// with the marker. While the master is re-executing (its socket refuses,
+// its PID lives) no other reload is started; once it shows a new worker
+// the reload is confirmed without another one; if it reports the reload
+// failed, the previous generation is put back then.
+//
 // haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
 // and logged; the service's TCP ports are still served. A service with no
 // TCP port at all is returned from [Backend.Apply] as an [lb.Skipped].

@@ -41,10 +41,18 @@ func newTree(dir string) tree {
 // (or is about to be) and haproxy has not been seen serving it. Prev is
 // the last generation haproxy was confirmed to serve ("" if none), kept
 // for a rollback until the marker goes.
+//
+// Master, Reloads and Workers are what the master CLI's "show proc" said
+// before the reload was asked for (Master 0: no master socket answered),
+// so that a later pass can tell a reload that took, failed, is still in
+// progress or was never asked for.
 type pending struct {
-	Gen   string    `json:"gen"`
-	Prev  string    `json:"prev,omitempty"`
-	Since time.Time `json:"since"`
+	Gen     string    `json:"gen"`
+	Prev    string    `json:"prev,omitempty"`
+	Since   time.Time `json:"since"`
+	Master  int       `json:"master,omitempty"`
+	Reloads int       `json:"reloads,omitempty"`
+	Workers []int     `json:"workers,omitempty"`
 }
 
 // markPending writes the marker durably (temp file, fsync, rename, fsync
