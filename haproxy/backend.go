@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -58,6 +59,8 @@ type Backend struct {
 	// files is the number of files of the set being published, for the
 	// reload timeout.
 	files int
+	// foreignSeen names the operator's files already logged.
+	foreignSeen map[string]bool
 }
 
 // Steps of publish, as the crash hook names them.
@@ -90,6 +93,7 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.reload = b.reloadHaproxy
 	b.bindable = localBind
 	b.probe = b.probeMaster
+	b.foreignSeen = map[string]bool{}
 	b.alive = processAlive
 	return b
 }
@@ -133,10 +137,12 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if err := b.ensureBase(); err != nil {
 		return nil, err
 	}
-	cur, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return nil, err
 	}
+	cur, foreign := splitOwn(all)
+	b.noteForeign(foreign)
 	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, err
@@ -149,8 +155,11 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			continue
 		}
 		var why string
+		name := FileName(s.Namespace, s.Name)
 		if !rendered(s) {
 			why = fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())
+		} else if _, theirs := foreign[name]; theirs {
+			why = fmt.Sprintf("service %s: %s exists and was not written by lbd (its first line is not lbd's header); lbd does not overwrite it: move it away to serve the service", s.Key(), filepath.Join(b.tree.dir, name))
 		}
 		// haproxy -c does not try binds: an address the host lacks
 		// passes it and then fails every reload, for every service.
@@ -163,7 +172,6 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			continue
 		}
 		skipped = append(skipped, lb.Skipped{Key: s.Key(), Reason: why})
-		name := FileName(s.Namespace, s.Name)
 		if old, ok := cur[name]; ok {
 			files[name] = old // left as it was before this call
 		} else {
@@ -177,7 +185,7 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	for _, u := range Unserved(desired) {
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
-	if err := b.publish(ctx, files, cur, pend); err != nil {
+	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
 	return skipped, nil
@@ -223,15 +231,16 @@ func localBind() func(netip.Addr) error {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return err
 	}
+	cur, foreign := splitOwn(all)
 	pend, err := b.tree.readPending()
 	if err != nil {
 		return err
 	}
-	if err := b.publish(ctx, Files{}, cur, pend); err != nil {
+	if err := b.publish(ctx, Files{}, cur, foreign, pend); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	return nil
@@ -247,7 +256,11 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 // new generation and removed only once the reload is confirmed, so a crash
 // anywhere in between leaves it behind for the next pass (of this process
 // or the next) to find.
-func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) error {
+//
+// cur holds lbd's files of the directory, foreign the operator's .cfg
+// files: they are carried into the new generation and validated with
+// files, since haproxy loads them too.
+func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *pending) error {
 	if files.Equal(cur) && pend == nil {
 		return nil
 	}
@@ -279,14 +292,13 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 			}
 			b.reloads.Add(1)
 			if gen := b.tree.current(); gen != "" {
-				if err := b.tree.prune(gen); err != nil {
-					b.log.Warn("old generations left behind", "err", err)
-				}
+				b.prune(gen)
 			}
-			cur, err = readCfgs(b.tree.dir)
+			all, err := readCfgs(b.tree.dir)
 			if err != nil {
 				return err
 			}
+			cur, foreign = splitOwn(all)
 			pend = nil
 			if files.Equal(cur) {
 				return nil
@@ -313,7 +325,9 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 		if err != nil {
 			return err
 		}
-		if err := b.check(ctx, b.o.BasePath, gen, files); err != nil {
+		loaded := maps.Clone(files)
+		maps.Copy(loaded, foreign)
+		if err := b.check(ctx, b.o.BasePath, gen, loaded); err != nil {
 			os.RemoveAll(gen)
 			return err
 		}
@@ -361,12 +375,33 @@ func (b *Backend) publish(ctx context.Context, files, cur Files, pend *pending) 
 	}
 	b.reloads.Add(1)
 	if gen != "" {
-		if err := b.tree.prune(gen); err != nil {
-			b.log.Warn("old generations left behind", "err", err)
-		}
+		b.prune(gen)
 	}
 	b.log.Info("haproxy configuration applied", "files", len(files), "generation", filepath.Base(gen))
 	return nil
+}
+
+// prune removes the generations but keep, logging what it moved to a
+// backup rather than delete (lbd did not write it).
+func (b *Backend) prune(keep string) {
+	moved, err := b.tree.prune(keep)
+	for _, m := range moved {
+		b.log.Warn("moved what lbd did not write out of an old generation into a backup", "path", m[0], "backup", filepath.Dir(m[1]))
+	}
+	if err != nil {
+		b.log.Warn("old generations left behind", "err", err)
+	}
+}
+
+// noteForeign logs, once per process and file, the files of the services
+// directory that lbd did not write: kept, and loaded by haproxy.
+func (b *Backend) noteForeign(foreign Files) {
+	for _, name := range foreign.Names() {
+		if !b.foreignSeen[name] {
+			b.foreignSeen[name] = true
+			b.log.Warn("file in the services directory not written by lbd: kept, loaded by haproxy, never deleted", "file", filepath.Join(b.tree.dir, name))
+		}
+	}
 }
 
 // rollback points the services directory back at prev; with no previous
@@ -413,10 +448,12 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	got, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	// The operator's files are not drift: lbd keeps them as they are.
+	got, foreign := splitOwn(all)
 	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -432,6 +469,8 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	for _, name := range want.Names() {
 		g, ok := got[name]
 		switch {
+		case foreign[name] != nil:
+			// Apply skips the service rather than overwrite the file.
 		case !ok:
 			drift = append(drift, fmt.Sprintf("file %s: missing", filepath.Join(b.tree.dir, name)))
 		case !bytes.Equal(g, want[name]):
@@ -440,7 +479,7 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	}
 	for _, name := range got.Names() {
 		if _, ok := want[name]; !ok {
-			drift = append(drift, fmt.Sprintf("file %s: not written by lbd", filepath.Join(b.tree.dir, name)))
+			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", filepath.Join(b.tree.dir, name)))
 		}
 	}
 	return drift, nil

@@ -26,6 +26,20 @@
 // /etc/haproxy/services.d` and loads every *.cfg file of the directory in
 // lexical order.
 //
+// # Files lbd did not write
+//
+// lbd never deletes what it did not write. A file is lbd's when its first
+// line is the header [Render] writes, "# Service <namespace>/<name>,
+// written by lbd: ..."; everything else in the services directory is the
+// operator's and is kept where it is: carried into every new generation
+// (hard links), validated and loaded with lbd's files, named once per
+// process in the log, and left by [Backend.Cleanup]. A file of the
+// operator's that bears a service's file name makes that service skipped
+// (the reason names the file) rather than overwritten. What cannot be
+// carried, a subdirectory say, is moved out of the old generation into
+// "<dir>.lbd-backup-<UTC time>" beside the services directory, and the log
+// names it. Removing lbd's header from a file hands it to the operator.
+//
 // # Crash safety
 //
 // Before the services directory is pointed at a new generation, lbd writes

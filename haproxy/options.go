@@ -29,9 +29,10 @@ type Options struct {
 	// lbd writes a sound default there when the file is absent and never
 	// touches it otherwise.
 	BasePath string
-	// Dir is the services directory passed to haproxy with -f. lbd owns it:
-	// it becomes a symlink to the current generation directory, kept
-	// beside it in "." + base(Dir) + ".lbd".
+	// Dir is the services directory passed to haproxy with -f. It becomes
+	// a symlink to the current generation directory, kept beside it in
+	// "." + base(Dir) + ".lbd". lbd owns only the files it wrote there;
+	// the operator's stay (see the package doc).
 	Dir string
 	// Reload says how haproxy is reloaded. Empty means automatic: the
 	// master CLI's "reload" when MasterSocket exists, otherwise
