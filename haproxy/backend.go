@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -45,6 +47,35 @@ type Backend struct {
 	// bindable returns the test that haproxy can bind an address on this
 	// host (nil: it can), taken once per Apply.
 	bindable func() func(netip.Addr) error
+	// crash, when set (tests only), is called after each step of publish
+	// ([stepSwapped], ...); an error stops publish dead there, with no
+	// rollback or cleanup, as if lbd had been killed at that point.
+	crash func(step string) error
+	// probe returns what the master CLI's "show proc" says; an error when
+	// there is no master socket or the master does not answer.
+	probe func(ctx context.Context) (procState, error)
+	// alive reports whether the process pid exists.
+	alive func(pid int) bool
+	// files is the number of files of the set being published, for the
+	// reload timeout.
+	files int
+	// foreignSeen names the operator's files already logged.
+	foreignSeen map[string]bool
+}
+
+// Steps of publish, as the crash hook names them.
+const (
+	// stepSwapped: the services directory points at the new generation,
+	// haproxy has not been asked to reload.
+	stepSwapped = "swapped"
+)
+
+// crashed returns the crash hook's verdict for step (nil: go on).
+func (b *Backend) crashed(step string) error {
+	if b.crash == nil {
+		return nil
+	}
+	return b.crash(step)
 }
 
 // New returns a haproxy backend with o's empty fields set to their
@@ -61,6 +92,9 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.check = b.checkConfig
 	b.reload = b.reloadHaproxy
 	b.bindable = localBind
+	b.probe = b.probeMaster
+	b.foreignSeen = map[string]bool{}
+	b.alive = processAlive
 	return b
 }
 
@@ -79,7 +113,9 @@ func (b *Backend) Options() Options { return b.o }
 // which also repairs hand edits), and when they differ it writes a new
 // generation, validates it with "haproxy -c", publishes it, reloads haproxy
 // and waits for the new worker. When nothing differs it writes nothing and
-// calls haproxy not at all. The base file and the services directory are
+// calls haproxy not at all, unless the reload marker is there: then the
+// files were published by a pass that did not see haproxy load them (lbd
+// died in between), and Apply reloads. The base file and the services directory are
 // made first if absent, so haproxy can start even with no service yet.
 //
 // Partly servable services are served: their UDP and SCTP ports are
@@ -101,7 +137,13 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if err := b.ensureBase(); err != nil {
 		return nil, err
 	}
-	cur, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return nil, err
+	}
+	cur, foreign := splitOwn(all)
+	b.noteForeign(foreign)
+	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +155,11 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			continue
 		}
 		var why string
+		name := FileName(s.Namespace, s.Name)
 		if !rendered(s) {
 			why = fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())
+		} else if _, theirs := foreign[name]; theirs {
+			why = fmt.Sprintf("service %s: %s exists and was not written by lbd (its first line is not lbd's header); lbd does not overwrite it: move it away to serve the service", s.Key(), filepath.Join(b.tree.dir, name))
 		}
 		// haproxy -c does not try binds: an address the host lacks
 		// passes it and then fails every reload, for every service.
@@ -127,21 +172,20 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			continue
 		}
 		skipped = append(skipped, lb.Skipped{Key: s.Key(), Reason: why})
-		name := FileName(s.Namespace, s.Name)
 		if old, ok := cur[name]; ok {
 			files[name] = old // left as it was before this call
 		} else {
 			delete(files, name)
 		}
 	}
-	if files.Equal(cur) {
+	if files.Equal(cur) && pend == nil {
 		return skipped, nil
 	}
 	// Logged when something changes, not on every sync.
 	for _, u := range Unserved(desired) {
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
-	if err := b.publish(ctx, files, cur); err != nil {
+	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
 	return skipped, nil
@@ -187,52 +231,177 @@ func localBind() func(netip.Addr) error {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return err
 	}
-	if err := b.publish(ctx, Files{}, cur); err != nil {
+	cur, foreign := splitOwn(all)
+	pend, err := b.tree.readPending()
+	if err != nil {
+		return err
+	}
+	if err := b.publish(ctx, Files{}, cur, foreign, pend); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	return nil
 }
 
-// publish makes files the services directory's contents, or changes
-// nothing and returns an error.
-func (b *Backend) publish(ctx context.Context, files, cur Files) error {
-	if files.Equal(cur) {
+// publish makes files the services directory's contents and has haproxy
+// serve them, or changes nothing and returns an error. pend is the reload
+// marker found at the start of the call (nil: none): haproxy was not
+// confirmed to serve what the directory holds, so a reload is owed even
+// when files equal cur.
+//
+// The marker is written durably before the directory is pointed at the
+// new generation and removed only once the reload is confirmed, so a crash
+// anywhere in between leaves it behind for the next pass (of this process
+// or the next) to find.
+//
+// cur holds lbd's files of the directory, foreign the operator's .cfg
+// files: they are carried into the new generation and validated with
+// files, since haproxy loads them too.
+func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *pending) error {
+	if files.Equal(cur) && pend == nil {
 		return nil
+	}
+	if pend != nil {
+		confirmed, err := b.settle(ctx, pend)
+		switch {
+		case errors.Is(err, errPendingFailed):
+			// haproxy is done with the files: rolling back is safe now.
+			prev := ""
+			if b.tree.exists(pend.Prev) {
+				prev = pend.Prev
+			}
+			if gen := b.tree.current(); gen != prev {
+				if rerr := b.rollback(prev); rerr != nil {
+					return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+				}
+				if gen != "" {
+					os.RemoveAll(gen)
+				}
+			}
+			b.log.Error("pending reload failed; previous files restored", "err", err)
+			return errors.Join(&ReloadError{Mode: "master CLI", Err: err}, b.tree.clearPending())
+		case err != nil:
+			return err
+		case confirmed:
+			b.log.Info("pending reload confirmed: haproxy serves the published files", "since", pend.Since)
+			if err := b.tree.clearPending(); err != nil {
+				return err
+			}
+			b.reloads.Add(1)
+			if gen := b.tree.current(); gen != "" {
+				b.prune(gen)
+			}
+			all, err := readCfgs(b.tree.dir)
+			if err != nil {
+				return err
+			}
+			cur, foreign = splitOwn(all)
+			pend = nil
+			if files.Equal(cur) {
+				return nil
+			}
+		}
 	}
 	if err := b.tree.adopt(); err != nil {
 		return err
 	}
+	// prev is the last generation haproxy was confirmed to serve: the
+	// current one, or, while a reload is owed, the one the marker names.
 	prev := b.tree.current()
-	gen, err := b.tree.write(files, cur)
-	if err != nil {
-		return err
-	}
-	if err := b.check(ctx, b.o.BasePath, gen, files); err != nil {
-		os.RemoveAll(gen)
-		return err
-	}
-	if err := b.tree.point(gen); err != nil {
-		os.RemoveAll(gen)
-		return err
-	}
-	if err := b.reload(ctx); err != nil {
-		if rerr := b.rollback(prev); rerr != nil {
-			return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+	if pend != nil {
+		prev = ""
+		if b.tree.exists(pend.Prev) {
+			prev = pend.Prev
 		}
-		os.RemoveAll(gen)
+	}
+	if files.Equal(cur) {
+		b.log.Warn("haproxy was not confirmed to load the published files (did lbd stop between publishing and reloading?); reloading",
+			"dir", b.tree.dir, "generation", filepath.Base(b.tree.current()), "since", pend.Since)
+	} else {
+		gen, err := b.tree.write(files, cur)
+		if err != nil {
+			return err
+		}
+		loaded := maps.Clone(files)
+		maps.Copy(loaded, foreign)
+		if err := b.check(ctx, b.o.BasePath, gen, loaded); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
+		mark := pending{Gen: gen, Prev: prev, Since: time.Now()}
+		if st, err := b.probe(ctx); err == nil {
+			mark.Master, mark.Reloads, mark.Workers = st.master, st.reloads, st.workers
+		}
+		if err := b.tree.markPending(mark); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
+		if err := b.tree.point(gen); err != nil {
+			os.RemoveAll(gen)
+			return errors.Join(err, b.tree.clearPending())
+		}
+		if err := b.crashed(stepSwapped); err != nil {
+			return err
+		}
+	}
+	gen := b.tree.current()
+	b.files = len(files)
+	if err := b.reload(ctx); err != nil {
+		if re := (*ReloadError)(nil); errors.As(err, &re) && re.Pending {
+			// haproxy may be reading the files: they and the marker stay.
+			b.log.Error("reload not confirmed in time; the new files stay and the next sync confirms or retries", "err", err)
+			return err
+		}
+		if gen != prev {
+			if rerr := b.rollback(prev); rerr != nil {
+				return errors.Join(err, fmt.Errorf("roll back to the previous files: %w", rerr))
+			}
+			if gen != "" {
+				os.RemoveAll(gen)
+			}
+		}
+		if cerr := b.tree.clearPending(); cerr != nil {
+			b.log.Warn("reload marker left behind", "err", cerr)
+		}
 		b.log.Error("reload failed; previous files restored", "err", err)
 		return err
 	}
+	if err := b.tree.clearPending(); err != nil {
+		// haproxy serves the files; a marker left behind costs one more reload.
+		b.log.Warn("reload marker left behind; the next sync reloads once more", "err", err)
+	}
 	b.reloads.Add(1)
-	if err := b.tree.prune(gen); err != nil {
-		b.log.Warn("old generations left behind", "err", err)
+	if gen != "" {
+		b.prune(gen)
 	}
 	b.log.Info("haproxy configuration applied", "files", len(files), "generation", filepath.Base(gen))
 	return nil
+}
+
+// prune removes the generations but keep, logging what it moved to a
+// backup rather than delete (lbd did not write it).
+func (b *Backend) prune(keep string) {
+	moved, err := b.tree.prune(keep)
+	for _, m := range moved {
+		b.log.Warn("moved what lbd did not write out of an old generation into a backup", "path", m[0], "backup", filepath.Dir(m[1]))
+	}
+	if err != nil {
+		b.log.Warn("old generations left behind", "err", err)
+	}
+}
+
+// noteForeign logs, once per process and file, the files of the services
+// directory that lbd did not write: kept, and loaded by haproxy.
+func (b *Backend) noteForeign(foreign Files) {
+	for _, name := range foreign.Names() {
+		if !b.foreignSeen[name] {
+			b.foreignSeen[name] = true
+			b.log.Warn("file in the services directory not written by lbd: kept, loaded by haproxy, never deleted", "file", filepath.Join(b.tree.dir, name))
+		}
+	}
 }
 
 // rollback points the services directory back at prev; with no previous
@@ -267,8 +436,11 @@ func (b *Backend) ensureBase() error {
 }
 
 // Verify compares the services directory with the files applied renders
-// to and returns one line per file missing, unexpected or edited, and one
-// if the base file is gone. It runs no haproxy command.
+// to and returns one line per file missing, unexpected or edited, one if
+// the base file is gone, and one if the reload marker says haproxy was not
+// confirmed to load the published files (lbd stopped between publishing and
+// reloading, or a reload timed out): the next Apply then reloads, or
+// confirms the reload that was in progress. It runs no haproxy command.
 func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -276,17 +448,29 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	got, err := readCfgs(b.tree.dir)
+	all, err := readCfgs(b.tree.dir)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	// The operator's files are not drift: lbd keeps them as they are.
+	got, foreign := splitOwn(all)
+	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	var drift []string
+	if pend != nil {
+		drift = append(drift, fmt.Sprintf("reload pending since %s: haproxy was not confirmed to load %s (marker %s)",
+			pend.Since.Format(time.RFC3339), b.tree.dir, b.tree.marker))
+	}
 	if _, err := os.Stat(b.o.BasePath); err != nil {
 		drift = append(drift, fmt.Sprintf("base file %s: %v", b.o.BasePath, err))
 	}
 	for _, name := range want.Names() {
 		g, ok := got[name]
 		switch {
+		case foreign[name] != nil:
+			// Apply skips the service rather than overwrite the file.
 		case !ok:
 			drift = append(drift, fmt.Sprintf("file %s: missing", filepath.Join(b.tree.dir, name)))
 		case !bytes.Equal(g, want[name]):
@@ -295,7 +479,7 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	}
 	for _, name := range got.Names() {
 		if _, ok := want[name]; !ok {
-			drift = append(drift, fmt.Sprintf("file %s: not written by lbd", filepath.Join(b.tree.dir, name)))
+			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", filepath.Join(b.tree.dir, name)))
 		}
 	}
 	return drift, nil

@@ -230,7 +230,9 @@ func TestApplyAdoptsPlainDirectory(t *testing.T) {
 	if _, err := b.Apply(context.Background(), []lb.Service{nginx()}, nil); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	if diff := cmp.Diff(rendered1(t, nginx()), onDisk(t, b)); diff != "" {
+	want := rendered1(t, nginx())
+	want["old.cfg"] = []byte("# by hand\n") // the operator's: kept
+	if diff := cmp.Diff(want, onDisk(t, b)); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 }
@@ -293,9 +295,10 @@ func TestVerify(t *testing.T) {
 			name: "removed and added",
 			tamper: func(t *testing.T, dir string) {
 				os.Remove(filepath.Join(dir, "default_other.cfg"))
-				write(t, filepath.Join(dir, "zz.cfg"), "# hand made\n")
+				write(t, filepath.Join(dir, "zz.cfg"), "# Service default/zz, written by lbd: edits are overwritten on the next sync.\n")
+				write(t, filepath.Join(dir, "hand.cfg"), "# hand made: the operator's, not drift\n")
 			},
-			want: []string{"file DIR/default_other.cfg: missing", "file DIR/zz.cfg: not written by lbd"},
+			want: []string{"file DIR/default_other.cfg: missing", "file DIR/zz.cfg: written by lbd for no applied service"},
 		},
 	}
 	for _, tt := range tests {

@@ -79,7 +79,7 @@ func BenchmarkRenderWriteValidate(b *testing.B) {
 		t3 := time.Now()
 		render, write, check = render+t1.Sub(t0), write+t2.Sub(t1), check+t3.Sub(t2)
 		b.StopTimer()
-		if err := be.tree.prune(""); err != nil {
+		if _, err := be.tree.prune(""); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

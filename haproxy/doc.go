@@ -20,10 +20,44 @@
 //	/etc/haproxy/haproxy-global-default.cfg   global and defaults (lbd writes it only when absent)
 //	/etc/haproxy/services.d                   symlink, renamed atomically on every change
 //	/etc/haproxy/.services.d.lbd/gen-*        generations: one <namespace>_<service>.cfg per service
+//	/etc/haproxy/.services.d.lbd-reload-pending  reload marker (see below)
 //
 // haproxy is started with `-f /etc/haproxy/haproxy-global-default.cfg -f
 // /etc/haproxy/services.d` and loads every *.cfg file of the directory in
 // lexical order.
+//
+// # Files lbd did not write
+//
+// lbd never deletes what it did not write. A file is lbd's when its first
+// line is the header [Render] writes, "# Service <namespace>/<name>,
+// written by lbd: ..."; everything else in the services directory is the
+// operator's and is kept where it is: carried into every new generation
+// (hard links), validated and loaded with lbd's files, named once per
+// process in the log, and left by [Backend.Cleanup]. A file of the
+// operator's that bears a service's file name makes that service skipped
+// (the reason names the file) rather than overwritten. What cannot be
+// carried, a subdirectory say, is moved out of the old generation into
+// "<dir>.lbd-backup-<UTC time>" beside the services directory, and the log
+// names it. Removing lbd's header from a file hands it to the operator.
+//
+// # Crash safety
+//
+// Before the services directory is pointed at a new generation, lbd writes
+// the reload marker durably (temp file, fsync, rename); it removes it only
+// once the reload is confirmed (or rolled back). A process that finds the
+// marker owes haproxy a reload even when the files already equal the
+// desired state: [Backend.Apply] reloads, and [Backend.Verify] reports it
+// as drift. So a crash between the swap and the reload heals on the next
+// pass.
+//
+// The marker also records what the master CLI's "show proc" said before
+// the reload. A reload not confirmed within [Options.ReloadTimeoutFor] is
+// not rolled back (haproxy may still be reading the files): the error is
+// a [ReloadError] with Pending set, and the next pass compares "show proc"
+// with the marker. While the master is re-executing (its socket refuses,
+// its PID lives) no other reload is started; once it shows a new worker
+// the reload is confirmed without another one; if it reports the reload
+// failed, the previous generation is put back then.
 //
 // haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
 // and logged; the service's TCP ports are still served. A service with no

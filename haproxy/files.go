@@ -2,8 +2,10 @@ package haproxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,11 +27,88 @@ import (
 type tree struct {
 	dir  string // the services directory (a symlink once lbd manages it)
 	gens string // where generations live, beside dir: ".<base>.lbd"
+	// marker exists from just before dir is pointed at a new generation
+	// until haproxy is confirmed to serve it: ".<base>.lbd-reload-pending".
+	marker string
 }
 
 func newTree(dir string) tree {
 	dir = filepath.Clean(dir)
-	return tree{dir: dir, gens: filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lbd")}
+	hidden := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir))
+	return tree{dir: dir, gens: hidden + ".lbd", marker: hidden + ".lbd-reload-pending"}
+}
+
+// pending is the reload marker's content: generation Gen was published
+// (or is about to be) and haproxy has not been seen serving it. Prev is
+// the last generation haproxy was confirmed to serve ("" if none), kept
+// for a rollback until the marker goes.
+//
+// Master, Reloads and Workers are what the master CLI's "show proc" said
+// before the reload was asked for (Master 0: no master socket answered),
+// so that a later pass can tell a reload that took, failed, is still in
+// progress or was never asked for.
+type pending struct {
+	Gen     string    `json:"gen"`
+	Prev    string    `json:"prev,omitempty"`
+	Since   time.Time `json:"since"`
+	Master  int       `json:"master,omitempty"`
+	Reloads int       `json:"reloads,omitempty"`
+	Workers []int     `json:"workers,omitempty"`
+}
+
+// markPending writes the marker durably (temp file, fsync, rename, fsync
+// of the directory), before dir changes.
+func (t tree) markPending(p pending) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("write reload marker: %w", err)
+	}
+	if err := writeAtomic(t.marker, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write reload marker: %w", err)
+	}
+	return nil
+}
+
+// readPending returns the marker, or nil when there is none. A marker
+// that cannot be parsed still means a reload is owed: it is returned
+// with only Since set from its modification time.
+func (t tree) readPending() (*pending, error) {
+	b, err := os.ReadFile(t.marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read reload marker: %w", err)
+	}
+	var p pending
+	if json.Unmarshal(b, &p) != nil {
+		p = pending{}
+		if fi, err := os.Stat(t.marker); err == nil {
+			p.Since = fi.ModTime()
+		}
+	}
+	return &p, nil
+}
+
+// clearPending removes the marker durably, once haproxy serves what dir
+// holds.
+func (t tree) clearPending() error {
+	if err := os.Remove(t.marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove reload marker: %w", err)
+	}
+	if err := syncDir(filepath.Dir(t.marker)); err != nil {
+		return fmt.Errorf("remove reload marker: %w", err)
+	}
+	return nil
+}
+
+// exists reports whether gen is a generation directory that still exists.
+func (t tree) exists(gen string) bool {
+	if gen == "" || filepath.Dir(gen) != t.gens {
+		return false
+	}
+	fi, err := os.Stat(gen)
+	return err == nil && fi.IsDir()
 }
 
 // readCfgs returns the *.cfg regular files of dir (following dir itself if
@@ -55,6 +134,39 @@ func readCfgs(dir string) (Files, error) {
 		out[e.Name()] = b
 	}
 	return out, nil
+}
+
+// ownFile reports whether b is a file lbd wrote: its first line is the
+// header [Render] begins every file with, "# Service <key>, written by
+// lbd: ...". Anything else in the services directory is the operator's.
+func ownFile(b []byte) bool {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	return bytes.HasPrefix(line, []byte("# Service ")) && bytes.Contains(line, []byte(", written by lbd: "))
+}
+
+// ownPath reports whether the regular file at path is one lbd wrote.
+func ownPath(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	return ownFile(head[:n])
+}
+
+// splitOwn splits a directory's files into lbd's and the operator's.
+func splitOwn(cur Files) (own, foreign Files) {
+	own, foreign = Files{}, Files{}
+	for name, b := range cur {
+		if ownFile(b) {
+			own[name] = b
+		} else {
+			foreign[name] = b
+		}
+	}
+	return own, foreign
 }
 
 // current returns the generation dir points at, or "" when dir is not a
@@ -118,6 +230,10 @@ func (t tree) write(files Files, cur Files) (string, error) {
 		os.RemoveAll(gen)
 		return "", fmt.Errorf("create generation: %w", err)
 	}
+	if err := t.carry(gen, files); err != nil {
+		os.RemoveAll(gen)
+		return "", err
+	}
 	old := t.current()
 	for name, b := range files {
 		p := filepath.Join(gen, name)
@@ -136,6 +252,44 @@ func (t tree) write(files Files, cur Files) (string, error) {
 		return "", fmt.Errorf("sync generation: %w", err)
 	}
 	return gen, nil
+}
+
+// carry puts into gen everything of the current services directory that
+// lbd did not write and files does not name: regular files as hard links,
+// symlinks as copies of the link. Directories and other entries cannot be
+// carried; prune moves them to a backup.
+func (t tree) carry(gen string, files Files) error {
+	ents, err := os.ReadDir(t.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read services directory: %w", err)
+	}
+	for _, e := range ents {
+		if _, ours := files[e.Name()]; ours {
+			continue
+		}
+		p, q := filepath.Join(t.dir, e.Name()), filepath.Join(gen, e.Name())
+		switch {
+		case e.Type().IsRegular():
+			if ownPath(p) {
+				continue // a service lbd no longer serves
+			}
+			if err := os.Link(p, q); err != nil {
+				return fmt.Errorf("keep %s: %w", p, err)
+			}
+		case e.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err == nil {
+				err = os.Symlink(target, q)
+			}
+			if err != nil {
+				return fmt.Errorf("keep %s: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // syncDir flushes the file system holding dir, and dir's entries.
@@ -173,22 +327,73 @@ func (t tree) point(gen string) error {
 	return nil
 }
 
-// prune removes every generation but keep.
-func (t tree) prune(keep string) error {
+// prune removes every generation but keep. It deletes only what lbd
+// wrote and what keep holds too (the same file, or a symlink to the same
+// target); anything else, the operator's, is moved into a backup
+// directory beside the services directory, "<dir>.lbd-backup-<time>", and
+// returned as (old path, new path) pairs.
+func (t tree) prune(keep string) ([][2]string, error) {
 	ents, err := os.ReadDir(t.gens)
 	if err != nil {
-		return fmt.Errorf("prune generations: %w", err)
+		return nil, fmt.Errorf("prune generations: %w", err)
 	}
-	var errs []error
-	for _, e := range ents {
-		if p := filepath.Join(t.gens, e.Name()); p != keep {
-			errs = append(errs, os.RemoveAll(p))
+	var (
+		moved  [][2]string
+		errs   []error
+		backup string
+	)
+	aside := func(p string) error {
+		if backup == "" {
+			backup = t.dir + ".lbd-backup-" + time.Now().UTC().Format("20060102T150405Z")
+			if err := os.MkdirAll(backup, 0o755); err != nil {
+				return err
+			}
 		}
+		q := filepath.Join(backup, filepath.Base(p))
+		if _, err := os.Lstat(q); err == nil {
+			q += "." + filepath.Base(filepath.Dir(p))
+		}
+		if err := os.Rename(p, q); err != nil {
+			return err
+		}
+		moved = append(moved, [2]string{p, q})
+		return nil
+	}
+	for _, g := range ents {
+		gen := filepath.Join(t.gens, g.Name())
+		if gen == keep {
+			continue
+		}
+		files, err := os.ReadDir(gen)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range files {
+			p, k := filepath.Join(gen, e.Name()), filepath.Join(keep, e.Name())
+			var dup bool
+			switch {
+			case e.Type().IsRegular():
+				pi, err1 := os.Lstat(p)
+				ki, err2 := os.Lstat(k)
+				dup = (err1 == nil && err2 == nil && os.SameFile(pi, ki)) || ownPath(p)
+			case e.Type()&fs.ModeSymlink != 0:
+				a, err1 := os.Readlink(p)
+				b, err2 := os.Readlink(k)
+				dup = err1 == nil && err2 == nil && a == b
+			}
+			if dup {
+				errs = append(errs, os.Remove(p))
+			} else {
+				errs = append(errs, aside(p))
+			}
+		}
+		errs = append(errs, os.Remove(gen))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("prune generations: %w", err)
+		return moved, fmt.Errorf("prune generations: %w", err)
 	}
-	return nil
+	return moved, nil
 }
 
 // writeAtomic writes b to path through a temporary file in the same

@@ -108,10 +108,19 @@ type ReloadError struct {
 	// Mode is how the reload was asked for: "master CLI", "systemctl" or
 	// the operator's command.
 	Mode string
-	Err  error
+	// Pending says the reload was asked for and not confirmed in time:
+	// haproxy may still be loading the new files, so they were left in
+	// place, and the next Apply confirms the reload or retries it.
+	Pending bool
+	Err     error
 }
 
-func (e *ReloadError) Error() string { return "reload haproxy (" + e.Mode + "): " + e.Err.Error() }
+func (e *ReloadError) Error() string {
+	if e.Pending {
+		return "reload haproxy (" + e.Mode + "): not confirmed, the new files stay in place and the next sync confirms or retries: " + e.Err.Error()
+	}
+	return "reload haproxy (" + e.Mode + "): " + e.Err.Error()
+}
 
 func (e *ReloadError) Unwrap() error { return e.Err }
 
@@ -178,7 +187,8 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 	if !haveMaster {
 		return nil // nothing to confirm with: the command's status is all we have
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.ReloadTimeout)
+	timeout := o.ReloadTimeoutFor(b.files)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last procState
 	var lastErr error
@@ -202,10 +212,13 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			// Not a failure yet: the master may still be loading the
+			// files, so they must stay where they are.
+			err := fmt.Errorf("no new worker within %v (reloads %d -> %d, workers %v -> %v)", timeout, before.reloads, last.reloads, before.workers, last.workers)
 			if lastErr != nil {
-				return fail(fmt.Errorf("no new worker within %v: %w", o.ReloadTimeout, lastErr))
+				err = fmt.Errorf("no new worker within %v: %w", timeout, lastErr)
 			}
-			return fail(fmt.Errorf("no new worker within %v (reloads %d -> %d, workers %v -> %v)", o.ReloadTimeout, before.reloads, last.reloads, before.workers, last.workers))
+			return &ReloadError{Mode: mode, Pending: true, Err: err}
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -214,4 +227,59 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 // isClosed reports whether err is the peer closing the connection.
 func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection reset")
+}
+
+// probeMaster is the default probe: "show proc" on the master socket.
+func (b *Backend) probeMaster(ctx context.Context) (procState, error) {
+	if !isSocket(b.o.MasterSocket) {
+		return procState{}, fmt.Errorf("no master socket at %s", b.o.MasterSocket)
+	}
+	return masterCLI{path: b.o.MasterSocket}.showProc(ctx)
+}
+
+// processAlive reports whether pid exists (EPERM: it does, as another user's).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// errPendingFailed says the master reports that the pending reload failed.
+var errPendingFailed = errors.New("haproxy master reports the pending reload failed; the previous workers keep serving; its log says why")
+
+// settle decides what a reload marker left by an earlier pass means, from
+// what the master says now against what it said before that reload:
+// confirmed (true, nil): haproxy serves the files; owed (false, nil): the
+// reload was never asked for or haproxy is gone, so reload now;
+// in progress: a pending *ReloadError, and no other reload may start;
+// failed: errPendingFailed.
+func (b *Backend) settle(ctx context.Context, p *pending) (bool, error) {
+	if p.Master == 0 {
+		return false, nil // nothing to compare with
+	}
+	inProgress := func(why string) error {
+		return &ReloadError{Mode: "master CLI", Pending: true, Err: fmt.Errorf(
+			"the reload asked at %s is still in progress (%s); not starting another", p.Since.Format(time.RFC3339), why)}
+	}
+	st, err := b.probe(ctx)
+	if err != nil {
+		// The master refuses connections while it re-executes.
+		if b.alive(p.Master) {
+			return false, inProgress(fmt.Sprintf("master %d is alive and its CLI does not answer: %v", p.Master, err))
+		}
+		return false, nil
+	}
+	if st.master != p.Master {
+		// haproxy was restarted as a whole: it read the files at start.
+		return len(st.workers) > 0, nil
+	}
+	if st.reloads <= p.Reloads {
+		return false, nil // the reload was never asked for
+	}
+	if slices.ContainsFunc(st.workers, func(w int) bool { return !slices.Contains(p.Workers, w) }) {
+		return true, nil
+	}
+	if st.failed > 0 {
+		return false, errPendingFailed
+	}
+	return false, inProgress(fmt.Sprintf("master %d counted the reload, no new worker yet", p.Master))
 }

@@ -193,18 +193,28 @@ func hostPort(ip netip.Addr, port string) string {
 // half-closed ones, retries with redispatch so that a connection to a pod
 // that just went away is retried on another, and hard-stop-after so that
 // old workers do not live forever.
+//
+// The user, group and log lines sit in a ".if !defined(LBD_WITH_HAPROXY_CFG)"
+// block: the systemd drop-in sets that variable because it loads the
+// operator's /etc/haproxy/haproxy.cfg first, whose global section already
+// sets them (haproxy alerts on a second user or group, and would log
+// everything twice). Without the variable the base file is complete on
+// its own.
 func RenderBase(o Options) []byte {
 	o = o.withDefaults()
 	var b bytes.Buffer
 	b.WriteString(`# haproxy-global-default.cfg: global and defaults sections for lbd.
 # lbd writes this file only when it is absent; edit it freely. haproxy runs
-# as: haproxy -W -f <this file> -f <services dir>
+# as: haproxy -W [-f /etc/haproxy/haproxy.cfg] -f <this file> -f <services dir>
+# (lbd's systemd drop-in loads haproxy.cfg first and sets LBD_WITH_HAPROXY_CFG,
+# so that the lines haproxy.cfg's global section already has are not repeated).
 global
     master-worker
 `)
 	fmt.Fprintf(&b, "    stats socket %s mode 600 level admin expose-fd listeners\n", o.StatsSocket)
 	b.WriteString("    stats timeout 30s\n")
 	fmt.Fprintf(&b, "    hard-stop-after %ds\n", int64(o.HardStopAfter/time.Second))
+	b.WriteString(".if !defined(LBD_WITH_HAPROXY_CFG)\n")
 	if o.User != "-" {
 		fmt.Fprintf(&b, "    user %s\n", o.User)
 	}
@@ -212,6 +222,7 @@ global
 		fmt.Fprintf(&b, "    group %s\n", o.Group)
 	}
 	b.WriteString(`    log /dev/log local0
+.endif
 
 defaults
     mode tcp
