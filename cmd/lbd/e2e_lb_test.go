@@ -234,7 +234,9 @@ func TestSourceRangesEndToEnd(t *testing.T) {
 	if out, err := l.Run(ctx, l.ClientNS, "ip", "addr", "add", outside.String()+"/24", "dev", "eth0"); err != nil {
 		t.Fatalf("second client address: %v %s", err, out)
 	}
-	t.Cleanup(func() { l.Run(context.Background(), l.ClientNS, "ip", "addr", "del", outside.String()+"/24", "dev", "eth0") })
+	t.Cleanup(func() {
+		l.Run(context.Background(), l.ClientNS, "ip", "addr", "del", outside.String()+"/24", "dev", "eth0")
+	})
 	applyService(t, l, lab.ServiceSpec{Name: "ranged", LoadBalancer: true, SourceRanges: []string{inside.String() + "/32", "10.99.0.0/16"},
 		Ports: []lab.ServicePort{{Port: 80}}, Ready: l.PodIPs})
 

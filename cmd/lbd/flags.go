@@ -58,6 +58,7 @@ type config struct {
 	haproxyStatsSocket  string
 	haproxyBin          string
 	haproxyUser         string
+	haproxyReloadTO     time.Duration
 	checkInter          time.Duration
 	checkFall           int
 	checkRise           int
@@ -166,6 +167,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.haproxyStatsSocket, "haproxy-stats-socket", hp.StatsSocket, "haproxy: stats socket `path` written into a new base file")
 	fs.StringVar(&c.haproxyBin, "haproxy-bin", hp.HaproxyBin, "haproxy: `binary` used to validate configs")
 	fs.StringVar(&c.haproxyUser, "haproxy-user", hp.User, "haproxy: `user` and group the workers drop to, written into a new base file (\"-\" stays root)")
+	fs.DurationVar(&c.haproxyReloadTO, "haproxy-reload-timeout", 0, "haproxy: how long a reload may take before lbd stops waiting (the files stay; the next pass confirms it); 0 scales with the number of service files (10s + 2ms per file)")
 	fs.DurationVar(&c.checkInter, "check-interval", hp.CheckInterval, "haproxy: health check interval")
 	fs.IntVar(&c.checkFall, "check-fall", hp.Fall, "haproxy: failed checks before a server is down")
 	fs.IntVar(&c.checkRise, "check-rise", hp.Rise, "haproxy: passed checks before a server is up")

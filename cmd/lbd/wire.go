@@ -216,6 +216,7 @@ func (a *app) newBackend() (backend, error) {
 			Fall:          a.cfg.checkFall,
 			Rise:          a.cfg.checkRise,
 			User:          a.cfg.haproxyUser,
+			ReloadTimeout: a.cfg.haproxyReloadTO,
 			Group:         a.cfg.haproxyUser,
 		}, a.log), nil
 	}
