@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 
 // e2eLab returns the shared lab with a cluster and the lbd binary, starting
 // them on first use. It skips when not root or with -short.
-func e2eLab(t *testing.T) *lab.Lab {
+func e2eLab(t testing.TB) *lab.Lab {
 	t.Helper()
 	lab.RequireRoot(t)
 	labOnce.Do(func() {
@@ -72,13 +72,13 @@ func e2eLab(t *testing.T) *lab.Lab {
 // lbdRun runs the lbd binary in the LB namespace with the lab's master,
 // key and known_hosts, plus args. It returns stdout, stderr and the exit
 // code.
-func lbdRun(t *testing.T, l *lab.Lab, db string, args ...string) (string, string, int) {
+func lbdRun(t testing.TB, l *lab.Lab, db string, args ...string) (string, string, int) {
 	t.Helper()
 	return lbdRunPool(t, l, db, labPool, args...)
 }
 
 // lbdRunPool is lbdRun with another --pool; "" gives none.
-func lbdRunPool(t *testing.T, l *lab.Lab, db, pool string, args ...string) (string, string, int) {
+func lbdRunPool(t testing.TB, l *lab.Lab, db, pool string, args ...string) (string, string, int) {
 	t.Helper()
 	// Not t.Context(): lbdRun also runs from t.Cleanup, after it is done.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
