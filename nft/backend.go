@@ -2,6 +2,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -50,8 +51,10 @@ type Backend struct {
 	table *nftables.Table
 
 	// Side effects, set by New and swapped by tests.
-	// dial returns a connection whose sockets hold at least buf bytes.
-	dial func(buf int) (conn, error)
+	// dial returns a connection for writes and the outcome of the batch
+	// its Flush sent (see batchConn); dialRead one for reads.
+	dial     func() (conn, func() error)
+	dialRead func() (conn, error)
 	// deleteConntrack removes conntrack entries matching f.
 	deleteConntrack func(fam vnl.InetFamily, f *vnl.ConntrackFilter) (uint, error)
 	readFile        func(path string) ([]byte, error)
@@ -87,18 +90,13 @@ func New(opts Options, log *slog.Logger) (*Backend, error) {
 		opts:  opts,
 		log:   log,
 		table: &nftables.Table{Name: opts.Table, Family: nftables.TableFamilyINet},
-		dial: func(buf int) (conn, error) {
+		dial: func() (conn, func() error) {
+			c, res := batchConn(ns)
+			return c, func() error { return res.err }
+		},
+		dialRead: func() (conn, error) {
 			return nftables.New(nftables.WithNetNSFd(ns), nftables.WithSockOptions(func(c *netlink.Conn) error {
-				// A batch must fit the send buffer whole, and the kernel
-				// acknowledges every message of it; without room the
-				// acks are lost (ENOBUFS). As root the sizes are forced
-				// past the sysctl limits.
-				if err := c.SetWriteBuffer(buf); err != nil {
-					return err
-				}
-				if err := c.SetReadBuffer(buf); err != nil {
-					return err
-				}
+				// A dump of a big table takes many reads; bound them all.
 				return c.SetDeadline(time.Now().Add(time.Minute))
 			}))
 		},
@@ -263,23 +261,16 @@ func (b *Backend) send(ctx context.Context, t *tx) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
-	c, err := b.dial(bufferFor(t.messages()))
-	if err != nil {
-		return fmt.Errorf("nft: %w", err)
-	}
+	c, result := b.dial()
 	if err := t.write(c, b.table); err != nil {
 		return fmt.Errorf("nft table %s: build batch: %w", b.opts.Table, err)
 	}
 	b.calls.Add(1)
-	if err := c.Flush(); err != nil {
+	if err := errors.Join(c.Flush(), result()); err != nil {
 		return fmt.Errorf("nft table %s: transaction of %d messages: %w", b.opts.Table, t.messages(), err)
 	}
 	return nil
 }
-
-// bufferFor returns the socket buffer size for a batch of n messages: room
-// for the batch itself and for one ack per message.
-func bufferFor(n int) int { return max(1<<20, n*1024) }
 
 // Cleanup deletes lbd's table, and with it every chain, map and set in it;
 // nothing else is touched. It can run any number of times. The next Apply
@@ -287,19 +278,20 @@ func bufferFor(n int) int { return max(1<<20, n*1024) }
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c, err := b.dial(1 << 20)
+	r, err := b.dialRead()
 	if err != nil {
 		return fmt.Errorf("nft cleanup: %w", err)
 	}
 	b.calls.Add(1)
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	tables, err := r.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return fmt.Errorf("nft cleanup: list tables: %w", err)
 	}
 	if slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == b.opts.Table }) {
+		c, result := b.dial()
 		c.DelTable(b.table)
 		b.calls.Add(1)
-		if err := c.Flush(); err != nil {
+		if err := errors.Join(c.Flush(), result()); err != nil {
 			return fmt.Errorf("nft cleanup: delete table inet %s: %w", b.opts.Table, err)
 		}
 	}
@@ -402,7 +394,7 @@ func (t *tx) diff(old, new serviceObjects) {
 
 // elementsPerMessage bounds the elements in one netlink message: the
 // element list is one attribute, whose length is 16 bits.
-const elementsPerMessage = 1000
+const elementsPerMessage = 512
 
 // write queues t on c. Order matters within the transaction: sets and
 // chains exist before the rules and elements that name them, and a chain

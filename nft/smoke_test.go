@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/hack/lab"
+	"github.com/lbd/lbd/lb"
 )
 
 func TestSmoke(t *testing.T) {
