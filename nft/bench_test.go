@@ -1,0 +1,82 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/lbd/lbd/hack/lab"
+	"github.com/lbd/lbd/lb"
+)
+
+// bigServices returns n services with one TCP port and eps endpoints
+// each, on distinct external addresses in 198.18.0.0/15.
+func bigServices(n, eps int) []lb.Service {
+	out := make([]lb.Service, n)
+	for i := range n {
+		vip := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)})
+		var pods []netip.Addr
+		for j := range eps {
+			pods = append(pods, netip.AddrFrom4([4]byte{10, 246, byte(j), byte(i % 250)}))
+		}
+		out[i] = svc(fmt.Sprintf("s%05d", i), 80, 8080, lb.TCP, pods, vip.String())
+	}
+	return out
+}
+
+func inNS(b *testing.B, ns string, f func() error) {
+	b.Helper()
+	if err := lab.InNS(ns, f); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkFullProgram programs 10,000 services x 10 endpoints into an
+// empty table: one transaction.
+func BenchmarkFullProgram(b *testing.B) {
+	ns := newNetns(b)
+	desired := bigServices(10000, 10)
+	for b.Loop() {
+		be := nsBackend(b, ns, DefaultOptions())
+		inNS(b, ns, func() error { _, err := be.Apply(b.Context(), desired, creates(desired)); return err })
+		b.StopTimer()
+		inNS(b, ns, func() error { return be.Cleanup(b.Context()) })
+		b.StartTimer()
+	}
+}
+
+// BenchmarkOneServiceChange changes one endpoint of one service among
+// 10,000 x 10 already programmed.
+func BenchmarkOneServiceChange(b *testing.B) {
+	ns := newNetns(b)
+	desired := bigServices(10000, 10)
+	be := nsBackend(b, ns, DefaultOptions())
+	inNS(b, ns, func() error { _, err := be.Apply(b.Context(), desired, creates(desired)); return err })
+	i := 0
+	for b.Loop() {
+		old := desired[5000].Clone()
+		s := desired[5000].Clone()
+		s.Ports[0].Endpoints[0].Port = uint16(9000 + i%2)
+		i++
+		desired[5000] = *s
+		inNS(b, ns, func() error {
+			_, err := be.Apply(b.Context(), desired, []lb.Change{{Kind: lb.Update, Old: old, New: s}})
+			return err
+		})
+	}
+}
+
+// BenchmarkNoChange is a sync with nothing to change: no netlink call.
+func BenchmarkNoChange(b *testing.B) {
+	ns := newNetns(b)
+	desired := bigServices(10000, 10)
+	be := nsBackend(b, ns, DefaultOptions())
+	inNS(b, ns, func() error { _, err := be.Apply(b.Context(), desired, creates(desired)); return err })
+	before := be.Calls()
+	for b.Loop() {
+		if _, err := be.Apply(b.Context(), desired, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(be.Calls()-before), "calls")
+}

@@ -1,0 +1,41 @@
+// Package nft is lbd's nftables backend: one inet table of its own
+// (Options.Table, "lbd" by default), programmed through netlink with
+// github.com/google/nftables, one transaction per sync.
+//
+// The backend works in two halves. [Render] is a pure function from
+// services to the table's objects, each rule carrying its nft text
+// ([Ruleset.Text] prints the whole table in nft syntax for the golden
+// tests). [Backend.Apply] then sends one netlink batch: the whole table
+// on the first sync and after Verify found drift (add, delete and re-add
+// the table, so the swap is atomic); otherwise only the chains, sets and
+// map elements of the changed services. A sync with no change makes no
+// netlink call.
+//
+// Layout of table inet lbd:
+//
+//	nat-prerouting, nat-output: "daddr . l4proto . dport vmap @services4"
+//	    (and @services6): one hash lookup per new connection, whatever
+//	    the number of services
+//	svc-<hash> (svc6-<hash>): one chain per service port and family, the
+//	    hash that of the iptables backend's LBD- chain: source-range
+//	    check, the mark, then the DNAT spread "numgen random mod (n-i) ==
+//	    0 dnat to ep_i"; with ClientIP affinity, one dynamic set with the
+//	    timeout per endpoint, checked and renewed from the packet path
+//	nat-postrouting: masquerade (fully random) marked packets, clearing
+//	    the mark
+//	filter-input, -forward, -output -> noendpoints: reject service ports
+//	    without a ready endpoint (@noendpoints4/6: TCP reset, ICMP port
+//	    unreachable); filter-forward also accepts marked packets and the
+//	    established packets of DNATed connections
+//
+// The mark is bit 13 (0x2000) unless told otherwise, as in the iptables
+// backend. Nothing outside the table is read or written, except
+// ip_forward (and IPv6 forwarding when a service has an IPv6 address) and
+// the conntrack entries of UDP flows to endpoints that went away.
+//
+// An accept in this table cannot overrule a drop in another table's base
+// chain: under a FORWARD policy of DROP set elsewhere (iptables -P FORWARD
+// DROP, Docker) lbd's traffic is dropped there, unless that firewall
+// accepts "meta mark & 0x2000" and "ct status dnat" (the mark is still set
+// in the forward hook).
+package nft

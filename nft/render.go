@@ -1,0 +1,422 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd/lbd/lb"
+)
+
+// Names of the objects of lbd's table besides the per-service ones.
+const (
+	// ServicesMap4 and ServicesMap6 are the dispatch verdict maps,
+	// "daddr . l4proto . dport : goto <service-port chain>".
+	ServicesMap4 = "services4"
+	ServicesMap6 = "services6"
+	// NoEndpointsSet4 and NoEndpointsSet6 hold the service ports without
+	// a ready endpoint, which are rejected.
+	NoEndpointsSet4 = "noendpoints4"
+	NoEndpointsSet6 = "noendpoints6"
+	// NoEndpointsChain rejects them (TCP reset, ICMP port unreachable).
+	NoEndpointsChain = "noendpoints"
+)
+
+// Hook makes a chain a base chain.
+type Hook struct {
+	// Type is "nat" or "filter", Hook the netfilter hook ("prerouting",
+	// "input", "forward", "output", "postrouting").
+	Type, Hook string
+	Priority   int
+}
+
+// Chain is one chain of lbd's table with its rules in order.
+type Chain struct {
+	Name string
+	// Hook is nil for a regular chain.
+	Hook  *Hook
+	Rules []Rule
+}
+
+// Rule is one rule: its nft text (what `nft list` would show, give or
+// take spelling) and the netlink expressions that implement it. The text
+// is the rule's identity: the kernel copy carries a hash of it (see
+// [Rule.ID]), which Verify compares.
+type Rule struct {
+	Text  string
+	exprs []expr.Any
+}
+
+// ID is the comment the rule carries in the kernel: a hash of its chain
+// and text, so that Verify can compare rules without decoding them.
+func (r Rule) ID(chain string) string { return "lbd:" + hash(chain+"\x00"+r.Text, 12) }
+
+// Set is a named set or map of lbd's table.
+type Set struct {
+	Name string
+	// Type is the nft type, e.g. "ipv4_addr . inet_proto . inet_service".
+	Type string
+	// Map: a verdict map ("Type : verdict").
+	Map bool
+	// Timeout, when not zero, makes the set dynamic (updated from the
+	// packet path) with this default element timeout: a ClientIP
+	// affinity set.
+	Timeout time.Duration
+	family  family
+	concat  bool
+}
+
+// Element is one element of a dispatch map or a no-endpoints set: an
+// external address, protocol and port.
+type Element struct {
+	Set   string
+	Addr  netip.Addr
+	Proto lb.Protocol
+	Port  uint16
+	// Chain is the verdict ("goto Chain") of a dispatch map element;
+	// empty in a set.
+	Chain string
+}
+
+func (e Element) key() string {
+	return e.Set + " " + netip.AddrPortFrom(e.Addr, e.Port).String() + "/" + string(e.Proto)
+}
+
+func (e Element) text() string {
+	s := fmt.Sprintf("%s . %s . %d", e.Addr, strings.ToLower(string(e.Proto)), e.Port)
+	if e.Chain != "" {
+		s += " : goto " + e.Chain
+	}
+	return s
+}
+
+// Ruleset is the whole of lbd's table for a set of services: sets and
+// maps, chains (base chains first), the elements of the maps and sets,
+// and the services that could not be rendered.
+type Ruleset struct {
+	Table    string
+	Sets     []Set
+	Chains   []Chain
+	Elements []Element
+	Skipped  []lb.Skipped
+}
+
+// Render returns lbd's table for svcs under opts. It is pure: no I/O, and
+// the same input gives the same result. Services that are not exposed are
+// ignored; IPv4 and IPv6 external IPs are both served, each by the
+// endpoints of its own family. opts must pass [Options.Validate].
+func Render(svcs []lb.Service, opts Options) Ruleset {
+	objs := make([]serviceObjects, 0, len(svcs))
+	for i := range svcs {
+		objs = append(objs, renderService(&svcs[i], opts))
+	}
+	return assemble(objs, opts)
+}
+
+// assemble joins rendered services and the fixed objects into a Ruleset.
+// A service claiming an address, protocol and port that an earlier one
+// holds is skipped whole.
+func assemble(objs []serviceObjects, opts Options) Ruleset {
+	rs := Ruleset{Table: opts.table(), Sets: fixedSets(), Chains: fixedChains(opts)}
+	owner := map[string]string{}
+	for _, o := range objs {
+		if o.skipped != nil {
+			rs.Skipped = append(rs.Skipped, *o.skipped)
+			continue
+		}
+		if k, other := o.conflict(owner); other != "" {
+			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: k + " is already served by " + other})
+			continue
+		}
+		for _, e := range o.elements {
+			owner[e.key()[len(e.Set)+1:]] = o.key
+		}
+		rs.Sets = append(rs.Sets, o.sets...)
+		rs.Chains = append(rs.Chains, o.chains...)
+		rs.Elements = append(rs.Elements, o.elements...)
+	}
+	return rs
+}
+
+func fixedSets() []Set {
+	t4, t6 := "ipv4_addr . inet_proto . inet_service", "ipv6_addr . inet_proto . inet_service"
+	return []Set{
+		{Name: ServicesMap4, Type: t4, Map: true, family: ipv4, concat: true},
+		{Name: ServicesMap6, Type: t6, Map: true, family: ipv6, concat: true},
+		{Name: NoEndpointsSet4, Type: t4, family: ipv4, concat: true},
+		{Name: NoEndpointsSet6, Type: t6, family: ipv6, concat: true},
+	}
+}
+
+// fixedChains are the base chains and the reject chain.
+//
+//	nat-prerouting, nat-output: dispatch by verdict map to the
+//	    service-port chains (output too, so the LB itself can reach a
+//	    service)
+//	nat-postrouting: masquerade marked packets, clearing the mark
+//	filter-input, filter-forward, filter-output: reject service ports
+//	    without ready endpoints; forward also accepts lbd's traffic
+func fixedChains(opts Options) []Chain {
+	m := opts.mark()
+	dispatch := func(f family, set string) Rule {
+		return Rule{
+			Text:  f.word() + " daddr . meta l4proto . th dport vmap @" + set,
+			exprs: append(serviceKey(f), lookup(set, true)),
+		}
+	}
+	jumpReject := Rule{Text: "jump " + NoEndpointsChain, exprs: []expr.Any{verdict(expr.VerdictJump, NoEndpointsChain)}}
+	var post []Rule
+	if opts.Masquerade {
+		// Clearing the bit keeps a packet that is routed again from
+		// being masqueraded twice.
+		post = []Rule{{
+			Text:  fmt.Sprintf("meta mark & %#08x == %#08x meta mark set meta mark & %#08x masquerade fully-random", m, m, ^m),
+			exprs: slices.Concat(markIs(m, true), markClear(m), []expr.Any{&expr.Masq{FullyRandom: true}}),
+		}}
+	}
+	reject := func(f family, set string) []Rule {
+		key := f.word() + " daddr . meta l4proto . th dport @" + set
+		return []Rule{{
+			Text:  "meta l4proto tcp " + key + " reject with tcp reset",
+			exprs: slices.Concat(l4protoIs(unix.IPPROTO_TCP), serviceKey(f), []expr.Any{lookup(set, false), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}),
+		}, {
+			Text:  key + " reject with icmpx port-unreachable",
+			exprs: slices.Concat(serviceKey(f), []expr.Any{lookup(set, false), &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}),
+		}}
+	}
+	return []Chain{
+		{Name: "nat-prerouting", Hook: &Hook{"nat", "prerouting", -100}, Rules: []Rule{dispatch(ipv4, ServicesMap4), dispatch(ipv6, ServicesMap6)}},
+		{Name: "nat-output", Hook: &Hook{"nat", "output", -100}, Rules: []Rule{dispatch(ipv4, ServicesMap4), dispatch(ipv6, ServicesMap6)}},
+		{Name: "nat-postrouting", Hook: &Hook{"nat", "postrouting", 100}, Rules: post},
+		{Name: "filter-input", Hook: &Hook{"filter", "input", 0}, Rules: []Rule{jumpReject}},
+		{Name: "filter-forward", Hook: &Hook{"filter", "forward", 0}, Rules: []Rule{
+			jumpReject,
+			// The first packet by its mark (set in the service-port
+			// chain, cleared only in postrouting), the rest of a DNATed
+			// connection, both ways, by conntrack.
+			{Text: fmt.Sprintf("meta mark & %#08x == %#08x accept", m, m), exprs: append(markIs(m, true), verdict(expr.VerdictAccept, ""))},
+			{Text: "ct status dnat ct state established,related accept", exprs: append(ctDNATEstablished(), verdict(expr.VerdictAccept, ""))},
+		}},
+		{Name: "filter-output", Hook: &Hook{"filter", "output", 0}, Rules: []Rule{jumpReject}},
+		{Name: NoEndpointsChain, Rules: slices.Concat(reject(ipv4, NoEndpointsSet4), reject(ipv6, NoEndpointsSet6))},
+	}
+}
+
+// serviceObjects is one service's share of a Ruleset.
+type serviceObjects struct {
+	key      string
+	chains   []Chain
+	sets     []Set
+	elements []Element
+	// skipped is set when the service cannot be programmed at all.
+	skipped *lb.Skipped
+}
+
+// conflict returns the first element key of o that owner gives to
+// another service, and that service.
+func (o *serviceObjects) conflict(owner map[string]string) (string, string) {
+	for _, e := range o.elements {
+		k := e.key()[len(e.Set)+1:]
+		if other, ok := owner[k]; ok && other != o.key {
+			return k, other
+		}
+	}
+	return "", ""
+}
+
+// renderService renders one service. A nil or unexposed service renders
+// to nothing.
+func renderService(s *lb.Service, opts Options) serviceObjects {
+	if s == nil || !s.Exposed() {
+		return serviceObjects{}
+	}
+	o := serviceObjects{key: s.Key()}
+	for _, p := range s.Ports {
+		if protoNumber(p.Protocol) == 0 {
+			o.skipped = &lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("port %s: protocol %q is not TCP, UDP or SCTP", p, p.Protocol)}
+			return serviceObjects{key: s.Key(), skipped: o.skipped}
+		}
+		key := p.Key(s)
+		for _, f := range []family{ipv4, ipv6} {
+			var vips []netip.Addr
+			for _, ip := range s.ExternalIPs {
+				if familyOf(ip) == f {
+					vips = append(vips, ip.Unmap())
+				}
+			}
+			if len(vips) == 0 {
+				continue
+			}
+			var eps []lb.Endpoint
+			for _, e := range p.ReadyEndpoints() {
+				if familyOf(e.IP) == f {
+					e.IP = e.IP.Unmap()
+					eps = append(eps, e)
+				}
+			}
+			set, chain := NoEndpointsSet4, ""
+			if f == ipv6 {
+				set = NoEndpointsSet6
+			}
+			if len(eps) > 0 {
+				chain = ServicePortChain(key, f == ipv6)
+				set = ServicesMap4
+				if f == ipv6 {
+					set = ServicesMap6
+				}
+				c, sets := portChain(chain, f, eps, s, opts)
+				o.chains = append(o.chains, c)
+				o.sets = append(o.sets, sets...)
+			}
+			for _, ip := range vips {
+				o.elements = append(o.elements, Element{Set: set, Addr: ip, Proto: p.Protocol, Port: p.Port, Chain: chain})
+			}
+		}
+	}
+	return o
+}
+
+// portChain renders the chain of one service port and family with ready
+// endpoints, and its affinity sets: the source-range check, the mark,
+// then for ClientIP affinity one rule per endpoint that sends a known
+// client back, then the spread: rule i of n DNATs with probability
+// 1/(n-i), the last one always, so each endpoint gets 1/n.
+func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options) (Chain, []Set) {
+	c := Chain{Name: name}
+	m := opts.mark()
+	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
+	var ranges []netip.Prefix
+	for _, r := range s.SourceRanges {
+		if familyOf(r.Addr()) == f {
+			ranges = append(ranges, r)
+		}
+	}
+	if len(s.SourceRanges) > 0 {
+		// Only clients inside a range get the mark; the others are
+		// dropped. A service with ranges of the other family only
+		// drops every client of this one.
+		for _, r := range ranges {
+			c.Rules = append(c.Rules, Rule{
+				Text:  f.word() + " saddr " + r.String() + " " + mark.Text,
+				exprs: append(saddrIn(f, r), markSet(m)...),
+			})
+		}
+		c.Rules = append(c.Rules, Rule{
+			Text:  fmt.Sprintf("meta mark & %#08x == 0x000000 drop", m),
+			exprs: append(markIs(m, false), verdict(expr.VerdictDrop, "")),
+		})
+	} else {
+		c.Rules = append(c.Rules, mark)
+	}
+	var sets []Set
+	affinity := s.Affinity == lb.AffinityClientIP
+	timeout := s.AffinityTimeout
+	if timeout <= 0 {
+		timeout = lb.DefaultAffinityTimeout
+	}
+	setName := func(e lb.Endpoint) string {
+		// A set per endpoint, not per position, so a client keeps its
+		// endpoint when others come and go; the timeout is part of the
+		// name because a set's timeout cannot change.
+		return "aff-" + hash(name+" "+e.String()+" "+timeout.String(), 16)
+	}
+	typ := "ipv4_addr"
+	if f == ipv6 {
+		typ = "ipv6_addr"
+	}
+	dnat := func(e lb.Endpoint) string {
+		return "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String()
+	}
+	if affinity {
+		for _, e := range eps {
+			set := setName(e)
+			sets = append(sets, Set{Name: set, Type: typ, Timeout: timeout, family: f})
+			c.Rules = append(c.Rules, Rule{
+				Text:  fmt.Sprintf("%s saddr @%s update @%s { %s saddr } %s", f.word(), set, set, f.word(), dnat(e)),
+				exprs: append(affinityHit(f, set), dnatTo(e)...),
+			})
+		}
+	}
+	n := len(eps)
+	for i, e := range eps {
+		var text []string
+		var ex []expr.Any
+		if i < n-1 {
+			text = append(text, fmt.Sprintf("numgen random mod %d == 0", n-i))
+			ex = append(ex, numgenIs(uint32(n-i))...)
+		}
+		if affinity {
+			set := setName(e)
+			text = append(text, fmt.Sprintf("update @%s { %s saddr }", set, f.word()))
+			ex = append(ex, affinityRecord(f, set)...)
+		}
+		text = append(text, dnat(e))
+		ex = append(ex, dnatTo(e)...)
+		c.Rules = append(c.Rules, Rule{Text: strings.Join(text, " "), exprs: ex})
+	}
+	return c, sets
+}
+
+// ServicePortChain returns the name of the chain of the service port with
+// the given key (lb.Port.Key, "namespace/name:port/protocol"): "svc-" and
+// the first 16 characters of the base32 SHA-256 of the key, the same hash
+// as the iptables backend's LBD- chain; "svc6-" for the IPv6 chain.
+func ServicePortChain(key string, v6 bool) string {
+	if v6 {
+		return "svc6-" + hash(key, 16)
+	}
+	return "svc-" + hash(key, 16)
+}
+
+func hash(s string, n int) string {
+	sum := sha256.Sum256([]byte(s))
+	return base32.StdEncoding.EncodeToString(sum[:])[:n]
+}
+
+// Text returns rs in nft's syntax, as `nft -f` would take it (each rule's
+// kernel comment left out): the readable form the golden tests compare.
+func (rs Ruleset) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
+	elems := map[string][]string{}
+	for _, e := range rs.Elements {
+		elems[e.Set] = append(elems[e.Set], e.text())
+	}
+	for _, s := range rs.Sets {
+		kind, typ := "set", s.Type
+		if s.Map {
+			kind, typ = "map", s.Type+" : verdict"
+		}
+		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+		if s.Timeout > 0 {
+			fmt.Fprintf(&b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", int64(s.Timeout.Seconds()))
+		}
+		if es := elems[s.Name]; len(es) > 0 {
+			b.WriteString("\t\telements = {\n")
+			for _, e := range es {
+				fmt.Fprintf(&b, "\t\t\t%s,\n", e)
+			}
+			b.WriteString("\t\t}\n")
+		}
+		b.WriteString("\t}\n")
+	}
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if h := c.Hook; h != nil {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", h.Type, h.Hook, h.Priority)
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r.Text)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
