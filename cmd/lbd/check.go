@@ -26,7 +26,7 @@ func (a *app) check(ctx context.Context) int {
 	defer closeLog()
 	pf := netfilter.NewPreflight(a.netfilterOptions())
 	verdicts := []netfilter.Verdict{pf.Root(), pf.IPTables(ctx)}
-	if fwd := pf.IPForward(); a.cfg.backend == "iptables" || fwd.OK {
+	if fwd := pf.IPForward(); a.cfg.backend != "haproxy" || fwd.OK {
 		verdicts = append(verdicts, fwd, pf.RPFilter())
 	} else {
 		// haproxy proxies instead of forwarding: it needs neither.

@@ -224,8 +224,8 @@ func askFrom(l *lab.Lab, local netip.Addr, addr string) (string, error) {
 	return strings.TrimSpace(body), nil
 }
 
-// TestSourceRangesEndToEnd: spec.loadBalancerSourceRanges, in both
-// backends: a client address inside the range reaches the pods, a second
+// TestSourceRangesEndToEnd: spec.loadBalancerSourceRanges, in every
+// backend, driven through lbd: a client address inside the range reaches the pods, a second
 // client address outside it does not.
 func TestSourceRangesEndToEnd(t *testing.T) {
 	l := e2eLab(t)
@@ -246,6 +246,7 @@ func TestSourceRangesEndToEnd(t *testing.T) {
 		args []string
 	}{
 		{"iptables", []string{"--backend=iptables", "--vip-interface=eth0"}},
+		{"nftables", []string{"--backend=nftables", "--vip-interface=eth0"}},
 		{"haproxy", append(slices.Clone(h.flags), "--vip-interface=eth0")},
 	} {
 		t.Run(be.name, func(t *testing.T) {

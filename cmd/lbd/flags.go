@@ -14,6 +14,7 @@ import (
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/nft"
 	"github.com/lbd/lbd/reconcile"
 )
 
@@ -50,6 +51,7 @@ type config struct {
 	masquerade   bool
 	masqBit      int
 	iptablesBin  string
+	nftTable     string
 
 	haproxyBase         string
 	haproxyDir          string
@@ -151,13 +153,15 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vipInterface, "vip-interface", "", "`interface` lbd adds every served address to (/32, /128) and announces it on with gratuitous ARP / unsolicited NA; empty: lbd owns no address")
 	fs.BoolVar(&c.statusWrite, "status-write", true, "write status.loadBalancer.ingress of LoadBalancer services back to the cluster")
 
-	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production) or iptables (experiments)")
+	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production), nftables (kernel NAT, verdict-map dispatch) or iptables")
 	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")
 	fs.BoolVar(&c.routeCheck, "route-check", true, "check with netlink that endpoints route via --pod-interface before programming them")
 	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
 	nf := netfilter.DefaultOptions()
 	fs.IntVar(&c.masqBit, "masquerade-bit", nf.MasqueradeBit, "iptables: fwmark `bit` (0-31) lbd sets on the packets it DNATs, for masquerade and the FORWARD accept; kube-proxy uses 14 and 15")
 	fs.StringVar(&c.iptablesBin, "iptables", nf.Binary, "iptables: `command` (iptables, iptables-nft or iptables-legacy); -restore and -save are appended")
+
+	fs.StringVar(&c.nftTable, "nft-table", nft.DefaultOptions().Table, "nftables: the inet `table` lbd owns; it touches no other")
 
 	hp := haproxy.DefaultOptions()
 	fs.StringVar(&c.haproxyBase, "haproxy-base", hp.BasePath, "haproxy: global/defaults base `file`; written with sound defaults when absent")

@@ -13,6 +13,7 @@ import (
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/nft"
 	"github.com/lbd/lbd/reconcile"
 	"github.com/lbd/lbd/store"
 	"github.com/lbd/lbd/vip"
@@ -204,6 +205,13 @@ func (a *app) newBackend() (backend, error) {
 	switch a.cfg.backend {
 	case "iptables":
 		return netfilter.New(a.netfilterOptions(), a.log)
+	case "nftables":
+		return nft.New(nft.Options{
+			Masquerade:    a.cfg.masquerade,
+			MasqueradeBit: a.cfg.masqBit,
+			PodInterface:  a.cfg.podInterface,
+			Table:         a.cfg.nftTable,
+		}, a.log)
 	case "haproxy":
 		return haproxy.New(haproxy.Options{
 			BasePath:      a.cfg.haproxyBase,
@@ -220,7 +228,7 @@ func (a *app) newBackend() (backend, error) {
 			Group:         a.cfg.haproxyUser,
 		}, a.log), nil
 	}
-	return nil, fmt.Errorf("--backend %q: want haproxy or iptables", a.cfg.backend)
+	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
 }
 
 func (a *app) netfilterOptions() netfilter.Options {
