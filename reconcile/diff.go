@@ -48,7 +48,20 @@ func describe(s *lb.Service) []string {
 	if eps == "" {
 		eps = "none ready"
 	}
-	return []string{"external " + ext, "ports " + s.PortsString(), "endpoints " + eps}
+	out := []string{"external " + ext, "ports " + s.PortsString(), "endpoints " + eps}
+	if len(s.SourceRanges) > 0 {
+		out = append(out, "source ranges "+rangesString(s.SourceRanges))
+	}
+	return out
+}
+
+// rangesString joins prefixes with commas.
+func rangesString(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // differences lists, in words, every field in which o and n differ.
@@ -62,6 +75,9 @@ func differences(o, n *lb.Service) []string {
 	}
 	if d := setDiff(o.ExternalIPs, n.ExternalIPs, netip.Addr.String); d != "" {
 		out = append(out, "external IPs "+d)
+	}
+	if d := setDiff(o.SourceRanges, n.SourceRanges, netip.Prefix.String); d != "" {
+		out = append(out, "source ranges "+d)
 	}
 	if o.Affinity != n.Affinity || o.AffinityTimeout != n.AffinityTimeout {
 		out = append(out, fmt.Sprintf("affinity %s -> %s", affinity(o), affinity(n)))
