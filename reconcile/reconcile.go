@@ -16,15 +16,33 @@ import (
 // without --force.
 const DefaultMaxDelete = 0.5
 
+// DefaultMaxDeleteWindow is how long a deletion counts against the
+// max-delete budget of later passes.
+const DefaultMaxDeleteWindow = 10 * time.Minute
+
 // Options tune the reconciler's guards.
 type Options struct {
-	// MaxDelete is the largest share (0..1) of the applied exposed services
-	// that one plan may delete or un-expose. Plans above it are refused
-	// with a *TooManyDeletesError unless Force is set; 0 refuses every
-	// delete. The command line defaults it to DefaultMaxDelete.
+	// MaxDelete is the share (0..1) of the exposed services that may stop
+	// being served (deleted, unexposed or left without a ready endpoint)
+	// within MaxDeleteWindow. The budget is max(1, floor(MaxDelete*N)),
+	// where N counts the exposed, ready services applied now plus those
+	// that went within the window; 0 allows no deletion. An empty
+	// discovery (no service at all) while services are applied allows
+	// none either: it is what a broken master answers. Deletions beyond
+	// the budget are held back: those services keep their applied state,
+	// are listed in Plan.Held, and everything else applies. The command
+	// line defaults it to DefaultMaxDelete.
 	MaxDelete float64
-	// Force applies a plan even when it exceeds MaxDelete.
+	// MaxDeleteWindow is how long a deletion counts against the budget of
+	// later passes, so that losing services over several passes meets the
+	// same limit as losing them at once. 0 forgets each pass's deletions.
+	// It needs a Store that is also a DeleteLog.
+	MaxDeleteWindow time.Duration
+	// Force lets every deletion through.
 	Force bool
+	// AllowDelete names services (namespace/name) whose deletion this
+	// pass lets through whatever the budget (lbd apply --allow-delete).
+	AllowDelete []string
 	// Routes, when set, is asked before any created or updated service is
 	// programmed; a service that fails keeps its previous state.
 	Routes PodRoutes
@@ -79,6 +97,14 @@ type Plan struct {
 	// Unroutable are services whose pods the LB cannot reach; each keeps
 	// its applied state.
 	Unroutable []lb.Skipped
+	// Held are the deletions the max-delete guard held back, sorted: each
+	// service keeps its applied state, and Reason says why and which
+	// command releases it.
+	Held []lb.Skipped
+	// Budget is how many exposed services may stop being served within
+	// the window, and Spent how many of them already went in earlier
+	// passes. Both are 0 when the plan deletes nothing.
+	Budget, Spent int
 	// Drift lists differences between the data plane and the applied state
 	// found by a full sync. When not empty, Changes rewrites every service.
 	Drift []string
@@ -95,8 +121,9 @@ type Plan struct {
 	admission *admission
 	// prevAllocations are the allocations before this plan.
 	prevAllocations []lb.Allocation
-	// exposedBefore and deletes feed the max-delete guard.
-	exposedBefore, deletes int
+	// deleted are the exposed services this plan stops serving, for the
+	// deletion log.
+	deleted []string
 }
 
 // Empty reports whether the plan changes nothing.
@@ -111,19 +138,6 @@ func (p *Plan) Count(k lb.ChangeKind) int {
 		}
 	}
 	return n
-}
-
-// TooManyDeletesError refuses a plan that would remove more exposed
-// services than Options.MaxDelete allows: an empty or partial answer from a
-// broken master must not wipe the load balancer.
-type TooManyDeletesError struct {
-	Deletes, Exposed int
-	MaxDelete        float64
-}
-
-func (e *TooManyDeletesError) Error() string {
-	return fmt.Sprintf("refusing to take %d of %d exposed services out of service (deleted, unexposed or left without a ready endpoint: more than %.0f%%); check the master, or run with --force",
-		e.Deletes, e.Exposed, e.MaxDelete*100)
 }
 
 // ready reports whether any port of s has a ready endpoint.
@@ -153,7 +167,11 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := r.plan(applied, discovered, rejected, prev)
+	recent, err := r.recentDeletions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent)
 	p.Addresses = finalReport(p.Addresses, p.Desired)
 	p.StatusWrites = r.statusWrites(p.admission, prev, p.Desired)
 	return p, nil
@@ -186,17 +204,30 @@ func (r *Reconciler) allocations(ctx context.Context) ([]lb.Allocation, error) {
 	return prev, nil
 }
 
+// recentDeletions returns the deletions inside the window, by service;
+// none without a window or a DeleteLog.
+func (r *Reconciler) recentDeletions(ctx context.Context) (map[string]time.Time, error) {
+	dl, ok := r.store.(DeleteLog)
+	if !ok || r.opts.MaxDeleteWindow <= 0 {
+		return nil, nil
+	}
+	recent, err := dl.Deletions(ctx, r.backend.Name(), r.now().Add(-r.opts.MaxDeleteWindow))
+	if err != nil {
+		return nil, fmt.Errorf("load recent deletions: %w", err)
+	}
+	return recent, nil
+}
+
 // plan builds the Plan from the applied state and a discovery result.
-func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation) *Plan {
+// recent are the deletions inside the max-delete window.
+func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation, recent map[string]time.Time) *Plan {
+	empty := len(discovered) == 0
 	adm := r.admit(discovered, rejected, prev)
 	discovered = adm.services
 	p := &Plan{Rejected: rejected, admission: adm, Addresses: adm.report, Allocations: adm.allocations, prevAllocations: prev}
 	old := make(map[string]*lb.Service, len(applied))
 	for i := range applied {
 		old[applied[i].Key()] = &applied[i]
-		if applied[i].Exposed() && ready(&applied[i]) {
-			p.exposedBefore++
-		}
 	}
 	// Keep the applied state of services the cluster sent us broken.
 	keep := map[string]bool{}
@@ -233,13 +264,114 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 			}
 		}
 	}
+	reverted := map[string]bool{}
+	r.resolveConflicts(p, old, reverted)
+	p.Changes = Diff(applied, p.Desired)
+	if r.guard(p, old, empty, recent) {
+		// Held services are back at their applied state, which may claim
+		// an address a newcomer took meanwhile: the applied owner wins.
+		r.resolveConflicts(p, old, reverted)
+		p.Changes = Diff(applied, p.Desired)
+	}
+	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
+	for _, c := range p.Changes {
+		if stopsServing(c) {
+			p.deleted = append(p.deleted, c.Key())
+		}
+	}
+	return p
+}
+
+// stopsServing reports whether c takes an exposed service out of service:
+// it goes, stops being exposed, or loses its last ready endpoint. All
+// three count against MaxDelete.
+func stopsServing(c lb.Change) bool {
+	return c.Old != nil && c.Old.Exposed() && ready(c.Old) && (c.New == nil || !c.New.Exposed() || !ready(c.New))
+}
+
+// guard holds back the deletions in p.Changes beyond the max-delete
+// budget: each held service gets its applied state back in p.Desired and
+// an entry in p.Held. It reports whether it held anything.
+func (r *Reconciler) guard(p *Plan, old map[string]*lb.Service, empty bool, recent map[string]time.Time) bool {
+	var going []string
+	for _, c := range p.Changes {
+		if stopsServing(c) {
+			going = append(going, c.Key())
+		}
+	}
+	if len(going) == 0 || r.opts.Force {
+		return false
+	}
+	exposed := 0
+	serving := map[string]bool{}
+	for k, o := range old {
+		if o.Exposed() && ready(o) {
+			exposed++
+			serving[k] = true
+		}
+	}
+	// A recent deletion spends budget unless the service is back.
+	for k := range recent {
+		if !serving[k] {
+			p.Spent++
+		}
+	}
+	if r.opts.MaxDelete > 0 {
+		p.Budget = max(1, int(r.opts.MaxDelete*float64(exposed+p.Spent)))
+	}
+	why := fmt.Sprintf("the guard allows %d of %d exposed services to stop serving within %s (--max-delete %.0f%%), %d already went",
+		p.Budget, exposed+p.Spent, r.opts.MaxDeleteWindow, r.opts.MaxDelete*100, p.Spent)
+	if empty {
+		p.Budget = 0
+		why = "discovery returned no service at all, as a broken master does"
+	}
+	allow := map[string]bool{}
+	for _, k := range r.opts.AllowDelete {
+		allow[k] = true
+	}
+	left := p.Budget - p.Spent
+	for _, k := range going {
+		switch {
+		case allow[k]:
+		case left > 0:
+			left--
+		default:
+			p.Held = append(p.Held, lb.Skipped{Key: k,
+				Reason: fmt.Sprintf("%s; release with lbd apply --allow-delete %s, or --force", why, k)})
+		}
+	}
+	if len(p.Held) == 0 {
+		return false
+	}
+	held := map[string]bool{}
+	for _, h := range p.Held {
+		held[h.Key] = true
+	}
+	kept := p.Desired[:0]
+	for _, s := range p.Desired {
+		if !held[s.Key()] {
+			kept = append(kept, s)
+		}
+	}
+	p.Desired = kept
+	for _, h := range p.Held {
+		p.Desired = append(p.Desired, *old[h.Key])
+	}
+	lb.SortServices(p.Desired)
+	return true
+}
+
+// resolveConflicts drops from p.Desired the services that claim an
+// address, port and protocol another one serves, adds them to p.Rejected,
+// and puts back their applied state. reverted remembers the services
+// already put back, across calls.
+func (r *Reconciler) resolveConflicts(p *Plan, old map[string]*lb.Service, reverted map[string]bool) {
 	// Two services must never claim one address, port and protocol. The
 	// check runs on the final set, kept states included; a service that
 	// loses keeps its applied state too. Applied states never clash among
 	// themselves and their owners win, so the second round finds nothing
 	// new; the bound is only a guard.
 	lb.SortServices(p.Desired)
-	reverted := map[string]bool{}
 	for round := 0; round < 3; round++ {
 		var clashes []*lb.InvalidServiceError
 		p.Desired, clashes = dropConflicts(old, p.Desired)
@@ -257,29 +389,6 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 		lb.SortServices(p.Desired)
 	}
 	lb.SortServices(p.Desired)
-	p.Changes = Diff(applied, p.Desired)
-	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
-	// A service that goes, stops being exposed, or loses its last ready
-	// endpoint stops serving: all three count against MaxDelete.
-	for _, c := range p.Changes {
-		if c.Old != nil && c.Old.Exposed() && ready(c.Old) && (c.New == nil || !c.New.Exposed() || !ready(c.New)) {
-			p.deletes++
-		}
-	}
-	return p
-}
-
-// Guard returns a *TooManyDeletesError when p would remove more exposed
-// services than Options.MaxDelete allows and Force is not set.
-func (r *Reconciler) Guard(p *Plan) error {
-	max := r.opts.MaxDelete
-	if r.opts.Force || p.deletes == 0 || p.exposedBefore == 0 {
-		return nil
-	}
-	if float64(p.deletes) > max*float64(p.exposedBefore) {
-		return &TooManyDeletesError{Deletes: p.deletes, Exposed: p.exposedBefore, MaxDelete: max}
-	}
-	return nil
 }
 
 // Result reports one sync.
@@ -289,10 +398,12 @@ type Result struct {
 	Record  lb.SyncRecord
 }
 
-// Sync runs one pass: discover, plan, guard, apply, commit. With full set,
+// Sync runs one pass: discover, plan, guard, apply, commit. Deletions the
+// guard holds back are in Result.Plan.Held and the history says "held";
+// the rest of the plan applies and the error is nil. With full set,
 // a backend that implements Verifier is also checked for drift, and every
-// service is rewritten when drift is found. A discovery error, a refused
-// plan or a failed apply changes neither the data plane nor the stored
+// service is rewritten when drift is found. A discovery error or a failed
+// apply changes neither the data plane nor the stored
 // state; it is recorded in the sync history and returned.
 func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	start := r.now()
@@ -322,7 +433,15 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", err)
 	}
-	p := r.plan(applied, discovered, rejected, prev)
+	recent, err := r.recentDeletions(ctx)
+	if err != nil {
+		return fail("error", err)
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent)
+	for _, h := range p.Held {
+		r.log.Warn("deletion held back by the guard, keeping the last applied state", "service", h.Key,
+			"release", "lbd apply --allow-delete "+h.Key+" (or --force)", "reason", h.Reason)
+	}
 	for _, e := range p.Rejected {
 		r.log.Warn("service rejected, keeping its last applied state", "service", e.Namespace+"/"+e.Name, "field", e.Field, "reason", e.Reason)
 	}
@@ -340,8 +459,13 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	res := &Result{Plan: p}
 	rec.Services = len(p.Desired)
 	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
-	if err := r.Guard(p); err != nil {
-		return fail("refused", err)
+	// Deletions are recorded before they happen, so a crash after the
+	// apply cannot reset the budget.
+	if dl, ok := r.store.(DeleteLog); ok && len(p.deleted) > 0 && r.opts.MaxDeleteWindow > 0 {
+		now := r.now()
+		if err := dl.RecordDeletions(ctx, r.backend.Name(), p.deleted, now, now.Add(-r.opts.MaxDeleteWindow)); err != nil {
+			return fail("error", fmt.Errorf("record deletions: %w", err))
+		}
 	}
 	// Allocations are decisions: recorded before anything is programmed
 	// with them, so a crash after the apply cannot hand them out twice.
@@ -375,7 +499,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 
 	stored := applied
 	if p.Empty() {
-		rec.Result, rec.Duration = "noop", r.now().Sub(start)
+		rec.Result, rec.Duration = result(p, "noop"), r.now().Sub(start)
 		if err := r.store.RecordSync(ctx, rec); err != nil {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
 		}
@@ -390,7 +514,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			r.log.Warn("service not programmed by backend", "backend", r.backend.Name(), "service", s.Key, "reason", s.Reason)
 		}
 		rec.Skipped = len(skipped) + len(p.Unroutable) + len(p.Rejected)
-		rec.Result, rec.Duration = "ok", r.now().Sub(start)
+		rec.Result, rec.Duration = result(p, "ok"), r.now().Sub(start)
 		if err := r.store.Commit(ctx, r.backend.Name(), p.Desired, stored, rec); err != nil {
 			// The backend now serves the new state but the store still holds
 			// the old one: the next sync sees the difference and re-applies,
@@ -498,10 +622,13 @@ func keepSkipped(applied, desired []lb.Service, skipped []lb.Skipped) []lb.Servi
 	return out
 }
 
-// IsRefused reports whether err is a refusal by the max-delete guard.
-func IsRefused(err error) bool {
-	var t *TooManyDeletesError
-	return errors.As(err, &t)
+// result is the history's word for a pass that applied p: "held" when
+// the guard held deletions back, else done.
+func result(p *Plan, done string) string {
+	if len(p.Held) > 0 {
+		return "held"
+	}
+	return done
 }
 
 // dropConflicts removes from desired every service that claims an external

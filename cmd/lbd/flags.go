@@ -31,11 +31,13 @@ type config struct {
 	kubectlTimout time.Duration
 
 	// store and guards
-	db        string
-	lockWait  time.Duration
-	maxDelete percent
-	force     bool
-	full      bool
+	db              string
+	lockWait        time.Duration
+	maxDelete       percent
+	maxDeleteWindow time.Duration
+	allowDelete     stringList
+	force           bool
+	full            bool
 
 	// addresses
 	pools        stringList
@@ -142,8 +144,10 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
 	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
 	c.maxDelete = percent(reconcile.DefaultMaxDelete)
-	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that takes more than this share of the exposed services out of service (deleted, unexposed or left without a ready endpoint): a percentage (50%) or a fraction (0.5)")
-	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
+	fs.Var(&c.maxDelete, "max-delete", "share of the exposed services that may stop being served (deleted, unexposed or left without a ready endpoint) within --max-delete-window: a percentage (50%) or a fraction (0.5); at least one may, 0% none, and an empty answer from the master none. Deletions beyond it are held back (the services keep their state), the rest applies")
+	fs.DurationVar(&c.maxDeleteWindow, "max-delete-window", reconcile.DefaultMaxDeleteWindow, "how long a deletion counts against the --max-delete budget of later passes; 0 counts each pass alone")
+	fs.Var(&c.allowDelete, "allow-delete", "apply, plan: let the deletion of this `namespace/name` through whatever --max-delete says; repeatable (lbd apply also takes them as arguments)")
+	fs.BoolVar(&c.force, "force", false, "let every deletion through, whatever --max-delete says")
 	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
 
 	fs.Var(&c.pools, "pool", "address `pool` lbd serves and allocates from: a CIDR (192.168.121.240/28) or a range (192.168.121.240-192.168.121.250); repeatable, or comma-separated in LBD_POOL. Without one lbd serves nothing")
@@ -224,9 +228,13 @@ func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd
 const usageHead = `lbd: external load balancer for bare-metal Kubernetes.
 
 Usage:
-  lbd [flags]            one sync pass (for cron): discover, plan, apply, store
+  lbd [flags]            one sync pass (for cron): discover, plan, apply, store;
+                         exit 0 done, 3 done but the guard held deletions back, 1 error
+  lbd apply [flags] [--allow-delete] namespace/name...
+                         one sync pass that lets the named services' deletions through
   lbd run [flags]        daemon: watch the master over SSH and sync on every change
-  lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending, 1 error
+  lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending,
+                         3 nothing pending but deletions the guard holds back, 1 error
   lbd status [flags]     the stored service mapping (-o table|json)
   lbd check [flags]      preflight: pod routes, forwarding, iptables, privileges, SSH
   lbd cleanup [flags]    remove everything lbd programmed in the chosen backend

@@ -118,9 +118,6 @@ func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err err
 		m.observeAddresses(res.Plan.Addresses)
 		return
 	}
-	if reconcile.IsRefused(err) {
-		result = "refused"
-	}
 	m.syncs.WithLabelValues(result).Inc()
 }
 

@@ -314,7 +314,7 @@ func TestMetricsCountErrors(t *testing.T) {
 		Ports: []lb.Port{{Port: 80, Protocol: lb.TCP, Endpoints: []lb.Endpoint{{IP: netip.MustParseAddr("10.246.82.2"), Port: 80, Ready: true}, {IP: netip.MustParseAddr("10.246.82.6"), Port: 80}}}}}
 	internal := lb.Service{Namespace: "default", Name: "db", Ports: svc.Ports}
 	m.observeSync(30*time.Millisecond, &reconcile.Result{Plan: &reconcile.Plan{Desired: []lb.Service{svc, internal}}, Record: lb.SyncRecord{Result: "ok"}}, nil)
-	m.observeSync(2*time.Second, &reconcile.Result{Record: lb.SyncRecord{Result: "refused"}}, &reconcile.TooManyDeletesError{Deletes: 3, Exposed: 4, MaxDelete: .5})
+	m.observeSync(2*time.Second, &reconcile.Result{Record: lb.SyncRecord{Result: "error"}}, errors.New("discover: ssh down"))
 
 	rec := httptest.NewRecorder()
 	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -326,7 +326,7 @@ func TestMetricsCountErrors(t *testing.T) {
 		`lbd_services 1`,
 		`lbd_endpoints 1`,
 		`lbd_syncs_total{result="ok"} 1`,
-		`lbd_syncs_total{result="refused"} 1`,
+		`lbd_syncs_total{result="error"} 1`,
 		`lbd_sync_duration_seconds_count 2`,
 		`lbd_sync_duration_seconds_bucket{le="0.05"} 1`,
 	} {
