@@ -107,6 +107,15 @@ type AddressStore interface {
 	SaveAddressReport(ctx context.Context, report []lb.AddressState) error
 }
 
+// StateStore keeps what each backend made of each service in the last
+// pass. The reconciler uses it when the Store is also a StateStore.
+type StateStore interface {
+	// States returns backend's states of the last pass.
+	States(ctx context.Context, backend string) ([]lb.ServiceState, error)
+	// SaveStates replaces backend's states.
+	SaveStates(ctx context.Context, backend string, states []lb.ServiceState) error
+}
+
 // DeleteLog remembers the exposed services the guard let go, so that
 // losing services over several passes meets one budget. The reconciler
 // uses it when the Store is also a DeleteLog and Options.MaxDeleteWindow

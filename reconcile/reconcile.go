@@ -2,11 +2,15 @@ package reconcile
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -97,6 +101,11 @@ type Plan struct {
 	// Unroutable are services whose pods the LB cannot reach; each keeps
 	// its applied state.
 	Unroutable []lb.Skipped
+	// Skipped are the creates and updates that Plan leaves out because
+	// the backend skipped the same desired spec in the last pass, with its
+	// reason: a sync tries them again, but they are not pending changes.
+	// Sync never fills it.
+	Skipped []lb.Skipped
 	// Held are the deletions the max-delete guard held back, sorted: each
 	// service keeps its applied state, and Reason says why and which
 	// command releases it.
@@ -171,7 +180,12 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := r.plan(applied, discovered, rejected, prev, recent)
+	last, err := r.lastStates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
+	p.Changes, p.Skipped = expectSkips(p.Changes, last)
 	p.Addresses = finalReport(p.Addresses, p.Desired)
 	p.StatusWrites = r.statusWrites(p.admission, prev, p.Desired)
 	return p, nil
@@ -218,9 +232,118 @@ func (r *Reconciler) recentDeletions(ctx context.Context) (map[string]time.Time,
 	return recent, nil
 }
 
+// lastStates returns the backend's service states of the last pass; none
+// without a StateStore.
+func (r *Reconciler) lastStates(ctx context.Context) ([]lb.ServiceState, error) {
+	ss, ok := r.store.(StateStore)
+	if !ok {
+		return nil, nil
+	}
+	last, err := ss.States(ctx, r.backend.Name())
+	if err != nil {
+		return nil, fmt.Errorf("load service states: %w", err)
+	}
+	return last, nil
+}
+
+// skippedBefore returns the services the backend skipped in the last pass.
+func skippedBefore(last []lb.ServiceState) map[string]bool {
+	out := map[string]bool{}
+	for _, st := range last {
+		if st.State == lb.StateSkipped {
+			out[st.Key] = true
+		}
+	}
+	return out
+}
+
+// expectSkips moves out of changes the creates and updates of a spec the
+// backend skipped in the last pass, and returns them as skipped with the
+// backend's reason.
+func expectSkips(changes []lb.Change, last []lb.ServiceState) ([]lb.Change, []lb.Skipped) {
+	skipped := map[string]lb.ServiceState{}
+	for _, st := range last {
+		if st.State == lb.StateSkipped && st.Spec != "" {
+			skipped[st.Key] = st
+		}
+	}
+	if len(skipped) == 0 {
+		return changes, nil
+	}
+	var kept []lb.Change
+	var out []lb.Skipped
+	for _, c := range changes {
+		if st, ok := skipped[c.Key()]; ok && c.New != nil && specHash(c.New) == st.Spec {
+			out = append(out, lb.Skipped{Key: c.Key(), Reason: st.Reason})
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept, out
+}
+
+// specHash identifies a desired spec: a hash of its JSON form, which is
+// canonical for a normalized service.
+func specHash(s *lb.Service) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return ""
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:12])
+}
+
+// states returns what the backend made of every service in a pass that
+// applied p and in which it skipped skipped.
+func states(p *Plan, skipped []lb.Skipped) []lb.ServiceState {
+	by := map[string]lb.ServiceState{}
+	set := func(key, state, reason, spec string) {
+		if _, ok := by[key]; !ok {
+			by[key] = lb.ServiceState{Key: key, State: state, Reason: reason, Spec: spec}
+		}
+	}
+	desired := map[string]*lb.Service{}
+	for i := range p.Desired {
+		desired[p.Desired[i].Key()] = &p.Desired[i]
+	}
+	// The first state set wins: the reason a change did not land comes
+	// before what the backend made of the state kept instead.
+	for _, e := range p.Rejected {
+		set(e.Namespace+"/"+e.Name, lb.StateRejected, e.Field+": "+e.Reason, "")
+	}
+	for _, s := range p.Unroutable {
+		set(s.Key, lb.StateUnroutable, s.Reason, "")
+	}
+	for _, s := range p.Held {
+		set(s.Key, lb.StateHeld, s.Reason, "")
+	}
+	for _, s := range skipped {
+		spec := ""
+		if d := desired[s.Key]; d != nil {
+			spec = specHash(d)
+		}
+		set(s.Key, lb.StateSkipped, s.Reason, spec)
+	}
+	for _, s := range p.Desired {
+		if s.Exposed() {
+			set(s.Key(), lb.StateProgrammed, "", "")
+		} else {
+			set(s.Key(), lb.StateUnexposed, "", "")
+		}
+	}
+	out := make([]lb.ServiceState, 0, len(by))
+	for _, st := range by {
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b lb.ServiceState) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
 // plan builds the Plan from the applied state and a discovery result.
-// recent are the deletions inside the max-delete window.
-func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation, recent map[string]time.Time) *Plan {
+// recent are the deletions inside the max-delete window; skipped are the
+// services the backend skipped in the last pass, which lose an address
+// conflict to any other newcomer.
+func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation, recent map[string]time.Time, skipped map[string]bool) *Plan {
 	empty := len(discovered) == 0
 	adm := r.admit(discovered, rejected, prev)
 	discovered = adm.services
@@ -265,12 +388,12 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 		}
 	}
 	reverted := map[string]bool{}
-	r.resolveConflicts(p, old, reverted)
+	resolveConflicts(p, old, skipped, reverted)
 	p.Changes = Diff(applied, p.Desired)
 	if r.guard(p, old, empty, recent) {
 		// Held services are back at their applied state, which may claim
 		// an address a newcomer took meanwhile: the applied owner wins.
-		r.resolveConflicts(p, old, reverted)
+		resolveConflicts(p, old, skipped, reverted)
 		p.Changes = Diff(applied, p.Desired)
 	}
 	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
@@ -365,7 +488,7 @@ func (r *Reconciler) guard(p *Plan, old map[string]*lb.Service, empty bool, rece
 // address, port and protocol another one serves, adds them to p.Rejected,
 // and puts back their applied state. reverted remembers the services
 // already put back, across calls.
-func (r *Reconciler) resolveConflicts(p *Plan, old map[string]*lb.Service, reverted map[string]bool) {
+func resolveConflicts(p *Plan, old map[string]*lb.Service, skipped, reverted map[string]bool) {
 	// Two services must never claim one address, port and protocol. The
 	// check runs on the final set, kept states included; a service that
 	// loses keeps its applied state too. Applied states never clash among
@@ -374,7 +497,7 @@ func (r *Reconciler) resolveConflicts(p *Plan, old map[string]*lb.Service, rever
 	lb.SortServices(p.Desired)
 	for round := 0; round < 3; round++ {
 		var clashes []*lb.InvalidServiceError
-		p.Desired, clashes = dropConflicts(old, p.Desired)
+		p.Desired, clashes = dropConflicts(old, p.Desired, skipped)
 		if len(clashes) == 0 {
 			break
 		}
@@ -396,6 +519,8 @@ type Result struct {
 	Plan    *Plan
 	Skipped []lb.Skipped
 	Record  lb.SyncRecord
+	// States are what the backend made of every service in this pass.
+	States []lb.ServiceState
 }
 
 // Sync runs one pass: discover, plan, guard, apply, commit. Deletions the
@@ -437,7 +562,11 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", err)
 	}
-	p := r.plan(applied, discovered, rejected, prev, recent)
+	last, err := r.lastStates(ctx)
+	if err != nil {
+		return fail("error", err)
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
 	for _, h := range p.Held {
 		r.log.Warn("deletion held back by the guard, keeping the last applied state", "service", h.Key,
 			"release", "lbd apply --allow-delete "+h.Key+" (or --force)", "reason", h.Reason)
@@ -498,13 +627,17 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	}
 
 	stored := applied
+	// A noop pass calls no backend: what it skipped last time it skips
+	// still (a skipped service is a pending create or update, so a pass
+	// with one is never a noop).
+	var skipped []lb.Skipped
 	if p.Empty() {
 		rec.Result, rec.Duration = result(p, "noop"), r.now().Sub(start)
 		if err := r.store.RecordSync(ctx, rec); err != nil {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
 		}
 	} else {
-		skipped, err := r.backend.Apply(ctx, p.Desired, p.Changes)
+		skipped, err = r.backend.Apply(ctx, p.Desired, p.Changes)
 		if err != nil {
 			return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
 		}
@@ -523,6 +656,14 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		}
 	}
 	res.Record = rec
+	res.States = states(p, skipped)
+	if ss, ok := r.store.(StateStore); ok {
+		// Best effort: the data plane and the applied state are right; a
+		// lost state only makes the next plan propose a skip again.
+		if err := ss.SaveStates(ctx, r.backend.Name(), res.States); err != nil {
+			r.log.Error("record service states", "err", err)
+		}
+	}
 	r.afterApply(ctx, as, p, stored)
 	return res, nil
 }
@@ -635,8 +776,10 @@ func result(p *Plan, done string) string {
 // address, port and protocol that another one serves, and returns an
 // error for each. Who keeps the address is decided without regard to map
 // order: a service that already served it (in applied) keeps it; among
-// newcomers, the first by namespace/name. desired must be sorted.
-func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.Service, []*lb.InvalidServiceError) {
+// newcomers, the first by namespace/name, except that one the backend
+// skipped in the last pass (in skipped) comes after every other. desired
+// must be sorted.
+func dropConflicts(applied map[string]*lb.Service, desired []lb.Service, skipped map[string]bool) ([]lb.Service, []*lb.InvalidServiceError) {
 	type claim struct {
 		ip    netip.Addr
 		port  uint16
@@ -659,8 +802,9 @@ func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.S
 	}
 	taken := map[claim]string{}
 	lost := map[string]*lb.InvalidServiceError{}
-	// Two rounds: the previous owners first, then the others in order.
-	for round := 0; round < 2; round++ {
+	// Three rounds: the previous owners first, then the others in order,
+	// then those the backend skipped last time.
+	for round := 0; round < 3; round++ {
 		for i := range desired {
 			s := &desired[i]
 			if lost[s.Key()] != nil {
@@ -668,14 +812,24 @@ func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.S
 			}
 			var mine []claim
 			for _, c := range claims(s) {
-				if (round == 0) == (owner[c] == s.Key()) {
+				switch {
+				case owner[c] == s.Key():
+					if round == 0 {
+						mine = append(mine, c)
+					}
+				case round == 1 && !skipped[s.Key()], round == 2 && skipped[s.Key()]:
 					mine = append(mine, c)
 				}
 			}
 			for _, c := range mine {
 				if other, ok := taken[c]; ok && other != s.Key() {
-					lost[s.Key()] = &lb.InvalidServiceError{Namespace: s.Namespace, Name: s.Name, Field: "spec.externalIPs",
-						Reason: fmt.Sprintf("%s:%d/%s is already served by %s", c.ip, c.port, c.proto, other)}
+					// Only an applied owner is "served": a newcomer that
+					// won may still be skipped by the backend.
+					why := fmt.Sprintf("%s:%d/%s is also claimed by %s, first by namespace/name", c.ip, c.port, c.proto, other)
+					if owner[c] == other {
+						why = fmt.Sprintf("%s:%d/%s is already served by %s", c.ip, c.port, c.proto, other)
+					}
+					lost[s.Key()] = &lb.InvalidServiceError{Namespace: s.Namespace, Name: s.Name, Field: "spec.externalIPs", Reason: why}
 					break
 				}
 			}

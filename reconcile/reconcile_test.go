@@ -253,7 +253,7 @@ func TestConflictingAddresses(t *testing.T) {
 		{
 			name: "newcomers: first by name wins", discovered: []lb.Service{a, b, c},
 			wantDesired:  []string{"default/a=10.246.0.1:80", "default/c=10.246.0.3:80"},
-			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is already served by default/a"},
+			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is also claimed by default/a, first by namespace/name"},
 		},
 		{
 			name: "the service already serving keeps it", applied: []lb.Service{b}, discovered: []lb.Service{a, b},

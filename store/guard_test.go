@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lbd/lbd/lb"
 )
 
 func TestDeletions(t *testing.T) {
@@ -38,5 +40,33 @@ func TestDeletions(t *testing.T) {
 	}
 	if err := db.RecordDeletions(ctx, "iptables", []string{"nokey"}, t1, t0); err == nil {
 		t.Error("RecordDeletions of a key without namespace succeeded")
+	}
+}
+
+func TestStates(t *testing.T) {
+	ctx := t.Context()
+	db, _ := openTemp(t)
+	ip := []lb.ServiceState{
+		{Key: "default/b", State: lb.StateSkipped, Reason: "cannot bind 192.168.121.9:80", Spec: "abc"},
+		{Key: "default/a", State: lb.StateProgrammed},
+	}
+	if err := db.SaveStates(ctx, "iptables", ip); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveStates(ctx, "haproxy", []lb.ServiceState{{Key: "x/y", State: lb.StateHeld, Reason: "guard"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveStates(ctx, "iptables", ip); err != nil { // replaces, no duplicate
+		t.Fatal(err)
+	}
+	got, err := db.States(ctx, "iptables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]lb.ServiceState{ip[1], ip[0]}, got); d != "" {
+		t.Errorf("iptables states (-want +got):\n%s", d)
+	}
+	if got, _ := db.States(ctx, "haproxy"); len(got) != 1 || got[0].Key != "x/y" {
+		t.Errorf("haproxy states = %v, want x/y alone", got)
 	}
 }

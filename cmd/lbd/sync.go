@@ -79,11 +79,12 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		Rejected     []string          `json:"rejected,omitempty"`
 		Unroutable   []string          `json:"unroutable,omitempty"`
 		Held         []lb.Skipped      `json:"held,omitempty"`
+		Skipped      []lb.Skipped      `json:"skipped,omitempty"`
 		Addresses    []lb.AddressState `json:"addresses,omitempty"`
 		Allocations  []lb.Allocation   `json:"allocations,omitempty"`
 		StatusWrites []jsonStatus      `json:"statusWrites,omitempty"`
 	}
-	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged, Held: p.Held, Addresses: p.Addresses, Allocations: p.Allocations}
+	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged, Held: p.Held, Skipped: p.Skipped, Addresses: p.Addresses, Allocations: p.Allocations}
 	for _, w := range p.StatusWrites {
 		jp.StatusWrites = append(jp.StatusWrites, jsonStatus{w.Key(), w.Ingress})
 	}
@@ -115,6 +116,9 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 	}
 	for _, r := range jp.Unroutable {
 		fmt.Fprintf(&b, "skip   %s (keeps its last applied state)\n", r)
+	}
+	for _, s := range p.Skipped {
+		fmt.Fprintf(&b, "skip   %s: skipped (%s) by the backend last time with this spec; a sync tries again\n", s.Key, s.Reason)
 	}
 	for _, h := range p.Held {
 		fmt.Fprintf(&b, "hold   %s (keeps its last applied state): %s\n", h.Key, h.Reason)
