@@ -72,6 +72,10 @@ type config struct {
 	debounce    time.Duration
 	metricsAddr string
 
+	// given names the flags set on the command line or in the
+	// environment.
+	given map[string]bool
+
 	// output
 	logFile   string
 	logFormat string
@@ -155,7 +159,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vipInterface, "vip-interface", "", "`interface` lbd adds every served address to (/32, /128) and announces it on with gratuitous ARP / unsolicited NA; empty: lbd owns no address")
 	fs.BoolVar(&c.statusWrite, "status-write", true, "write status.loadBalancer.ingress of LoadBalancer services back to the cluster")
 
-	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production) or iptables (experiments)")
+	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production) or iptables (experiments); plan and status default to the backend of the last sync")
 	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")
 	fs.BoolVar(&c.routeCheck, "route-check", true, "check with netlink that endpoints route via --pod-interface before programming them")
 	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
@@ -191,6 +195,14 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 // envName is the environment variable that sets flag name.
 func envName(name string) string {
 	return "LBD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// givenFlags returns the names of the flags fs got from the command line
+// or the environment (parseArgs sets both through fs).
+func givenFlags(fs *flag.FlagSet) map[string]bool {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
 }
 
 // parseArgs fills c from the environment, then from args, and returns the

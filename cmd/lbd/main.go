@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "lbd: %v\n", err)
 		return exitFail
 	}
+	c.given = givenFlags(fs)
 	if cmd == "apply" {
 		c.allowDelete = append(c.allowDelete, rest...)
 		rest = nil

@@ -34,6 +34,7 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	note := a.lastBackend(hist)
 	report, err := db.AddressReport(ctx)
 	if err != nil {
 		return err
@@ -57,6 +58,9 @@ func (a *app) status(ctx context.Context) error {
 	case "table", "":
 	default:
 		return fmt.Errorf("-o %q: want table or json", a.cfg.output)
+	}
+	if note != "" {
+		fmt.Fprintln(a.stdout, note)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tCLUSTER-IP\tEXTERNAL-IP\tPORTS\tENDPOINTS\tSTATE")
@@ -109,6 +113,39 @@ func (a *app) status(ctx context.Context) error {
 		fmt.Fprintln(a.stdout)
 	}
 	return nil
+}
+
+// lastBackend makes the backend of the last sync in hist (newest first)
+// the one plan and status look at, unless --backend (or LBD_BACKEND) was
+// given. It returns the line that says so, or "" when --backend was given
+// or no sync is recorded.
+func (a *app) lastBackend(hist []lb.SyncRecord) string {
+	if a.cfg.given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
+		return ""
+	}
+	a.cfg.backend = hist[0].Backend
+	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.backend)
+}
+
+// lastBackendOf is lastBackend for a command that has not opened the
+// store yet; no store is no sync.
+func (a *app) lastBackendOf(ctx context.Context) (string, error) {
+	if a.cfg.given["backend"] {
+		return "", nil
+	}
+	if _, err := os.Stat(a.cfg.db); err != nil {
+		return "", nil
+	}
+	db, err := store.Open(ctx, a.cfg.db)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	hist, err := db.History(ctx, 1)
+	if err != nil {
+		return "", err
+	}
+	return a.lastBackend(hist), nil
 }
 
 func orDash(s, none string) string {

@@ -76,3 +76,41 @@ func TestStatusShowsStates(t *testing.T) {
 		t.Errorf("status -o json: backend %q states %+v", js.Backend, js.States)
 	}
 }
+
+// Without --backend, status and plan look at the backend of the last sync
+// and say so; --backend or LBD_BACKEND wins.
+func TestStatusUsesTheLastSyncsBackend(t *testing.T) {
+	db := statusDB(t, "iptables")
+	out := runStatus(t, "--db", db)
+	if !strings.HasPrefix(out, "backend: iptables (of the last sync)\n") || !strings.Contains(out, "programmed") {
+		t.Errorf("status without --backend:\n%s", out)
+	}
+	out = runStatus(t, "--db", db, "--backend", "haproxy")
+	if strings.Contains(out, "of the last sync") || strings.Contains(out, "programmed") {
+		t.Errorf("status --backend haproxy shows iptables' states:\n%s", out)
+	}
+	var stdout, stderr strings.Builder
+	env := func(k string) string {
+		if k == "LBD_BACKEND" {
+			return "haproxy"
+		}
+		return ""
+	}
+	if code := run(t.Context(), []string{"status", "--db", db, "--log-file", ""}, env, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if strings.Contains(stdout.String(), "of the last sync") {
+		t.Errorf("LBD_BACKEND is not taken as given:\n%s", stdout.String())
+	}
+
+	// plan picks its backend before wiring it.
+	a := &app{cfg: config{db: db, backend: "haproxy", given: map[string]bool{}}}
+	note, err := a.lastBackendOf(t.Context())
+	if err != nil || note != "backend: iptables (of the last sync)" || a.cfg.backend != "iptables" {
+		t.Errorf("lastBackendOf = %q, %v; backend %q", note, err, a.cfg.backend)
+	}
+	a = &app{cfg: config{db: filepath.Join(t.TempDir(), "none.db"), backend: "haproxy"}}
+	if note, err := a.lastBackendOf(t.Context()); err != nil || note != "" || a.cfg.backend != "haproxy" {
+		t.Errorf("lastBackendOf without a store = %q, %v; backend %q", note, err, a.cfg.backend)
+	}
+}

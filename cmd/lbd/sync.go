@@ -41,6 +41,10 @@ func (a *app) plan(ctx context.Context) int {
 		return a.exit(err)
 	}
 	defer closeLog()
+	note, err := a.lastBackendOf(ctx)
+	if err != nil {
+		return a.exit(err)
+	}
 	env, err := a.setUp(ctx, false)
 	if err != nil {
 		return a.exit(err)
@@ -50,7 +54,10 @@ func (a *app) plan(ctx context.Context) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	if err := printPlan(a.stdout, a.cfg.output, p); err != nil {
+	if note != "" && a.cfg.output != "json" {
+		fmt.Fprintln(a.stdout, note)
+	}
+	if err := printPlan(a.stdout, a.cfg.output, a.cfg.backend, p); err != nil {
 		return a.exit(err)
 	}
 	switch {
@@ -63,7 +70,7 @@ func (a *app) plan(ctx context.Context) int {
 }
 
 // printPlan writes p as lines a person reads, or as JSON.
-func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reconcile.Plan) error {
+func printPlan(w interface{ Write([]byte) (int, error) }, format, backend string, p *reconcile.Plan) error {
 	type jsonChange struct {
 		Kind    lb.ChangeKind `json:"kind"`
 		Service string        `json:"service"`
@@ -74,6 +81,7 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		Ingress []netip.Addr `json:"ingress"`
 	}
 	type jsonPlan struct {
+		Backend      string            `json:"backend"`
 		Changes      []jsonChange      `json:"changes"`
 		Unchanged    int               `json:"unchanged"`
 		Rejected     []string          `json:"rejected,omitempty"`
@@ -84,7 +92,7 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		Allocations  []lb.Allocation   `json:"allocations,omitempty"`
 		StatusWrites []jsonStatus      `json:"statusWrites,omitempty"`
 	}
-	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged, Held: p.Held, Skipped: p.Skipped, Addresses: p.Addresses, Allocations: p.Allocations}
+	jp := jsonPlan{Backend: backend, Changes: []jsonChange{}, Unchanged: p.Unchanged, Held: p.Held, Skipped: p.Skipped, Addresses: p.Addresses, Allocations: p.Allocations}
 	for _, w := range p.StatusWrites {
 		jp.StatusWrites = append(jp.StatusWrites, jsonStatus{w.Key(), w.Ingress})
 	}
