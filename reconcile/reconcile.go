@@ -442,8 +442,12 @@ func (r *Reconciler) guard(p *Plan, old map[string]*lb.Service, empty bool, rece
 	if r.opts.MaxDelete > 0 {
 		p.Budget = max(1, int(r.opts.MaxDelete*float64(exposed+p.Spent)))
 	}
-	why := fmt.Sprintf("the guard allows %d of %d exposed services to stop serving within %s (--max-delete %.0f%%), %d already went",
-		p.Budget, exposed+p.Spent, r.opts.MaxDeleteWindow, r.opts.MaxDelete*100, p.Spent)
+	within := "in one pass"
+	if r.opts.MaxDeleteWindow > 0 {
+		within = "within " + r.opts.MaxDeleteWindow.String()
+	}
+	why := fmt.Sprintf("the guard allows %d of %d exposed services to stop serving %s (--max-delete %.0f%%), %d already went",
+		p.Budget, exposed+p.Spent, within, r.opts.MaxDelete*100, p.Spent)
 	if empty {
 		p.Budget = 0
 		why = "discovery returned no service at all, as a broken master does"
