@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -104,4 +105,26 @@ type AddressStore interface {
 	OwnedAddresses(ctx context.Context, iface string) ([]netip.Addr, error)
 	SaveOwnedAddresses(ctx context.Context, iface string, owned []netip.Addr) error
 	SaveAddressReport(ctx context.Context, report []lb.AddressState) error
+}
+
+// StateStore keeps what each backend made of each service in the last
+// pass. The reconciler uses it when the Store is also a StateStore.
+type StateStore interface {
+	// States returns backend's states of the last pass.
+	States(ctx context.Context, backend string) ([]lb.ServiceState, error)
+	// SaveStates replaces backend's states.
+	SaveStates(ctx context.Context, backend string, states []lb.ServiceState) error
+}
+
+// DeleteLog remembers the exposed services the guard let go, so that
+// losing services over several passes meets one budget. The reconciler
+// uses it when the Store is also a DeleteLog and Options.MaxDeleteWindow
+// is set.
+type DeleteLog interface {
+	// Deletions returns the services (namespace/name) backend stopped
+	// serving at or after since, with the time of each.
+	Deletions(ctx context.Context, backend string, since time.Time) (map[string]time.Time, error)
+	// RecordDeletions records that backend stopped serving keys at at and
+	// forgets the deletions before forgetBefore.
+	RecordDeletions(ctx context.Context, backend string, keys []string, at, forgetBefore time.Time) error
 }

@@ -2,11 +2,15 @@ package reconcile
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -16,15 +20,33 @@ import (
 // without --force.
 const DefaultMaxDelete = 0.5
 
+// DefaultMaxDeleteWindow is how long a deletion counts against the
+// max-delete budget of later passes.
+const DefaultMaxDeleteWindow = 10 * time.Minute
+
 // Options tune the reconciler's guards.
 type Options struct {
-	// MaxDelete is the largest share (0..1) of the applied exposed services
-	// that one plan may delete or un-expose. Plans above it are refused
-	// with a *TooManyDeletesError unless Force is set; 0 refuses every
-	// delete. The command line defaults it to DefaultMaxDelete.
+	// MaxDelete is the share (0..1) of the exposed services that may stop
+	// being served (deleted, unexposed or left without a ready endpoint)
+	// within MaxDeleteWindow. The budget is max(1, floor(MaxDelete*N)),
+	// where N counts the exposed, ready services applied now plus those
+	// that went within the window; 0 allows no deletion. An empty
+	// discovery (no service at all) while services are applied allows
+	// none either: it is what a broken master answers. Deletions beyond
+	// the budget are held back: those services keep their applied state,
+	// are listed in Plan.Held, and everything else applies. The command
+	// line defaults it to DefaultMaxDelete.
 	MaxDelete float64
-	// Force applies a plan even when it exceeds MaxDelete.
+	// MaxDeleteWindow is how long a deletion counts against the budget of
+	// later passes, so that losing services over several passes meets the
+	// same limit as losing them at once. 0 forgets each pass's deletions.
+	// It needs a Store that is also a DeleteLog.
+	MaxDeleteWindow time.Duration
+	// Force lets every deletion through.
 	Force bool
+	// AllowDelete names services (namespace/name) whose deletion this
+	// pass lets through whatever the budget (lbd apply --allow-delete).
+	AllowDelete []string
 	// Routes, when set, is asked before any created or updated service is
 	// programmed; a service that fails keeps its previous state.
 	Routes PodRoutes
@@ -79,6 +101,19 @@ type Plan struct {
 	// Unroutable are services whose pods the LB cannot reach; each keeps
 	// its applied state.
 	Unroutable []lb.Skipped
+	// Skipped are the creates and updates that Plan leaves out because
+	// the backend skipped the same desired spec in the last pass, with its
+	// reason: a sync tries them again, but they are not pending changes.
+	// Sync never fills it.
+	Skipped []lb.Skipped
+	// Held are the deletions the max-delete guard held back, sorted: each
+	// service keeps its applied state, and Reason says why and which
+	// command releases it.
+	Held []lb.Skipped
+	// Budget is how many exposed services may stop being served within
+	// the window, and Spent how many of them already went in earlier
+	// passes. Both are 0 when the plan deletes nothing.
+	Budget, Spent int
 	// Drift lists differences between the data plane and the applied state
 	// found by a full sync. When not empty, Changes rewrites every service.
 	Drift []string
@@ -95,8 +130,9 @@ type Plan struct {
 	admission *admission
 	// prevAllocations are the allocations before this plan.
 	prevAllocations []lb.Allocation
-	// exposedBefore and deletes feed the max-delete guard.
-	exposedBefore, deletes int
+	// deleted are the exposed services this plan stops serving, for the
+	// deletion log.
+	deleted []string
 }
 
 // Empty reports whether the plan changes nothing.
@@ -111,19 +147,6 @@ func (p *Plan) Count(k lb.ChangeKind) int {
 		}
 	}
 	return n
-}
-
-// TooManyDeletesError refuses a plan that would remove more exposed
-// services than Options.MaxDelete allows: an empty or partial answer from a
-// broken master must not wipe the load balancer.
-type TooManyDeletesError struct {
-	Deletes, Exposed int
-	MaxDelete        float64
-}
-
-func (e *TooManyDeletesError) Error() string {
-	return fmt.Sprintf("refusing to take %d of %d exposed services out of service (deleted, unexposed or left without a ready endpoint: more than %.0f%%); check the master, or run with --force",
-		e.Deletes, e.Exposed, e.MaxDelete*100)
 }
 
 // ready reports whether any port of s has a ready endpoint.
@@ -153,7 +176,16 @@ func (r *Reconciler) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := r.plan(applied, discovered, rejected, prev)
+	recent, err := r.recentDeletions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	last, err := r.lastStates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
+	p.Changes, p.Skipped = expectSkips(p.Changes, last)
 	p.Addresses = finalReport(p.Addresses, p.Desired)
 	p.StatusWrites = r.statusWrites(p.admission, prev, p.Desired)
 	return p, nil
@@ -186,17 +218,139 @@ func (r *Reconciler) allocations(ctx context.Context) ([]lb.Allocation, error) {
 	return prev, nil
 }
 
+// recentDeletions returns the deletions inside the window, by service;
+// none without a window or a DeleteLog.
+func (r *Reconciler) recentDeletions(ctx context.Context) (map[string]time.Time, error) {
+	dl, ok := r.store.(DeleteLog)
+	if !ok || r.opts.MaxDeleteWindow <= 0 {
+		return nil, nil
+	}
+	recent, err := dl.Deletions(ctx, r.backend.Name(), r.now().Add(-r.opts.MaxDeleteWindow))
+	if err != nil {
+		return nil, fmt.Errorf("load recent deletions: %w", err)
+	}
+	return recent, nil
+}
+
+// lastStates returns the backend's service states of the last pass; none
+// without a StateStore.
+func (r *Reconciler) lastStates(ctx context.Context) ([]lb.ServiceState, error) {
+	ss, ok := r.store.(StateStore)
+	if !ok {
+		return nil, nil
+	}
+	last, err := ss.States(ctx, r.backend.Name())
+	if err != nil {
+		return nil, fmt.Errorf("load service states: %w", err)
+	}
+	return last, nil
+}
+
+// skippedBefore returns the services the backend skipped in the last pass.
+func skippedBefore(last []lb.ServiceState) map[string]bool {
+	out := map[string]bool{}
+	for _, st := range last {
+		if st.State == lb.StateSkipped {
+			out[st.Key] = true
+		}
+	}
+	return out
+}
+
+// expectSkips moves out of changes the creates and updates of a spec the
+// backend skipped in the last pass, and returns them as skipped with the
+// backend's reason.
+func expectSkips(changes []lb.Change, last []lb.ServiceState) ([]lb.Change, []lb.Skipped) {
+	skipped := map[string]lb.ServiceState{}
+	for _, st := range last {
+		if st.State == lb.StateSkipped && st.Spec != "" {
+			skipped[st.Key] = st
+		}
+	}
+	if len(skipped) == 0 {
+		return changes, nil
+	}
+	var kept []lb.Change
+	var out []lb.Skipped
+	for _, c := range changes {
+		if st, ok := skipped[c.Key()]; ok && c.New != nil && specHash(c.New) == st.Spec {
+			out = append(out, lb.Skipped{Key: c.Key(), Reason: st.Reason})
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept, out
+}
+
+// specHash identifies a desired spec: a hash of its JSON form, which is
+// canonical for a normalized service.
+func specHash(s *lb.Service) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return ""
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:12])
+}
+
+// states returns what the backend made of every service in a pass that
+// applied p and in which it skipped skipped.
+func states(p *Plan, skipped []lb.Skipped) []lb.ServiceState {
+	by := map[string]lb.ServiceState{}
+	set := func(key, state, reason, spec string) {
+		if _, ok := by[key]; !ok {
+			by[key] = lb.ServiceState{Key: key, State: state, Reason: reason, Spec: spec}
+		}
+	}
+	desired := map[string]*lb.Service{}
+	for i := range p.Desired {
+		desired[p.Desired[i].Key()] = &p.Desired[i]
+	}
+	// The first state set wins: the reason a change did not land comes
+	// before what the backend made of the state kept instead.
+	for _, e := range p.Rejected {
+		set(e.Namespace+"/"+e.Name, lb.StateRejected, e.Field+": "+e.Reason, "")
+	}
+	for _, s := range p.Unroutable {
+		set(s.Key, lb.StateUnroutable, s.Reason, "")
+	}
+	for _, s := range p.Held {
+		set(s.Key, lb.StateHeld, s.Reason, "")
+	}
+	for _, s := range skipped {
+		spec := ""
+		if d := desired[s.Key]; d != nil {
+			spec = specHash(d)
+		}
+		set(s.Key, lb.StateSkipped, s.Reason, spec)
+	}
+	for _, s := range p.Desired {
+		if s.Exposed() {
+			set(s.Key(), lb.StateProgrammed, "", "")
+		} else {
+			set(s.Key(), lb.StateUnexposed, "", "")
+		}
+	}
+	out := make([]lb.ServiceState, 0, len(by))
+	for _, st := range by {
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b lb.ServiceState) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
 // plan builds the Plan from the applied state and a discovery result.
-func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation) *Plan {
+// recent are the deletions inside the max-delete window; skipped are the
+// services the backend skipped in the last pass, which lose an address
+// conflict to any other newcomer.
+func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.InvalidServiceError, prev []lb.Allocation, recent map[string]time.Time, skipped map[string]bool) *Plan {
+	empty := len(discovered) == 0
 	adm := r.admit(discovered, rejected, prev)
 	discovered = adm.services
 	p := &Plan{Rejected: rejected, admission: adm, Addresses: adm.report, Allocations: adm.allocations, prevAllocations: prev}
 	old := make(map[string]*lb.Service, len(applied))
 	for i := range applied {
 		old[applied[i].Key()] = &applied[i]
-		if applied[i].Exposed() && ready(&applied[i]) {
-			p.exposedBefore++
-		}
 	}
 	// Keep the applied state of services the cluster sent us broken.
 	keep := map[string]bool{}
@@ -233,16 +387,121 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 			}
 		}
 	}
+	reverted := map[string]bool{}
+	resolveConflicts(p, old, skipped, reverted)
+	p.Changes = Diff(applied, p.Desired)
+	if r.guard(p, old, empty, recent) {
+		// Held services are back at their applied state, which may claim
+		// an address a newcomer took meanwhile: the applied owner wins.
+		resolveConflicts(p, old, skipped, reverted)
+		p.Changes = Diff(applied, p.Desired)
+	}
+	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
+	for _, c := range p.Changes {
+		if stopsServing(c) {
+			p.deleted = append(p.deleted, c.Key())
+		}
+	}
+	return p
+}
+
+// stopsServing reports whether c takes an exposed service out of service:
+// it goes, stops being exposed, or loses its last ready endpoint. All
+// three count against MaxDelete.
+func stopsServing(c lb.Change) bool {
+	return c.Old != nil && c.Old.Exposed() && ready(c.Old) && (c.New == nil || !c.New.Exposed() || !ready(c.New))
+}
+
+// guard holds back the deletions in p.Changes beyond the max-delete
+// budget: each held service gets its applied state back in p.Desired and
+// an entry in p.Held. It reports whether it held anything.
+func (r *Reconciler) guard(p *Plan, old map[string]*lb.Service, empty bool, recent map[string]time.Time) bool {
+	var going []string
+	for _, c := range p.Changes {
+		if stopsServing(c) {
+			going = append(going, c.Key())
+		}
+	}
+	if len(going) == 0 || r.opts.Force {
+		return false
+	}
+	exposed := 0
+	serving := map[string]bool{}
+	for k, o := range old {
+		if o.Exposed() && ready(o) {
+			exposed++
+			serving[k] = true
+		}
+	}
+	// A recent deletion spends budget unless the service is back.
+	for k := range recent {
+		if !serving[k] {
+			p.Spent++
+		}
+	}
+	if r.opts.MaxDelete > 0 {
+		p.Budget = max(1, int(r.opts.MaxDelete*float64(exposed+p.Spent)))
+	}
+	within := "in one pass"
+	if r.opts.MaxDeleteWindow > 0 {
+		within = "within " + r.opts.MaxDeleteWindow.String()
+	}
+	why := fmt.Sprintf("the guard allows %d of %d exposed services to stop serving %s (--max-delete %.0f%%), %d already went",
+		p.Budget, exposed+p.Spent, within, r.opts.MaxDelete*100, p.Spent)
+	if empty {
+		p.Budget = 0
+		why = "discovery returned no service at all, as a broken master does"
+	}
+	allow := map[string]bool{}
+	for _, k := range r.opts.AllowDelete {
+		allow[k] = true
+	}
+	left := p.Budget - p.Spent
+	for _, k := range going {
+		switch {
+		case allow[k]:
+		case left > 0:
+			left--
+		default:
+			p.Held = append(p.Held, lb.Skipped{Key: k,
+				Reason: fmt.Sprintf("%s; release with lbd apply --allow-delete %s, or --force", why, k)})
+		}
+	}
+	if len(p.Held) == 0 {
+		return false
+	}
+	held := map[string]bool{}
+	for _, h := range p.Held {
+		held[h.Key] = true
+	}
+	kept := p.Desired[:0]
+	for _, s := range p.Desired {
+		if !held[s.Key()] {
+			kept = append(kept, s)
+		}
+	}
+	p.Desired = kept
+	for _, h := range p.Held {
+		p.Desired = append(p.Desired, *old[h.Key])
+	}
+	lb.SortServices(p.Desired)
+	return true
+}
+
+// resolveConflicts drops from p.Desired the services that claim an
+// address, port and protocol another one serves, adds them to p.Rejected,
+// and puts back their applied state. reverted remembers the services
+// already put back, across calls.
+func resolveConflicts(p *Plan, old map[string]*lb.Service, skipped, reverted map[string]bool) {
 	// Two services must never claim one address, port and protocol. The
 	// check runs on the final set, kept states included; a service that
 	// loses keeps its applied state too. Applied states never clash among
 	// themselves and their owners win, so the second round finds nothing
 	// new; the bound is only a guard.
 	lb.SortServices(p.Desired)
-	reverted := map[string]bool{}
 	for round := 0; round < 3; round++ {
 		var clashes []*lb.InvalidServiceError
-		p.Desired, clashes = dropConflicts(old, p.Desired)
+		p.Desired, clashes = dropConflicts(old, p.Desired, skipped)
 		if len(clashes) == 0 {
 			break
 		}
@@ -257,29 +516,6 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 		lb.SortServices(p.Desired)
 	}
 	lb.SortServices(p.Desired)
-	p.Changes = Diff(applied, p.Desired)
-	p.Unchanged = len(p.Desired) - p.Count(lb.Create) - p.Count(lb.Update)
-	// A service that goes, stops being exposed, or loses its last ready
-	// endpoint stops serving: all three count against MaxDelete.
-	for _, c := range p.Changes {
-		if c.Old != nil && c.Old.Exposed() && ready(c.Old) && (c.New == nil || !c.New.Exposed() || !ready(c.New)) {
-			p.deletes++
-		}
-	}
-	return p
-}
-
-// Guard returns a *TooManyDeletesError when p would remove more exposed
-// services than Options.MaxDelete allows and Force is not set.
-func (r *Reconciler) Guard(p *Plan) error {
-	max := r.opts.MaxDelete
-	if r.opts.Force || p.deletes == 0 || p.exposedBefore == 0 {
-		return nil
-	}
-	if float64(p.deletes) > max*float64(p.exposedBefore) {
-		return &TooManyDeletesError{Deletes: p.deletes, Exposed: p.exposedBefore, MaxDelete: max}
-	}
-	return nil
 }
 
 // Result reports one sync.
@@ -287,12 +523,16 @@ type Result struct {
 	Plan    *Plan
 	Skipped []lb.Skipped
 	Record  lb.SyncRecord
+	// States are what the backend made of every service in this pass.
+	States []lb.ServiceState
 }
 
-// Sync runs one pass: discover, plan, guard, apply, commit. With full set,
+// Sync runs one pass: discover, plan, guard, apply, commit. Deletions the
+// guard holds back are in Result.Plan.Held and the history says "held";
+// the rest of the plan applies and the error is nil. With full set,
 // a backend that implements Verifier is also checked for drift, and every
-// service is rewritten when drift is found. A discovery error, a refused
-// plan or a failed apply changes neither the data plane nor the stored
+// service is rewritten when drift is found. A discovery error or a failed
+// apply changes neither the data plane nor the stored
 // state; it is recorded in the sync history and returned.
 func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	start := r.now()
@@ -322,7 +562,19 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", err)
 	}
-	p := r.plan(applied, discovered, rejected, prev)
+	recent, err := r.recentDeletions(ctx)
+	if err != nil {
+		return fail("error", err)
+	}
+	last, err := r.lastStates(ctx)
+	if err != nil {
+		return fail("error", err)
+	}
+	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
+	for _, h := range p.Held {
+		r.log.Warn("deletion held back by the guard, keeping the last applied state", "service", h.Key,
+			"release", "lbd apply --allow-delete "+h.Key+" (or --force)", "reason", h.Reason)
+	}
 	for _, e := range p.Rejected {
 		r.log.Warn("service rejected, keeping its last applied state", "service", e.Namespace+"/"+e.Name, "field", e.Field, "reason", e.Reason)
 	}
@@ -340,8 +592,13 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	res := &Result{Plan: p}
 	rec.Services = len(p.Desired)
 	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
-	if err := r.Guard(p); err != nil {
-		return fail("refused", err)
+	// Deletions are recorded before they happen, so a crash after the
+	// apply cannot reset the budget.
+	if dl, ok := r.store.(DeleteLog); ok && len(p.deleted) > 0 && r.opts.MaxDeleteWindow > 0 {
+		now := r.now()
+		if err := dl.RecordDeletions(ctx, r.backend.Name(), p.deleted, now, now.Add(-r.opts.MaxDeleteWindow)); err != nil {
+			return fail("error", fmt.Errorf("record deletions: %w", err))
+		}
 	}
 	// Allocations are decisions: recorded before anything is programmed
 	// with them, so a crash after the apply cannot hand them out twice.
@@ -374,13 +631,17 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	}
 
 	stored := applied
+	// A noop pass calls no backend: what it skipped last time it skips
+	// still (a skipped service is a pending create or update, so a pass
+	// with one is never a noop).
+	var skipped []lb.Skipped
 	if p.Empty() {
-		rec.Result, rec.Duration = "noop", r.now().Sub(start)
+		rec.Result, rec.Duration = result(p, "noop"), r.now().Sub(start)
 		if err := r.store.RecordSync(ctx, rec); err != nil {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
 		}
 	} else {
-		skipped, err := r.backend.Apply(ctx, p.Desired, p.Changes)
+		skipped, err = r.backend.Apply(ctx, p.Desired, p.Changes)
 		if err != nil {
 			return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
 		}
@@ -390,7 +651,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			r.log.Warn("service not programmed by backend", "backend", r.backend.Name(), "service", s.Key, "reason", s.Reason)
 		}
 		rec.Skipped = len(skipped) + len(p.Unroutable) + len(p.Rejected)
-		rec.Result, rec.Duration = "ok", r.now().Sub(start)
+		rec.Result, rec.Duration = result(p, "ok"), r.now().Sub(start)
 		if err := r.store.Commit(ctx, r.backend.Name(), p.Desired, stored, rec); err != nil {
 			// The backend now serves the new state but the store still holds
 			// the old one: the next sync sees the difference and re-applies,
@@ -399,6 +660,14 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		}
 	}
 	res.Record = rec
+	res.States = states(p, skipped)
+	if ss, ok := r.store.(StateStore); ok {
+		// Best effort: the data plane and the applied state are right; a
+		// lost state only makes the next plan propose a skip again.
+		if err := ss.SaveStates(ctx, r.backend.Name(), res.States); err != nil {
+			r.log.Error("record service states", "err", err)
+		}
+	}
 	r.afterApply(ctx, as, p, stored)
 	return res, nil
 }
@@ -498,18 +767,23 @@ func keepSkipped(applied, desired []lb.Service, skipped []lb.Skipped) []lb.Servi
 	return out
 }
 
-// IsRefused reports whether err is a refusal by the max-delete guard.
-func IsRefused(err error) bool {
-	var t *TooManyDeletesError
-	return errors.As(err, &t)
+// result is the history's word for a pass that applied p: "held" when
+// the guard held deletions back, else done.
+func result(p *Plan, done string) string {
+	if len(p.Held) > 0 {
+		return "held"
+	}
+	return done
 }
 
 // dropConflicts removes from desired every service that claims an external
 // address, port and protocol that another one serves, and returns an
 // error for each. Who keeps the address is decided without regard to map
 // order: a service that already served it (in applied) keeps it; among
-// newcomers, the first by namespace/name. desired must be sorted.
-func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.Service, []*lb.InvalidServiceError) {
+// newcomers, the first by namespace/name, except that one the backend
+// skipped in the last pass (in skipped) comes after every other. desired
+// must be sorted.
+func dropConflicts(applied map[string]*lb.Service, desired []lb.Service, skipped map[string]bool) ([]lb.Service, []*lb.InvalidServiceError) {
 	type claim struct {
 		ip    netip.Addr
 		port  uint16
@@ -532,8 +806,9 @@ func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.S
 	}
 	taken := map[claim]string{}
 	lost := map[string]*lb.InvalidServiceError{}
-	// Two rounds: the previous owners first, then the others in order.
-	for round := 0; round < 2; round++ {
+	// Three rounds: the previous owners first, then the others in order,
+	// then those the backend skipped last time.
+	for round := 0; round < 3; round++ {
 		for i := range desired {
 			s := &desired[i]
 			if lost[s.Key()] != nil {
@@ -541,14 +816,24 @@ func dropConflicts(applied map[string]*lb.Service, desired []lb.Service) ([]lb.S
 			}
 			var mine []claim
 			for _, c := range claims(s) {
-				if (round == 0) == (owner[c] == s.Key()) {
+				switch {
+				case owner[c] == s.Key():
+					if round == 0 {
+						mine = append(mine, c)
+					}
+				case round == 1 && !skipped[s.Key()], round == 2 && skipped[s.Key()]:
 					mine = append(mine, c)
 				}
 			}
 			for _, c := range mine {
 				if other, ok := taken[c]; ok && other != s.Key() {
-					lost[s.Key()] = &lb.InvalidServiceError{Namespace: s.Namespace, Name: s.Name, Field: "spec.externalIPs",
-						Reason: fmt.Sprintf("%s:%d/%s is already served by %s", c.ip, c.port, c.proto, other)}
+					// Only an applied owner is "served": a newcomer that
+					// won may still be skipped by the backend.
+					why := fmt.Sprintf("%s:%d/%s is also claimed by %s, first by namespace/name", c.ip, c.port, c.proto, other)
+					if owner[c] == other {
+						why = fmt.Sprintf("%s:%d/%s is already served by %s", c.ip, c.port, c.proto, other)
+					}
+					lost[s.Key()] = &lb.InvalidServiceError{Namespace: s.Namespace, Name: s.Name, Field: "spec.externalIPs", Reason: why}
 					break
 				}
 			}

@@ -112,17 +112,17 @@ func TestSync(t *testing.T) {
 			wantErr: "apply test: haproxy -c: bad", wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80"}, wantResult: "error",
 		},
 		{
-			name: "empty answer refused", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5},
-			wantErr: "refusing to take 4 of 4 exposed services out of service", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
+			name: "empty answer held whole", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5},
+			wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "held",
 		},
 		{
 			name: "half may go", applied: []lb.Service{a, b, c, d}, src: source{svcs: []lb.Service{a, b}}, opts: Options{MaxDelete: 0.5},
 			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "ok",
 		},
 		{
-			name: "unexposing counts as delete", applied: []lb.Service{a, b}, opts: Options{MaxDelete: 0.4},
-			src:     source{svcs: []lb.Service{a, with(b, func(s *lb.Service) { s.ExternalIPs = nil })}},
-			wantErr: "refusing to take 1 of 2", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80"}, wantResult: "refused",
+			name: "unexposing counts as delete", applied: []lb.Service{a, b, c}, opts: Options{MaxDelete: 0.4},
+			src:         source{svcs: []lb.Service{a, with(b, func(s *lb.Service) { s.ExternalIPs = nil }), with(c, func(s *lb.Service) { s.ExternalIPs = nil })}},
+			wantApplies: 1, wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80"}, wantResult: "held",
 		},
 		{
 			name: "endpoints emptied count as deletes", applied: []lb.Service{a, b, c, d}, opts: Options{MaxDelete: 0.5},
@@ -130,7 +130,7 @@ func TestSync(t *testing.T) {
 				svc("default", "a", "192.168.121.201"), svc("default", "b", "192.168.121.202"),
 				svc("default", "c", "192.168.121.203"), d,
 			}},
-			wantErr: "refusing to take 3 of 4", wantApplied: []string{"default/a=10.246.0.1:80", "default/b=10.246.0.3:80", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "refused",
+			wantApplies: 1, wantApplied: []string{"default/a=", "default/b=", "default/c=10.246.0.4:80", "default/d=10.246.0.5:80"}, wantResult: "held",
 		},
 		{
 			name: "force", applied: []lb.Service{a, b, c, d}, src: source{}, opts: Options{MaxDelete: 0.5, Force: true},
@@ -253,7 +253,7 @@ func TestConflictingAddresses(t *testing.T) {
 		{
 			name: "newcomers: first by name wins", discovered: []lb.Service{a, b, c},
 			wantDesired:  []string{"default/a=10.246.0.1:80", "default/c=10.246.0.3:80"},
-			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is already served by default/a"},
+			wantRejected: []string{"service default/b: spec.externalIPs: 192.168.121.201:80/TCP is also claimed by default/a, first by namespace/name"},
 		},
 		{
 			name: "the service already serving keeps it", applied: []lb.Service{b}, discovered: []lb.Service{a, b},

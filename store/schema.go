@@ -20,11 +20,13 @@ var migrations = []migration{
 	{name: "mapping tables and the ServiceToEndPointsMapping view", up: migrateMapping},
 	{name: "applied state and sync history", up: execAll(appliedAndHistorySQL)},
 	{name: "pool allocations, owned addresses and the address report", up: execAll(addressesSQL)},
+	{name: "deletions let through by the max-delete guard", up: execAll(deletionsSQL)},
+	{name: "service states per backend", up: execAll(statesSQL)},
 }
 
 // SchemaVersion is the schema version this lbd creates and understands:
 // the number of migrations.
-const SchemaVersion = 3
+const SchemaVersion = 5
 
 // legacyTable is where a hand-made ServiceToEndPointsMapping table from the
 // notes is kept, rows intact, when its name is taken over by the view.

@@ -182,8 +182,8 @@ func TestOpenCreates(t *testing.T) {
 
 	got := schemaObjects(t, db.SQL())
 	want := []string{
-		"table address_report", "table allocations", "table applied", "table endpoints", "table owned_addresses",
-		"table ports", "table service_ips", "table services", "table sync_history", "view ServiceToEndPointsMapping",
+		"table address_report", "table allocations", "table applied", "table deletions", "table endpoints", "table owned_addresses",
+		"table ports", "table service_ips", "table service_states", "table services", "table sync_history", "view ServiceToEndPointsMapping",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("schema objects (-want +got):\n%s", diff)

@@ -32,11 +32,13 @@ type config struct {
 	kubectlTimout time.Duration
 
 	// store and guards
-	db        string
-	lockWait  time.Duration
-	maxDelete percent
-	force     bool
-	full      bool
+	db              string
+	lockWait        time.Duration
+	maxDelete       percent
+	maxDeleteWindow time.Duration
+	allowDelete     stringList
+	force           bool
+	full            bool
 
 	// addresses
 	pools        stringList
@@ -71,6 +73,10 @@ type config struct {
 	resync      time.Duration
 	debounce    time.Duration
 	metricsAddr string
+
+	// given names the flags set on the command line or in the
+	// environment.
+	given map[string]bool
 
 	// output
 	logFile   string
@@ -144,8 +150,10 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.db, "db", "/opt/LoadBalancer.sqlite.db", "SQLite `file` holding the mapping, the applied state and the sync history")
 	fs.DurationVar(&c.lockWait, "lock-wait", 30*time.Second, "how long a second lbd waits for the first to finish before giving up")
 	c.maxDelete = percent(reconcile.DefaultMaxDelete)
-	fs.Var(&c.maxDelete, "max-delete", "refuse a sync that takes more than this share of the exposed services out of service (deleted, unexposed or left without a ready endpoint): a percentage (50%) or a fraction (0.5)")
-	fs.BoolVar(&c.force, "force", false, "apply even when --max-delete would refuse")
+	fs.Var(&c.maxDelete, "max-delete", "share of the exposed services that may stop being served (deleted, unexposed or left without a ready endpoint) within --max-delete-window: a percentage (50%) or a fraction (0.5); at least one may, 0% none, and an empty answer from the master none. Deletions beyond it are held back (the services keep their state), the rest applies")
+	fs.DurationVar(&c.maxDeleteWindow, "max-delete-window", reconcile.DefaultMaxDeleteWindow, "how long a deletion counts against the --max-delete budget of later passes; 0 counts each pass alone")
+	fs.Var(&c.allowDelete, "allow-delete", "apply, plan: let the deletion of this `namespace/name` through whatever --max-delete says; repeatable (lbd apply also takes them as arguments)")
+	fs.BoolVar(&c.force, "force", false, "let every deletion through, whatever --max-delete says")
 	fs.BoolVar(&c.full, "full", true, "also check the backend for drift (rules flushed or files edited by hand) and repair it")
 
 	fs.Var(&c.pools, "pool", "address `pool` lbd serves and allocates from: a CIDR (192.168.121.240/28) or a range (192.168.121.240-192.168.121.250); repeatable, or comma-separated in LBD_POOL. Without one lbd serves nothing")
@@ -153,7 +161,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vipInterface, "vip-interface", "", "`interface` lbd adds every served address to (/32, /128) and announces it on with gratuitous ARP / unsolicited NA; empty: lbd owns no address")
 	fs.BoolVar(&c.statusWrite, "status-write", true, "write status.loadBalancer.ingress of LoadBalancer services back to the cluster")
 
-	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production), nftables (kernel NAT, verdict-map dispatch) or iptables")
+	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production), nftables (kernel NAT, verdict-map dispatch) or iptables; plan and status default to the backend of the last sync")
 	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")
 	fs.BoolVar(&c.routeCheck, "route-check", true, "check with netlink that endpoints route via --pod-interface before programming them")
 	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
@@ -193,6 +201,14 @@ func envName(name string) string {
 	return "LBD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
+// givenFlags returns the names of the flags fs got from the command line
+// or the environment (parseArgs sets both through fs).
+func givenFlags(fs *flag.FlagSet) map[string]bool {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
+}
+
 // parseArgs fills c from the environment, then from args, and returns the
 // subcommand ("" for a sync pass) and its remaining arguments. Flags may
 // stand before or after the subcommand.
@@ -228,9 +244,13 @@ func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd
 const usageHead = `lbd: external load balancer for bare-metal Kubernetes.
 
 Usage:
-  lbd [flags]            one sync pass (for cron): discover, plan, apply, store
+  lbd [flags]            one sync pass (for cron): discover, plan, apply, store;
+                         exit 0 done, 3 done but the guard held deletions back, 1 error
+  lbd apply [flags] [--allow-delete] namespace/name...
+                         one sync pass that lets the named services' deletions through
   lbd run [flags]        daemon: watch the master over SSH and sync on every change
-  lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending, 1 error
+  lbd plan [flags]       print what a sync would change; exit 0 no changes, 2 pending,
+                         3 nothing pending but deletions the guard holds back, 1 error
   lbd status [flags]     the stored service mapping (-o table|json)
   lbd check [flags]      preflight: pod routes, forwarding, iptables, privileges, SSH
   lbd cleanup [flags]    remove everything lbd programmed in the chosen backend

@@ -12,17 +12,23 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
+
+	"github.com/lbd/lbd/reconcile"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
-// Exit codes. plan also exits exitPending when changes are pending.
+// Exit codes. plan also exits exitPending when changes are pending. A
+// pass (and plan) exits exitHeld when the max-delete guard held deletions
+// back: the rest of the pass applied.
 const (
 	exitOK      = 0
 	exitFail    = 1
 	exitPending = 2
+	exitHeld    = 3
 )
 
 func main() {
@@ -48,14 +54,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "lbd: %v\n", err)
 		return exitFail
 	}
+	c.given = givenFlags(fs)
+	if cmd == "apply" {
+		c.allowDelete = append(c.allowDelete, rest...)
+		rest = nil
+	}
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "lbd %s: unexpected arguments %q\n", cmd, rest)
 		return exitFail
 	}
+	if err := checkAllowDelete(cmd, c.allowDelete); err != nil {
+		fmt.Fprintf(stderr, "lbd %s: %v\n", cmd, err)
+		return exitFail
+	}
 	a := &app{cfg: c, stdout: stdout, stderr: stderr}
 	switch cmd {
-	case "", "sync":
-		return a.exit(a.sync(ctx))
+	case "", "sync", "apply":
+		return a.passExit(a.sync(ctx))
 	case "run":
 		return a.exit(a.runDaemon(ctx))
 	case "plan":
@@ -95,6 +110,36 @@ func (a *app) exit(err error) int {
 	}
 	fmt.Fprintf(a.stderr, "lbd: %v\n", err)
 	return exitFail
+}
+
+// passExit turns the outcome of one pass into an exit code: exitHeld when
+// the guard held deletions back.
+func (a *app) passExit(res *reconcile.Result, err error) int {
+	if err != nil {
+		return a.exit(err)
+	}
+	if res != nil && res.Plan != nil && len(res.Plan.Held) > 0 {
+		return exitHeld
+	}
+	return exitOK
+}
+
+// checkAllowDelete accepts --allow-delete only where it means something
+// (apply and plan), and only as namespace/name.
+func checkAllowDelete(cmd string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if cmd != "apply" && cmd != "plan" {
+		return fmt.Errorf("--allow-delete needs lbd apply (one pass) or lbd plan")
+	}
+	for _, k := range keys {
+		ns, name, ok := strings.Cut(k, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("--allow-delete %q: want namespace/name", k)
+		}
+	}
+	return nil
 }
 
 func versionString() string {

@@ -27,7 +27,7 @@ type metrics struct {
 	lastSuccess     prometheus.Gauge
 	discoveryErrors *prometheus.CounterVec
 	applyErrors     *prometheus.CounterVec
-	services        prometheus.Gauge
+	services        *prometheus.GaugeVec
 	endpoints       prometheus.Gauge
 	haproxyReloads  prometheus.Counter
 	watchUp         prometheus.Gauge
@@ -65,10 +65,10 @@ func newMetrics(window time.Duration, now func() time.Time) *metrics {
 			Name: "lbd_apply_errors_total",
 			Help: "Syncs whose backend failed to check (drift) or program the data plane; the previous state kept serving.",
 		}, []string{"backend"}),
-		services: prometheus.NewGauge(prometheus.GaugeOpts{
+		services: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lbd_services",
-			Help: "Exposed services (with an external IP) the backend serves, as of the last successful sync.",
-		}),
+			Help: "Services by their state in the backend (programmed, unexposed, skipped, rejected, held, unroutable), as of the last successful sync.",
+		}, []string{"state"}),
 		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lbd_endpoints",
 			Help: "Ready endpoints of the exposed services, summed over their ports, as of the last successful sync.",
@@ -112,16 +112,25 @@ func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err err
 		m.syncs.WithLabelValues(result).Inc()
 		end := m.health.success()
 		m.lastSuccess.Set(float64(end.UnixNano()) / 1e9)
-		svcs, eps := exposed(res.Plan.Desired)
-		m.services.Set(float64(svcs))
+		_, eps := exposed(res.Plan.Desired)
+		m.observeStates(res.States)
 		m.endpoints.Set(float64(eps))
 		m.observeAddresses(res.Plan.Addresses)
 		return
 	}
-	if reconcile.IsRefused(err) {
-		result = "refused"
-	}
 	m.syncs.WithLabelValues(result).Inc()
+}
+
+// observeStates sets lbd_services{state} from a pass's service states;
+// every state has a series, 0 when no service is in it.
+func (m *metrics) observeStates(states []lb.ServiceState) {
+	n := map[string]int{}
+	for _, st := range states {
+		n[st.State]++
+	}
+	for _, s := range lb.ServiceStates {
+		m.services.WithLabelValues(s).Set(float64(n[s]))
+	}
 }
 
 // observeAddresses sets the pool and pending gauges from a pass's

@@ -313,8 +313,9 @@ func TestMetricsCountErrors(t *testing.T) {
 	svc := lb.Service{Namespace: "default", Name: "web", ExternalIPs: []netip.Addr{netip.MustParseAddr("192.168.121.201")},
 		Ports: []lb.Port{{Port: 80, Protocol: lb.TCP, Endpoints: []lb.Endpoint{{IP: netip.MustParseAddr("10.246.82.2"), Port: 80, Ready: true}, {IP: netip.MustParseAddr("10.246.82.6"), Port: 80}}}}}
 	internal := lb.Service{Namespace: "default", Name: "db", Ports: svc.Ports}
-	m.observeSync(30*time.Millisecond, &reconcile.Result{Plan: &reconcile.Plan{Desired: []lb.Service{svc, internal}}, Record: lb.SyncRecord{Result: "ok"}}, nil)
-	m.observeSync(2*time.Second, &reconcile.Result{Record: lb.SyncRecord{Result: "refused"}}, &reconcile.TooManyDeletesError{Deletes: 3, Exposed: 4, MaxDelete: .5})
+	m.observeSync(30*time.Millisecond, &reconcile.Result{Plan: &reconcile.Plan{Desired: []lb.Service{svc, internal}}, Record: lb.SyncRecord{Result: "ok"},
+		States: []lb.ServiceState{{Key: "default/db", State: lb.StateUnexposed}, {Key: "default/web", State: lb.StateProgrammed}, {Key: "default/x", State: lb.StateSkipped, Reason: "cannot bind"}}}, nil)
+	m.observeSync(2*time.Second, &reconcile.Result{Record: lb.SyncRecord{Result: "error"}}, errors.New("discover: ssh down"))
 
 	rec := httptest.NewRecorder()
 	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -323,10 +324,13 @@ func TestMetricsCountErrors(t *testing.T) {
 		`lbd_discovery_errors_total{backend="haproxy"} 2`,
 		`lbd_apply_errors_total{backend="haproxy"} 1`,
 		`lbd_haproxy_reloads_total 1`,
-		`lbd_services 1`,
+		`lbd_services{state="programmed"} 1`,
+		`lbd_services{state="unexposed"} 1`,
+		`lbd_services{state="skipped"} 1`,
+		`lbd_services{state="held"} 0`,
 		`lbd_endpoints 1`,
 		`lbd_syncs_total{result="ok"} 1`,
-		`lbd_syncs_total{result="refused"} 1`,
+		`lbd_syncs_total{result="error"} 1`,
 		`lbd_sync_duration_seconds_count 2`,
 		`lbd_sync_duration_seconds_bucket{le="0.05"} 1`,
 	} {

@@ -14,7 +14,9 @@ import (
 )
 
 // status prints the stored mapping with the notes' columns (the
-// ServiceToEndPointsMapping view) and the last sync.
+// ServiceToEndPointsMapping view) and each service's state in the
+// backend, the services that are not programmed with the reason, and the
+// last sync.
 func (a *app) status(ctx context.Context) error {
 	if _, err := os.Stat(a.cfg.db); err != nil {
 		return fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.db, err)
@@ -32,32 +34,64 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	note := a.lastBackend(hist)
 	report, err := db.AddressReport(ctx)
 	if err != nil {
 		return err
 	}
+	states, err := db.States(ctx, a.cfg.backend)
+	if err != nil {
+		return err
+	}
+	state := map[string]string{}
+	for _, st := range states {
+		state[st.Key] = st.State
+	}
 	switch a.cfg.output {
 	case "json":
 		return writeJSON(a.stdout, struct {
+			Backend   string            `json:"backend"`
 			Services  []lb.Service      `json:"services"`
 			Addresses []lb.AddressState `json:"addresses"`
-		}{svcs, report})
+			States    []lb.ServiceState `json:"states"`
+		}{a.cfg.backend, svcs, report, states})
 	case "table", "":
 	default:
 		return fmt.Errorf("-o %q: want table or json", a.cfg.output)
 	}
+	if note != "" {
+		fmt.Fprintln(a.stdout, note)
+	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tCLUSTER-IP\tEXTERNAL-IP\tPORTS\tENDPOINTS")
+	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tCLUSTER-IP\tEXTERNAL-IP\tPORTS\tENDPOINTS\tSTATE")
 	for _, s := range svcs {
 		cip := "None"
 		if s.ClusterIP.IsValid() {
 			cip = s.ClusterIP.String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Namespace, cip,
-			orDash(s.ExternalIPsString(), "<none>"), orDash(s.PortsString(), "-"), orDash(s.EndpointsString(), "<none ready>"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Namespace, cip,
+			orDash(s.ExternalIPsString(), "<none>"), orDash(s.PortsString(), "-"), orDash(s.EndpointsString(), "<none ready>"),
+			orDash(state[s.Key()], "unknown"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	var notServed []lb.ServiceState
+	for _, st := range states {
+		if st.Reason != "" {
+			notServed = append(notServed, st)
+		}
+	}
+	if len(notServed) > 0 {
+		fmt.Fprintln(a.stdout)
+		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "SERVICE\tSTATE (%s)\tREASON\n", a.cfg.backend)
+		for _, st := range notServed {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", st.Key, st.State, st.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(report) > 0 {
 		fmt.Fprintln(a.stdout)
@@ -79,6 +113,39 @@ func (a *app) status(ctx context.Context) error {
 		fmt.Fprintln(a.stdout)
 	}
 	return nil
+}
+
+// lastBackend makes the backend of the last sync in hist (newest first)
+// the one plan and status look at, unless --backend (or LBD_BACKEND) was
+// given. It returns the line that says so, or "" when --backend was given
+// or no sync is recorded.
+func (a *app) lastBackend(hist []lb.SyncRecord) string {
+	if a.cfg.given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
+		return ""
+	}
+	a.cfg.backend = hist[0].Backend
+	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.backend)
+}
+
+// lastBackendOf is lastBackend for a command that has not opened the
+// store yet; no store is no sync.
+func (a *app) lastBackendOf(ctx context.Context) (string, error) {
+	if a.cfg.given["backend"] {
+		return "", nil
+	}
+	if _, err := os.Stat(a.cfg.db); err != nil {
+		return "", nil
+	}
+	db, err := store.Open(ctx, a.cfg.db)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	hist, err := db.History(ctx, 1)
+	if err != nil {
+		return "", err
+	}
+	return a.lastBackend(hist), nil
 }
 
 func orDash(s, none string) string {

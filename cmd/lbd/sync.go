@@ -11,35 +11,40 @@ import (
 )
 
 // sync runs one pass: lock, discover, plan, apply, store. It is what cron
-// runs.
-func (a *app) sync(ctx context.Context) error {
+// runs, and lbd apply.
+func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
 	closeLog, err := a.openLog()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeLog()
 	env, err := a.setUp(ctx, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer env.close()
 
 	res, err := env.reconciler.Sync(ctx, a.cfg.full)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.logSync(res, a.cfg.full)
-	return nil
+	return res, nil
 }
 
 // plan prints what a sync would do and changes nothing. It exits 0 when
-// nothing would change, 2 when changes are pending and 1 on error.
+// nothing would change, 2 when changes are pending, 3 when nothing is
+// pending but the guard holds deletions back, and 1 on error.
 func (a *app) plan(ctx context.Context) int {
 	closeLog, err := a.openLogStderr()
 	if err != nil {
 		return a.exit(err)
 	}
 	defer closeLog()
+	note, err := a.lastBackendOf(ctx)
+	if err != nil {
+		return a.exit(err)
+	}
 	env, err := a.setUp(ctx, false)
 	if err != nil {
 		return a.exit(err)
@@ -49,20 +54,23 @@ func (a *app) plan(ctx context.Context) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	if err := printPlan(a.stdout, a.cfg.output, p); err != nil {
+	if note != "" && a.cfg.output != "json" {
+		fmt.Fprintln(a.stdout, note)
+	}
+	if err := printPlan(a.stdout, a.cfg.output, a.cfg.backend, p); err != nil {
 		return a.exit(err)
 	}
-	if err := env.reconciler.Guard(p); err != nil {
-		fmt.Fprintf(a.stdout, "a sync would be refused: %v\n", err)
+	switch {
+	case !p.Empty():
+		return exitPending
+	case len(p.Held) > 0:
+		return exitHeld
 	}
-	if p.Empty() {
-		return exitOK
-	}
-	return exitPending
+	return exitOK
 }
 
 // printPlan writes p as lines a person reads, or as JSON.
-func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reconcile.Plan) error {
+func printPlan(w interface{ Write([]byte) (int, error) }, format, backend string, p *reconcile.Plan) error {
 	type jsonChange struct {
 		Kind    lb.ChangeKind `json:"kind"`
 		Service string        `json:"service"`
@@ -73,15 +81,18 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		Ingress []netip.Addr `json:"ingress"`
 	}
 	type jsonPlan struct {
+		Backend      string            `json:"backend"`
 		Changes      []jsonChange      `json:"changes"`
 		Unchanged    int               `json:"unchanged"`
 		Rejected     []string          `json:"rejected,omitempty"`
 		Unroutable   []string          `json:"unroutable,omitempty"`
+		Held         []lb.Skipped      `json:"held,omitempty"`
+		Skipped      []lb.Skipped      `json:"skipped,omitempty"`
 		Addresses    []lb.AddressState `json:"addresses,omitempty"`
 		Allocations  []lb.Allocation   `json:"allocations,omitempty"`
 		StatusWrites []jsonStatus      `json:"statusWrites,omitempty"`
 	}
-	jp := jsonPlan{Changes: []jsonChange{}, Unchanged: p.Unchanged, Addresses: p.Addresses, Allocations: p.Allocations}
+	jp := jsonPlan{Backend: backend, Changes: []jsonChange{}, Unchanged: p.Unchanged, Held: p.Held, Skipped: p.Skipped, Addresses: p.Addresses, Allocations: p.Allocations}
 	for _, w := range p.StatusWrites {
 		jp.StatusWrites = append(jp.StatusWrites, jsonStatus{w.Key(), w.Ingress})
 	}
@@ -114,6 +125,12 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 	for _, r := range jp.Unroutable {
 		fmt.Fprintf(&b, "skip   %s (keeps its last applied state)\n", r)
 	}
+	for _, s := range p.Skipped {
+		fmt.Fprintf(&b, "skip   %s: skipped (%s) by the backend last time with this spec; a sync tries again\n", s.Key, s.Reason)
+	}
+	for _, h := range p.Held {
+		fmt.Fprintf(&b, "hold   %s (keeps its last applied state): %s\n", h.Key, h.Reason)
+	}
 	for _, st := range p.Addresses {
 		switch st.State {
 		case lb.AddressRejected:
@@ -132,8 +149,12 @@ func printPlan(w interface{ Write([]byte) (int, error) }, format string, p *reco
 		}
 		fmt.Fprintf(&b, "status %s ingress %s\n", w.Service, ing)
 	}
-	fmt.Fprintf(&b, "plan: %d to create, %d to update, %d to delete, %d unchanged\n",
+	fmt.Fprintf(&b, "plan: %d to create, %d to update, %d to delete, %d unchanged",
 		p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete), p.Unchanged)
+	if len(p.Held) > 0 {
+		fmt.Fprintf(&b, ", %d deletions held back", len(p.Held))
+	}
+	b.WriteString("\n")
 	_, err := w.Write([]byte(b.String()))
 	return err
 }

@@ -98,7 +98,8 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 // the flags; src and be are e's, or wrappers of them (lbd run counts their
 // errors for the metrics).
 func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
-	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), Force: a.cfg.force, LBClass: a.cfg.lbClass}
+	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), MaxDeleteWindow: a.cfg.maxDeleteWindow,
+		Force: a.cfg.force, AllowDelete: a.cfg.allowDelete, LBClass: a.cfg.lbClass}
 	rc := netfilter.NewRouteCheck(a.cfg.podInterface)
 	if a.cfg.routeCheck {
 		opts.Routes = rc
