@@ -8,7 +8,7 @@ PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
 DESTDIR   ?=
 
-.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down install
+.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down install deb
 
 all: build
 
@@ -27,6 +27,10 @@ install: build
 	sed 's|/usr/local/sbin/lbd|$(SBINDIR)/lbd|g' hack/cron/lbd > $(DESTDIR)$(PREFIX)/share/lbd/cron.d-lbd
 	@echo "daemon: edit /etc/default/lbd, then systemctl daemon-reload && systemctl enable --now lbd && systemctl restart haproxy"
 	@echo "cron instead: cp $(PREFIX)/share/lbd/cron.d-lbd /etc/cron.d/lbd (not both)"
+
+## deb: the Debian package $(BIN)/lbd_<version>_<arch>.deb (nFPM, a Go tool of hack/pkg): a static binary stamped with $(VERSION), the unit, logrotate, /etc/default/lbd, docs, the cron and haproxy examples
+deb:
+	VERSION=$(VERSION) GO=$(GO) hack/pkg/deb.sh $(BIN)
 
 ## install-deps: apt-get the Debian packages the tests need, download modules, build the lab's kube-apiserver (root)
 install-deps:

@@ -46,5 +46,6 @@ fi
 command -v go >/dev/null || { echo "install-deps: Go is required (https://go.dev/dl)" >&2; exit 1; }
 go mod download
 (cd hack/k8s && go mod download)
+(cd hack/pkg && go mod download)
 hack/k8s/build.sh >/dev/null
 echo "install-deps: done"
