@@ -178,10 +178,10 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s chain %s is missing", t.name, label))
 			case c.Name == ServicesChain || c.Name == FilterChain:
-				for _, l := range minus(c.Rules, got) {
+				for _, l := range without(c.Rules, got) {
 					diffs = append(diffs, fmt.Sprintf("%s chain %s: missing rule %q", t.name, label, l))
 				}
-				for _, l := range minus(got, c.Rules) {
+				for _, l := range without(got, c.Rules) {
 					diffs = append(diffs, fmt.Sprintf("%s chain %s: unexpected rule %q", t.name, label, l))
 				}
 			case !slices.Equal(c.Rules, got):
@@ -203,6 +203,23 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 		b.dirty = true
 	}
 	return diffs, nil
+}
+
+// without returns the lines of a that are not in b, in a's order. Unlike
+// minus it takes time linear in both (LBD-SERVICES holds a rule per
+// external IP and port).
+func without(a, b []string) []string {
+	in := make(map[string]struct{}, len(b))
+	for _, l := range b {
+		in[l] = struct{}{}
+	}
+	var out []string
+	for _, l := range a {
+		if _, ok := in[l]; !ok {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func firstDiff(want, got []string) string {

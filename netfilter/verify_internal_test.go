@@ -1,10 +1,15 @@
 package netfilter
 
 import (
+	"context"
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lbd/lbd/lb"
 )
 
 func TestParseSave(t *testing.T) {
@@ -68,5 +73,93 @@ func TestParseSave(t *testing.T) {
 				t.Errorf("parseSave (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// saveOf returns what iptables-save prints once rs and lbd's jumps are
+// programmed: built-in chains first, as the kernel lists them.
+func saveOf(rs Ruleset) string {
+	var b strings.Builder
+	for _, t := range []struct {
+		name    string
+		builtin []string
+		chains  []Chain
+	}{
+		{"nat", []string{"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}, rs.NAT},
+		{"filter", []string{"INPUT", "FORWARD", "OUTPUT"}, rs.Filter},
+	} {
+		b.WriteString("*" + t.name + "\n")
+		for _, c := range t.builtin {
+			b.WriteString(":" + c + " ACCEPT [0:0]\n")
+		}
+		for _, c := range t.chains {
+			b.WriteString(":" + c.Name + " - [0:0]\n")
+		}
+		for _, j := range jumps {
+			if j.table == t.name {
+				b.WriteString(j.line() + "\n")
+			}
+		}
+		for _, c := range t.chains {
+			for _, r := range c.Rules {
+				b.WriteString(r + "\n")
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// manyServices returns n single-port services, each on its own external
+// IP, with two endpoints.
+func manyServices(n int) []lb.Service {
+	out := make([]lb.Service, n)
+	for i := range out {
+		s := svc(fmt.Sprintf("svc-%d", i), lb.TCP, 80, fmt.Sprintf("10.%d.%d.2", 100+i>>8, i&255), fmt.Sprintf("10.%d.%d.3", 100+i>>8, i&255))
+		s.ExternalIPs = []netip.Addr{netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)})}
+		out[i] = s
+	}
+	lb.SortServices(out)
+	return out
+}
+
+func TestVerifyManyInSync(t *testing.T) {
+	b, f := newTestBackend(t, DefaultOptions())
+	applied := manyServices(300)
+	f.run.saveOut = saveOf(Render(applied, b.opts))
+	diffs, err := b.Verify(t.Context(), applied)
+	if err != nil || len(diffs) != 0 {
+		t.Fatalf("Verify: %v, %d differences: %v", err, len(diffs), diffs[:min(len(diffs), 5)])
+	}
+}
+
+// BenchmarkVerify10k is the drift check of lbd's chains (one save, parsed
+// and compared with Render) at 10,000 services, all in sync.
+func BenchmarkVerify10k(b *testing.B) {
+	be, f := newTestBackend(b, DefaultOptions())
+	applied := manyServices(10000)
+	f.run.saveOut = saveOf(Render(applied, be.opts))
+	b.ReportAllocs()
+	for b.Loop() {
+		diffs, err := be.Verify(context.Background(), applied)
+		if err != nil || len(diffs) != 0 {
+			b.Fatalf("Verify: %v, %d differences", err, len(diffs))
+		}
+	}
+}
+
+func TestWithout(t *testing.T) {
+	tests := []struct {
+		a, b, want []string
+	}{
+		{nil, nil, nil},
+		{[]string{"x", "y", "x", "z"}, []string{"y"}, []string{"x", "x", "z"}},
+		{[]string{"x"}, []string{"x", "x"}, nil},
+		{nil, []string{"x"}, nil},
+	}
+	for _, tt := range tests {
+		if d := cmp.Diff(tt.want, without(tt.a, tt.b)); d != "" {
+			t.Errorf("without(%q, %q) (-want +got):\n%s", tt.a, tt.b, d)
+		}
 	}
 }
