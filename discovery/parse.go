@@ -146,11 +146,21 @@ func (v *intOrString) UnmarshalJSON(b []byte) error {
 }
 
 // endpointRef is one usable endpoint of a slice or Endpoints subset, with
-// its addresses already parsed.
+// its address already parsed.
 type endpointRef struct {
-	ips                         []netip.Addr
+	ip                          netip.Addr
 	ready, serving, terminating bool
 }
+
+// Limits of the Kubernetes API's validation of an EndpointSlice. lbd
+// enforces them itself, so that even a compromised master cannot make it
+// multiply ports by endpoints into more than the API allows; it applies
+// them to each subset of a legacy Endpoints object too (the endpoints
+// controller writes at most 1000 addresses).
+const (
+	maxSlicePorts     = 100
+	maxSliceEndpoints = 1000
+)
 
 // portRef is one validated port of a slice or Endpoints subset.
 type portRef struct {
@@ -193,6 +203,12 @@ type endpointGroup struct {
 // others are returned normalized and sorted by namespace and name.
 // ExternalName services and items of other kinds are skipped without error.
 // When the list holds any EndpointSlice, Endpoints objects are ignored.
+//
+// The API's own limits hold even when the master does not enforce them: a
+// slice (or legacy subset) with more than 100 ports or 1000 endpoints, or
+// two ports of one name, rejects its service. Only the first address of an
+// endpoint is used, as in kube-proxy. So every service port gets at most
+// 1000 endpoints per slice or subset.
 // The error is non-nil only when data as a whole is not a kubectl List.
 func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	// Fast path: decode the whole list at once. Only when some item holds a
@@ -398,6 +414,13 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 	if len(spec.Ports) > 0 {
 		svc.Ports = make([]lb.Port, 0, len(spec.Ports))
 	}
+	// Duplicates are found through maps: a service may list many ports.
+	type portKey struct {
+		port  uint16
+		proto lb.Protocol
+	}
+	byPort := make(map[portKey]int, len(spec.Ports))
+	byName := make(map[string]int, len(spec.Ports))
 	for i, sp := range spec.Ports {
 		f := "spec.ports[" + strconv.Itoa(i) + "]"
 		if sp.Name != "" && !lb.IsDNSLabel(sp.Name) {
@@ -418,14 +441,14 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 			return bad(f+".targetPort", "%v", err)
 		}
 		p := lb.Port{Name: sp.Name, Port: uint16(sp.Port), Protocol: proto, TargetPort: target}
-		for j, q := range svc.Ports {
-			if q.Port == p.Port && q.Protocol == p.Protocol {
-				return bad(f, "duplicate of spec.ports[%d] %s", j, p)
-			}
-			if q.Name == p.Name {
-				return bad(f+".name", "duplicate of spec.ports[%d].name %q", j, p.Name)
-			}
+		pk := portKey{p.Port, p.Protocol}
+		if j, dup := byPort[pk]; dup {
+			return bad(f, "duplicate of spec.ports[%d] %s", j, p)
 		}
+		if j, dup := byName[p.Name]; dup {
+			return bad(f+".name", "duplicate of spec.ports[%d].name %q", j, p.Name)
+		}
+		byPort[pk], byName[p.Name] = i, i
 		p.Endpoints = resolve(groups, p.Name, proto)
 		svc.Ports = append(svc.Ports, p)
 	}
@@ -463,8 +486,8 @@ func targetPort(v intOrString, port int) (string, error) {
 }
 
 // resolve collects the endpoints serving the service port (name, proto):
-// every address of every endpoint in a group that has a port of that name
-// and protocol, at that port's number. An address listed twice (as in two
+// every endpoint in a group that has a port of that name and protocol, at
+// that port's number. An address listed twice (as in two
 // slices during a rollout) appears once, ready if any listing is ready.
 func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoint {
 	var eps []lb.Endpoint
@@ -475,9 +498,7 @@ func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoi
 				continue
 			}
 			for _, e := range g.endpoints {
-				for _, ip := range e.ips {
-					eps = append(eps, lb.Endpoint{IP: ip, Port: p.port, Ready: e.ready, Serving: e.serving, Terminating: e.terminating})
-				}
+				eps = append(eps, lb.Endpoint{IP: e.ip, Port: p.port, Ready: e.ready, Serving: e.serving, Terminating: e.terminating})
 			}
 		}
 	}
@@ -520,18 +541,32 @@ func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidS
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
 			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + o.Metadata.Name + ": " + field, Reason: fmt.Sprintf(format, a...)}
 		}
+		if n := len(o.Ports); n > maxSlicePorts {
+			return bad("ports", "%d ports, more than the API's limit of %d", n, maxSlicePorts)
+		}
+		if n := len(o.Endpoints); n > maxSliceEndpoints {
+			return bad("endpoints", "%d endpoints, more than the API's limit of %d", n, maxSliceEndpoints)
+		}
 		g := endpointGroup{ports: make([]portRef, 0, len(o.Ports))}
+		portNames := make(map[string]int, len(o.Ports))
 		for j, p := range o.Ports {
+			var pn string
+			if p.Name != nil {
+				pn = *p.Name
+			}
+			// The API requires unique names; with them a service port
+			// matches at most one port of a slice.
+			if k, dup := portNames[pn]; dup {
+				return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, pn)
+			}
+			portNames[pn] = j
 			if p.Port == nil {
 				continue // "all ports": nothing lbd can forward to
 			}
 			if *p.Port < 1 || *p.Port > 65535 {
 				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", *p.Port)
 			}
-			var pn, ps string
-			if p.Name != nil {
-				pn = *p.Name
-			}
+			var ps string
 			if p.Protocol != nil {
 				ps = *p.Protocol
 			}
@@ -543,17 +578,19 @@ func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidS
 		}
 		g.endpoints = make([]endpointRef, 0, len(o.Endpoints))
 		for j, e := range o.Endpoints {
-			r := endpointRef{ips: make([]netip.Addr, 0, len(e.Addresses))}
-			for k, a := range e.Addresses {
-				ip, err := parseUnicast(a)
-				if err == nil && !want(ip) {
-					err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
-				}
-				if err != nil {
-					return bad(fmt.Sprintf("endpoints[%d].addresses[%d]", j, k), "%v", err)
-				}
-				r.ips = append(r.ips, ip)
+			// Only the first address counts: the API defines no meaning
+			// for the others, and kube-proxy ignores them too.
+			if len(e.Addresses) == 0 {
+				continue
 			}
+			ip, err := parseUnicast(e.Addresses[0])
+			if err == nil && !want(ip) {
+				err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
+			}
+			if err != nil {
+				return bad(fmt.Sprintf("endpoints[%d].addresses[0]", j), "%v", err)
+			}
+			r := endpointRef{ip: ip}
 			c := &e.Conditions
 			// Per the API: ready nil means true, serving nil means as ready.
 			r.ready = c.Ready == nil || *c.Ready
@@ -576,8 +613,19 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
 			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", o.Metadata.Name, i, field), Reason: fmt.Sprintf(format, a...)}
 		}
+		if n := len(s.Ports); n > maxSlicePorts {
+			return bad("ports", "%d ports, more than the limit of %d (that of an EndpointSlice)", n, maxSlicePorts)
+		}
+		if n := len(s.Addresses) + len(s.NotReadyAddresses); n > maxSliceEndpoints {
+			return bad("addresses", "%d addresses, more than the limit of %d (that of an EndpointSlice)", n, maxSliceEndpoints)
+		}
 		g := endpointGroup{ports: make([]portRef, 0, len(s.Ports))}
+		portNames := make(map[string]int, len(s.Ports))
 		for j, p := range s.Ports {
+			if k, dup := portNames[p.Name]; dup {
+				return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, p.Name)
+			}
+			portNames[p.Name] = j
 			if p.Port < 1 || p.Port > 65535 {
 				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", p.Port)
 			}
@@ -598,7 +646,7 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 				if err != nil {
 					return bad(fmt.Sprintf("%s[%d].ip", list.field, j), "%v", err)
 				}
-				g.endpoints = append(g.endpoints, endpointRef{ips: []netip.Addr{ip}, ready: list.ready, serving: list.ready})
+				g.endpoints = append(g.endpoints, endpointRef{ip: ip, ready: list.ready, serving: list.ready})
 			}
 		}
 		groups = append(groups, g)
