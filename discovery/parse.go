@@ -268,7 +268,7 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 			key := o.Metadata.Namespace + "/" + svc
 			if err != nil {
 				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+o.Metadata.Name, err)
+					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+objName(o.Metadata.Name), err)
 				}
 				continue
 			}
@@ -277,7 +277,7 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 			key := o.Metadata.Namespace + "/" + o.Metadata.Name
 			if err != nil {
 				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+o.Metadata.Name, err)
+					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+objName(o.Metadata.Name), err)
 				}
 				continue
 			}
@@ -469,7 +469,7 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 func targetPort(v intOrString, port int) (string, error) {
 	switch {
 	case v.bad:
-		return "", fmt.Errorf("%s is neither a number nor a string", v.str)
+		return "", fmt.Errorf("JSON %s is neither a number nor a string", quoteRaw(v.str))
 	case !v.set, v.isStr && v.str == "", !v.isStr && v.str == "0":
 		return strconv.Itoa(port), nil
 	case v.isStr:
@@ -539,7 +539,7 @@ func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidS
 			continue
 		}
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
-			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + o.Metadata.Name + ": " + field, Reason: fmt.Sprintf(format, a...)}
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + objName(o.Metadata.Name) + ": " + field, Reason: fmt.Sprintf(format, a...)}
 		}
 		if n := len(o.Ports); n > maxSlicePorts {
 			return bad("ports", "%d ports, more than the API's limit of %d", n, maxSlicePorts)
@@ -611,7 +611,7 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 	groups := make([]endpointGroup, 0, len(o.Subsets))
 	for i, s := range o.Subsets {
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
-			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", o.Metadata.Name, i, field), Reason: fmt.Sprintf(format, a...)}
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", objName(o.Metadata.Name), i, field), Reason: fmt.Sprintf(format, a...)}
 		}
 		if n := len(s.Ports); n > maxSlicePorts {
 			return bad("ports", "%d ports, more than the limit of %d (that of an EndpointSlice)", n, maxSlicePorts)
@@ -652,6 +652,32 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 		groups = append(groups, g)
 	}
 	return groups, nil
+}
+
+// objName returns the name of an EndpointSlice or Endpoints object for a
+// field path: as it is when it is a valid object name (an RFC 1123
+// subdomain), quoted otherwise, so that a raw name from the cluster cannot
+// forge a line of output or send an escape sequence to a terminal.
+func objName(s string) string {
+	ok := len(s) > 0 && len(s) <= 253
+	for i := 0; ok && i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		ok = alnum || (c == '-' || c == '.') && i > 0 && i < len(s)-1
+	}
+	if ok {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// quoteRaw quotes raw JSON text from the cluster for a message, cut to 64
+// bytes.
+func quoteRaw(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // parseIP parses an address as the cluster writes it: no zone, no
