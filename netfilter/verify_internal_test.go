@@ -163,3 +163,71 @@ func TestWithout(t *testing.T) {
 		}
 	}
 }
+
+// saveText prints s as iptables-save would, for the round trip.
+func saveText(s *saved) string {
+	var b strings.Builder
+	for _, t := range []struct {
+		name string
+		t    *savedTable
+	}{{"nat", &s.nat}, {"filter", &s.filter}} {
+		if t.t.rules == nil {
+			continue
+		}
+		b.WriteString("*" + t.name + "\n")
+		for _, c := range t.t.order {
+			b.WriteString(":" + c + " - [0:0]\n")
+		}
+		for _, c := range t.t.order {
+			for _, r := range t.t.rules[c] {
+				b.WriteString(r + "\n")
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// FuzzParseSave checks parseSave on any input: it never panics, returns a
+// result or an error (never both), and a result is consistent (every
+// chain declared once, every rule filed under its own chain, no line
+// break in a rule) and survives being printed and parsed again.
+func FuzzParseSave(f *testing.F) {
+	b, _ := newTestBackend(f, DefaultOptions())
+	f.Add(saveOf(Render(manyServices(2), b.opts)))
+	f.Add("# Generated\n*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:LBD-X - [0:0]\n-A PREROUTING -j LBD-X\n-A LBD-X\nCOMMIT\n")
+	f.Add("*nat\n-A ")
+	f.Add("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LBD-FILTER\r\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := parseSave([]byte(in))
+		if (s == nil) == (err == nil) {
+			t.Fatalf("parseSave = %v, %v: want a result or an error", s, err)
+		}
+		if err != nil {
+			return
+		}
+		for _, tb := range []*savedTable{&s.nat, &s.filter} {
+			if len(tb.order) != len(tb.rules) {
+				t.Fatalf("%d chains in order, %d with rules", len(tb.order), len(tb.rules))
+			}
+			for _, c := range tb.order {
+				rules, ok := tb.rules[c]
+				if !ok || c == "" {
+					t.Fatalf("chain %q declared but not filed", c)
+				}
+				for _, r := range rules {
+					if r != "-A "+c && !strings.HasPrefix(r, "-A "+c+" ") || strings.Contains(r, "\n") {
+						t.Fatalf("rule %q filed under chain %q", r, c)
+					}
+				}
+			}
+		}
+		again, err := parseSave([]byte(saveText(s)))
+		if err != nil {
+			t.Fatalf("parsing the printed result: %v", err)
+		}
+		if d := cmp.Diff(s, again, cmp.AllowUnexported(saved{}, savedTable{})); d != "" {
+			t.Fatalf("round trip (-first +second):\n%s", d)
+		}
+	})
+}
