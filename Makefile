@@ -8,7 +8,7 @@ PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
 DESTDIR   ?=
 
-.PHONY: all build test test-unit lint install-deps lab-binaries bench clean demo demo-down install deb
+.PHONY: all build test test-unit lint install-deps lab-binaries bench fuzz clean demo demo-down install deb
 
 all: build
 
@@ -57,6 +57,13 @@ lint:
 ## bench: the benchmarks whose figures the README quotes
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./discovery ./store ./netfilter ./haproxy
+
+## fuzz: each fuzz target for $(FUZZTIME) (default 20s), one after the other: kubectl JSON, iptables-save, the haproxy services directory
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZTIME) ./netfilter
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCfgs$$' -fuzztime $(FUZZTIME) ./haproxy
 
 ## demo: (root) start a lab in network namespaces, show lbd serving the notes' nginx service with iptables, then haproxy; leave it up for exploring
 demo:

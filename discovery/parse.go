@@ -153,11 +153,21 @@ func (v *intOrString) UnmarshalJSON(b []byte) error {
 }
 
 // endpointRef is one usable endpoint of a slice or Endpoints subset, with
-// its addresses already parsed.
+// its address already parsed.
 type endpointRef struct {
-	ips                         []netip.Addr
+	ip                          netip.Addr
 	ready, serving, terminating bool
 }
+
+// Limits of the Kubernetes API's validation of an EndpointSlice. lbd
+// enforces them itself, so that even a compromised master cannot make it
+// multiply ports by endpoints into more than the API allows; it applies
+// them to each subset of a legacy Endpoints object too (the endpoints
+// controller writes at most 1000 addresses).
+const (
+	maxSlicePorts     = 100
+	maxSliceEndpoints = 1000
+)
 
 // portRef is one validated port of a slice or Endpoints subset.
 type portRef struct {
@@ -200,6 +210,12 @@ type endpointGroup struct {
 // others are returned normalized and sorted by namespace and name.
 // ExternalName services and items of other kinds are skipped without error.
 // When the list holds any EndpointSlice, Endpoints objects are ignored.
+//
+// The API's own limits hold even when the master does not enforce them: a
+// slice (or legacy subset) with more than 100 ports or 1000 endpoints, or
+// two ports of one name, rejects its service. Only the first address of an
+// endpoint is used, as in kube-proxy. So every service port gets at most
+// 1000 endpoints per slice or subset.
 // The error is non-nil only when data as a whole is not a kubectl List.
 func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	// Fast path: decode the whole list at once. Only when some item holds a
@@ -259,7 +275,7 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 			key := o.Metadata.Namespace + "/" + svc
 			if err != nil {
 				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+o.Metadata.Name, err)
+					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+objName(o.Metadata.Name), err)
 				}
 				continue
 			}
@@ -268,7 +284,7 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 			key := o.Metadata.Namespace + "/" + o.Metadata.Name
 			if err != nil {
 				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+o.Metadata.Name, err)
+					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+objName(o.Metadata.Name), err)
 				}
 				continue
 			}
@@ -409,6 +425,13 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 	if len(spec.Ports) > 0 {
 		svc.Ports = make([]lb.Port, 0, len(spec.Ports))
 	}
+	// Duplicates are found through maps: a service may list many ports.
+	type portKey struct {
+		port  uint16
+		proto lb.Protocol
+	}
+	byPort := make(map[portKey]int, len(spec.Ports))
+	byName := make(map[string]int, len(spec.Ports))
 	for i, sp := range spec.Ports {
 		f := "spec.ports[" + strconv.Itoa(i) + "]"
 		if sp.Name != "" && !lb.IsDNSLabel(sp.Name) {
@@ -429,14 +452,14 @@ func buildService(o *object, groups []endpointGroup) (svc lb.Service, skip bool,
 			return bad(f+".targetPort", "%v", err)
 		}
 		p := lb.Port{Name: sp.Name, Port: uint16(sp.Port), Protocol: proto, TargetPort: target}
-		for j, q := range svc.Ports {
-			if q.Port == p.Port && q.Protocol == p.Protocol {
-				return bad(f, "duplicate of spec.ports[%d] %s", j, p)
-			}
-			if q.Name == p.Name {
-				return bad(f+".name", "duplicate of spec.ports[%d].name %q", j, p.Name)
-			}
+		pk := portKey{p.Port, p.Protocol}
+		if j, dup := byPort[pk]; dup {
+			return bad(f, "duplicate of spec.ports[%d] %s", j, p)
 		}
+		if j, dup := byName[p.Name]; dup {
+			return bad(f+".name", "duplicate of spec.ports[%d].name %q", j, p.Name)
+		}
+		byPort[pk], byName[p.Name] = i, i
 		p.Endpoints = resolve(groups, p.Name, proto)
 		svc.Ports = append(svc.Ports, p)
 	}
@@ -552,7 +575,7 @@ func isClass(s string) bool {
 func targetPort(v intOrString, port int) (string, error) {
 	switch {
 	case v.bad:
-		return "", fmt.Errorf("%s is neither a number nor a string", v.str)
+		return "", fmt.Errorf("JSON %s is neither a number nor a string", quoteRaw(v.str))
 	case !v.set, v.isStr && v.str == "", !v.isStr && v.str == "0":
 		return strconv.Itoa(port), nil
 	case v.isStr:
@@ -569,8 +592,8 @@ func targetPort(v intOrString, port int) (string, error) {
 }
 
 // resolve collects the endpoints serving the service port (name, proto):
-// every address of every endpoint in a group that has a port of that name
-// and protocol, at that port's number. An address listed twice (as in two
+// every endpoint in a group that has a port of that name and protocol, at
+// that port's number. An address listed twice (as in two
 // slices during a rollout) appears once, ready if any listing is ready.
 func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoint {
 	var eps []lb.Endpoint
@@ -581,9 +604,7 @@ func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoi
 				continue
 			}
 			for _, e := range g.endpoints {
-				for _, ip := range e.ips {
-					eps = append(eps, lb.Endpoint{IP: ip, Port: p.port, Ready: e.ready, Serving: e.serving, Terminating: e.terminating})
-				}
+				eps = append(eps, lb.Endpoint{IP: e.ip, Port: p.port, Ready: e.ready, Serving: e.serving, Terminating: e.terminating})
 			}
 		}
 	}
@@ -624,20 +645,34 @@ func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidS
 			continue
 		}
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
-			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + o.Metadata.Name + ": " + field, Reason: fmt.Sprintf(format, a...)}
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + objName(o.Metadata.Name) + ": " + field, Reason: fmt.Sprintf(format, a...)}
+		}
+		if n := len(o.Ports); n > maxSlicePorts {
+			return bad("ports", "%d ports, more than the API's limit of %d", n, maxSlicePorts)
+		}
+		if n := len(o.Endpoints); n > maxSliceEndpoints {
+			return bad("endpoints", "%d endpoints, more than the API's limit of %d", n, maxSliceEndpoints)
 		}
 		g := endpointGroup{ports: make([]portRef, 0, len(o.Ports))}
+		portNames := make(map[string]int, len(o.Ports))
 		for j, p := range o.Ports {
+			var pn string
+			if p.Name != nil {
+				pn = *p.Name
+			}
+			// The API requires unique names; with them a service port
+			// matches at most one port of a slice.
+			if k, dup := portNames[pn]; dup {
+				return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, pn)
+			}
+			portNames[pn] = j
 			if p.Port == nil {
 				continue // "all ports": nothing lbd can forward to
 			}
 			if *p.Port < 1 || *p.Port > 65535 {
 				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", *p.Port)
 			}
-			var pn, ps string
-			if p.Name != nil {
-				pn = *p.Name
-			}
+			var ps string
 			if p.Protocol != nil {
 				ps = *p.Protocol
 			}
@@ -649,17 +684,19 @@ func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidS
 		}
 		g.endpoints = make([]endpointRef, 0, len(o.Endpoints))
 		for j, e := range o.Endpoints {
-			r := endpointRef{ips: make([]netip.Addr, 0, len(e.Addresses))}
-			for k, a := range e.Addresses {
-				ip, err := parseUnicast(a)
-				if err == nil && !want(ip) {
-					err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
-				}
-				if err != nil {
-					return bad(fmt.Sprintf("endpoints[%d].addresses[%d]", j, k), "%v", err)
-				}
-				r.ips = append(r.ips, ip)
+			// Only the first address counts: the API defines no meaning
+			// for the others, and kube-proxy ignores them too.
+			if len(e.Addresses) == 0 {
+				continue
 			}
+			ip, err := parseUnicast(e.Addresses[0])
+			if err == nil && !want(ip) {
+				err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
+			}
+			if err != nil {
+				return bad(fmt.Sprintf("endpoints[%d].addresses[0]", j), "%v", err)
+			}
+			r := endpointRef{ip: ip}
 			c := &e.Conditions
 			// Per the API: ready nil means true, serving nil means as ready.
 			r.ready = c.Ready == nil || *c.Ready
@@ -680,10 +717,21 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 	groups := make([]endpointGroup, 0, len(o.Subsets))
 	for i, s := range o.Subsets {
 		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
-			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", o.Metadata.Name, i, field), Reason: fmt.Sprintf(format, a...)}
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: fmt.Sprintf("endpoints %s: subsets[%d].%s", objName(o.Metadata.Name), i, field), Reason: fmt.Sprintf(format, a...)}
+		}
+		if n := len(s.Ports); n > maxSlicePorts {
+			return bad("ports", "%d ports, more than the limit of %d (that of an EndpointSlice)", n, maxSlicePorts)
+		}
+		if n := len(s.Addresses) + len(s.NotReadyAddresses); n > maxSliceEndpoints {
+			return bad("addresses", "%d addresses, more than the limit of %d (that of an EndpointSlice)", n, maxSliceEndpoints)
 		}
 		g := endpointGroup{ports: make([]portRef, 0, len(s.Ports))}
+		portNames := make(map[string]int, len(s.Ports))
 		for j, p := range s.Ports {
+			if k, dup := portNames[p.Name]; dup {
+				return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, p.Name)
+			}
+			portNames[p.Name] = j
 			if p.Port < 1 || p.Port > 65535 {
 				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", p.Port)
 			}
@@ -704,12 +752,38 @@ func subsetGroups(ns, name string, o *object) ([]endpointGroup, *lb.InvalidServi
 				if err != nil {
 					return bad(fmt.Sprintf("%s[%d].ip", list.field, j), "%v", err)
 				}
-				g.endpoints = append(g.endpoints, endpointRef{ips: []netip.Addr{ip}, ready: list.ready, serving: list.ready})
+				g.endpoints = append(g.endpoints, endpointRef{ip: ip, ready: list.ready, serving: list.ready})
 			}
 		}
 		groups = append(groups, g)
 	}
 	return groups, nil
+}
+
+// objName returns the name of an EndpointSlice or Endpoints object for a
+// field path: as it is when it is a valid object name (an RFC 1123
+// subdomain), quoted otherwise, so that a raw name from the cluster cannot
+// forge a line of output or send an escape sequence to a terminal.
+func objName(s string) string {
+	ok := len(s) > 0 && len(s) <= 253
+	for i := 0; ok && i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		ok = alnum || (c == '-' || c == '.') && i > 0 && i < len(s)-1
+	}
+	if ok {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// quoteRaw quotes raw JSON text from the cluster for a message, cut to 64
+// bytes.
+func quoteRaw(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // parseIP parses an address as the cluster writes it: no zone, no

@@ -521,11 +521,21 @@ func TestParseMalformed(t *testing.T) {
 	})
 }
 
+// FuzzParse checks Parse on any input: it never panics, returns an error
+// or a result (never both), and what it returns keeps its promises:
+// valid, normalized, sorted services whose ports hold at most 1000
+// endpoints per EndpointSlice or subset in the input, and rejections that
+// name a field and carry no control character.
 func FuzzParse(f *testing.F) {
-	f.Add(readFixture(f, sliceFixture))
-	f.Add(readFixture(f, legacyFixture))
+	// Small seeds, so that the fuzzer mutates quickly; the captured
+	// fixtures are tens of KB.
+	f.Add(limitList([]string{"a", "b"}, slice{ports: []string{"a", "b"}, endpoints: 2, addresses: []string{"10.9.9.9"}}))
+	f.Add(limitList([]string{""}, slice{ports: []string{"", ""}, endpoints: 1}))
+	f.Add(legacyList([]string{""}, 2))
 	f.Add([]byte(`{"kind":"List","items":[{"kind":"Service","metadata":{"name":"a","namespace":"b"},"spec":{"ports":[{"port":1,"targetPort":"x"}]}}]}`))
 	f.Add([]byte(`{"kind":"List","items":[{"kind":"EndpointSlice","addressType":"IPv6","metadata":{"labels":{"kubernetes.io/service-name":"a"}},"endpoints":[{"addresses":["::1"]}],"ports":[{}]}]}`))
+	f.Add([]byte(`{"kind":"List","items":[{"kind":"Service","metadata":{"namespace":"d","name":"w"},"spec":{"type":"LoadBalancer","externalIPs":["192.0.2.1"],"sessionAffinity":"ClientIP","ports":[{"name":"h","port":80,"targetPort":[1,2]}]},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.2"}]}}},` +
+		`{"kind":"EndpointSlice","addressType":"IPv4","metadata":{"namespace":"d","name":"w-1\u001b","labels":{"kubernetes.io/service-name":"w"}},"ports":[{"name":"h","port":8080}],"endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":false,"serving":true,"terminating":true}}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		svcs, invalid, err := Parse(data)
 		if err != nil {
@@ -534,6 +544,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
+		limit := maxSliceEndpoints * endpointGroups(data)
 		for i := range svcs {
 			s := &svcs[i]
 			if err := s.Validate(); err != nil {
@@ -547,13 +558,39 @@ func FuzzParse(f *testing.F) {
 			if i > 0 && svcs[i-1].Key() >= s.Key() {
 				t.Fatalf("not sorted or duplicate: %s then %s", svcs[i-1].Key(), s.Key())
 			}
+			for _, p := range s.Ports {
+				if len(p.Endpoints) > limit {
+					t.Fatalf("%s %s: %d endpoints, more than %d per slice or subset in the input", s.Key(), p, len(p.Endpoints), maxSliceEndpoints)
+				}
+			}
 		}
 		for _, e := range invalid {
 			if e == nil || e.Field == "" {
 				t.Fatalf("rejection without a field: %v", e)
 			}
+			if hasControl(e.Error()) {
+				t.Fatalf("rejection with a control character: %q", e.Error())
+			}
 		}
 	})
+}
+
+// endpointGroups counts the EndpointSlices and Endpoints subsets in
+// kubectl output (at least 1), decoding as leniently as Parse does.
+func endpointGroups(data []byte) int {
+	var list struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	_ = json.Unmarshal(data, &list)
+	n := 1
+	for _, raw := range list.Items {
+		var o struct {
+			Subsets []json.RawMessage `json:"subsets"`
+		}
+		_ = json.Unmarshal(raw, &o)
+		n += 1 + len(o.Subsets)
+	}
+	return n
 }
 
 // bigList returns kubectl output with n services, each with two ports and

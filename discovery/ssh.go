@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -80,8 +81,9 @@ type CommandError struct {
 	// ExitStatus is the remote exit status; -1 when the command ended
 	// without one (timeout, signal, lost connection).
 	ExitStatus int
-	// Stderr is the command's standard error, trimmed and capped at about
-	// 2 KB.
+	// Stderr is the command's standard error, trimmed, capped at about
+	// 2 KB and made [Printable]: it is the master's raw text, and it ends up
+	// on terminals (lbd status prints the last sync's error).
 	Stderr string
 	// Err is the cause: an *ssh.ExitError, a context error, or a
 	// connection error.
@@ -89,7 +91,7 @@ type CommandError struct {
 }
 
 // Error says the host, the command, the exit status (or the cause when
-// there is none) and stderr.
+// there is none) and stderr, escaped with [Printable].
 func (e *CommandError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ssh %s: %q: ", e.Host, e.Command)
@@ -99,13 +101,47 @@ func (e *CommandError) Error() string {
 		b.WriteString(e.Err.Error())
 	}
 	if e.Stderr != "" {
-		fmt.Fprintf(&b, ": stderr: %s", e.Stderr)
+		fmt.Fprintf(&b, ": stderr: %s", Printable(e.Stderr))
 	}
 	return b.String()
 }
 
 // Unwrap returns the cause.
 func (e *CommandError) Unwrap() error { return e.Err }
+
+// Printable returns s with every rune a terminal could act on escaped as
+// in a Go string literal: control characters (\n, \x1b, \u0085), other
+// non-printing runes (such as U+202E, which reverses text) and bytes that
+// are not UTF-8 (\xff). The rest, quotes and backslashes included, is kept,
+// so Printable of its own result changes nothing. Text from the master
+// passes through it before any printer sees it.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || r != ' ' && !strconv.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case r == ' ' || strconv.IsPrint(r):
+			b.WriteString(s[:size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[size:]
+	}
+	return b.String()
+}
 
 // sshRunner runs commands on the master over one long-lived connection.
 type sshRunner struct {
@@ -437,7 +473,7 @@ func (r *sshRunner) runInput(ctx context.Context, cmd string, stdin []byte) ([]b
 		sess.Stdin = bytes.NewReader(stdin)
 	}
 	fail := func(status int, err error) ([]byte, error) {
-		return nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: stderr.String(), Err: err}
+		return nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: Printable(stderr.String()), Err: err}
 	}
 	if err := sess.Start(cmd); err != nil {
 		return fail(-1, err)

@@ -524,6 +524,22 @@ func TestSSH(t *testing.T) {
 		}
 	})
 
+	t.Run("stderr control characters are escaped", func(t *testing.T) {
+		kubectl, _ := script(t, `printf 'error: x\n\033[2J\033]0;pwned\007last sync: ok\n' >&2; exit 1`)
+		s, _ := newTestSource(t, d, func(c *Config) { c.Kubectl = kubectl })
+		_, _, err := s.Discover(ctx)
+		e, ok := errors.AsType[*CommandError](err)
+		if !ok || e.ExitStatus != 1 {
+			t.Fatalf("Discover error %v, want exit status 1", err)
+		}
+		if want := `error: x\n\x1b[2J\x1b]0;pwned\alast sync: ok`; e.Stderr != want {
+			t.Errorf("stderr %q, want %q", e.Stderr, want)
+		}
+		if hasControl(err.Error()) {
+			t.Errorf("error %q holds control characters", err)
+		}
+	})
+
 	t.Run("stderr is capped", func(t *testing.T) {
 		kubectl, _ := script(t, `head -c 100000 /dev/zero | tr '\0' x >&2; exit 1`)
 		s, _ := newTestSource(t, d, func(c *Config) { c.Kubectl = kubectl })

@@ -122,7 +122,7 @@ func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Durat
 
 	var tail []string
 	fail := func(status int, err error) error {
-		return &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: strings.Join(tail, "\n"), Err: err}
+		return &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: Printable(strings.Join(tail, "\n")), Err: err}
 	}
 	// No echo, and no "\n" -> "\r\n" on output; "\r" is trimmed anyway.
 	modes := ssh.TerminalModes{ssh.ECHO: 0, ssh.ONLCR: 0, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}

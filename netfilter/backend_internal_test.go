@@ -75,7 +75,7 @@ type fakes struct {
 	deleted []string
 }
 
-func newTestBackend(t *testing.T, opts Options) (*Backend, *fakes) {
+func newTestBackend(t testing.TB, opts Options) (*Backend, *fakes) {
 	t.Helper()
 	f := &fakes{run: &fakeRun{}, ipt: &fakeIPT{rules: map[string]bool{}}, sysctl: map[string]string{
 		ipForwardPath: "0\n", "/proc/sys/net/ipv4/conf/all/rp_filter": "1\n", "/proc/sys/net/ipv4/conf/flannel0/rp_filter": "0\n",

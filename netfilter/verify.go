@@ -1,11 +1,11 @@
 package netfilter
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/lbd/lbd/lb"
@@ -48,41 +48,96 @@ func (b *Backend) save(ctx context.Context) (*saved, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netfilter save: %w", err)
 	}
-	return parseSave(out), nil
+	s, err := parseSave(out)
+	if err != nil {
+		return nil, fmt.Errorf("netfilter save: %w", err)
+	}
+	return s, nil
 }
 
 // parseSave parses iptables-save output; tables other than nat and filter
-// are ignored.
-func parseSave(out []byte) *saved {
+// are skipped. It is total: any input gives a result or an error, never a
+// panic, and a line may be of any length (the output is already in memory,
+// so no scanner buffer can cut it short). Output that iptables-save would
+// not print is an error naming the line: a table not ended by COMMIT (the
+// output was cut short), a rule of a chain the table did not declare, a
+// chain declared twice, or a line that is none of these.
+func parseSave(out []byte) (*saved, error) {
 	s := &saved{}
-	var cur *savedTable
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
+	var (
+		cur     *savedTable // the table being read; nil in a skipped one
+		table   string      // the table being read, "" between tables
+		lineNum int
+	)
+	bad := func(format string, a ...any) (*saved, error) {
+		return nil, fmt.Errorf("iptables-save output line %d: %s", lineNum, fmt.Sprintf(format, a...))
+	}
+	for raw := range bytes.Lines(out) {
+		lineNum++
+		l := strings.TrimSuffix(string(raw), "\n")
 		switch {
-		case strings.HasPrefix(l, "*nat"):
-			cur = &s.nat
-		case strings.HasPrefix(l, "*filter"):
-			cur = &s.filter
+		case l == "" || strings.HasPrefix(l, "#"):
 		case strings.HasPrefix(l, "*"):
-			cur = nil
-		case cur == nil:
-		case strings.HasPrefix(l, ":"):
-			name, _, _ := strings.Cut(l[1:], " ")
-			cur.order = append(cur.order, name)
-			if cur.rules == nil {
+			if table != "" {
+				return bad("table %s starts inside table %s", quoteLine(l[1:]), table)
+			}
+			table = quoteLine(l[1:])
+			switch l[1:] {
+			case "nat":
+				cur = &s.nat
+			case "filter":
+				cur = &s.filter
+			default:
+				cur = nil
+			}
+			if cur != nil && cur.rules == nil {
 				cur.rules = map[string][]string{}
 			}
-			if _, ok := cur.rules[name]; !ok {
-				cur.rules[name] = nil
+		case l == "COMMIT":
+			if table == "" {
+				return bad("COMMIT outside a table")
 			}
+			table, cur = "", nil
+		case table == "":
+			return bad("unexpected %s outside a table", quoteLine(l))
+		case cur == nil:
+			// A line of a table lbd does not read.
+		case strings.HasPrefix(l, ":"):
+			name, _, _ := strings.Cut(l[1:], " ")
+			if name == "" {
+				return bad("chain without a name")
+			}
+			if _, ok := cur.rules[name]; ok {
+				return bad("chain %s declared twice", quoteLine(name))
+			}
+			cur.order = append(cur.order, name)
+			cur.rules[name] = nil
 		case strings.HasPrefix(l, "-A "):
 			name, _, _ := strings.Cut(l[3:], " ")
+			if name == "" {
+				return bad("rule without a chain name")
+			}
+			if _, ok := cur.rules[name]; !ok {
+				return bad("rule of undeclared chain %s", quoteLine(name))
+			}
 			cur.rules[name] = append(cur.rules[name], l)
+		default:
+			return bad("unexpected %s", quoteLine(l))
 		}
 	}
-	return s
+	if table != "" {
+		return nil, fmt.Errorf("iptables-save output: table %s is not ended by COMMIT (output cut short?)", table)
+	}
+	return s, nil
+}
+
+// quoteLine quotes text of iptables-save output for an error message,
+// shortened to 80 bytes.
+func quoteLine(l string) string {
+	if len(l) > 80 {
+		return strconv.Quote(l[:80]) + "..."
+	}
+	return strconv.Quote(l)
 }
 
 // Verify compares the kernel's rules with what Render makes of applied
@@ -123,10 +178,10 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s chain %s is missing", t.name, label))
 			case c.Name == ServicesChain || c.Name == FilterChain:
-				for _, l := range minus(c.Rules, got) {
+				for _, l := range without(c.Rules, got) {
 					diffs = append(diffs, fmt.Sprintf("%s chain %s: missing rule %q", t.name, label, l))
 				}
-				for _, l := range minus(got, c.Rules) {
+				for _, l := range without(got, c.Rules) {
 					diffs = append(diffs, fmt.Sprintf("%s chain %s: unexpected rule %q", t.name, label, l))
 				}
 			case !slices.Equal(c.Rules, got):
@@ -148,6 +203,23 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 		b.dirty = true
 	}
 	return diffs, nil
+}
+
+// without returns the lines of a that are not in b, in a's order. Unlike
+// minus it takes time linear in both (LBD-SERVICES holds a rule per
+// external IP and port).
+func without(a, b []string) []string {
+	in := make(map[string]struct{}, len(b))
+	for _, l := range b {
+		in[l] = struct{}{}
+	}
+	var out []string
+	for _, l := range a {
+		if _, ok := in[l]; !ok {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func firstDiff(want, got []string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,8 @@ func (e *LockedError) Unwrap() error { return ErrLocked }
 
 // Lock takes an exclusive flock(2) on dbPath+".lock" (created mode 0600), so
 // that two lbd processes (a cron run overlapping the previous one) never
-// sync at once. It retries until wait has passed, then returns a
+// sync at once. Lock runs before [Open], so like Open it creates the
+// database's directory (mode 0700) when it is missing. It retries until wait has passed, then returns a
 // *LockedError naming the holder's pid; it returns ctx's error when ctx ends
 // first. The holder's pid is written into the file for that message.
 //
@@ -54,6 +56,9 @@ func (e *LockedError) Unwrap() error { return ErrLocked }
 // let two processes lock two different files of the same name.
 func Lock(ctx context.Context, dbPath string, wait time.Duration) (unlock func() error, err error) {
 	path := dbPath + ".lock"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: lock %s: %w", path, err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: lock %s: %w", path, err)

@@ -180,3 +180,25 @@ func TestLockZeroWait(t *testing.T) {
 		t.Errorf("second Lock error = %v, want a *LockedError naming pid %d", err, os.Getpid())
 	}
 }
+
+// Lock runs before Open, so it must create the database's directory as
+// Open would (mode 0700), or --db in a new directory fails with ENOENT.
+func TestLockCreatesDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new", "state")
+	db := filepath.Join(dir, "lbd.db")
+	unlock, err := store.Lock(context.Background(), db, 0)
+	if err != nil {
+		t.Fatalf("Lock in a missing directory: %v", err)
+	}
+	defer unlock()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o700 {
+		t.Errorf("directory mode = %o, want 700", got)
+	}
+	if _, err := os.Stat(db + ".lock"); err != nil {
+		t.Errorf("lock file: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/store"
 )
@@ -108,7 +109,9 @@ func (a *app) status(ctx context.Context) error {
 		h := hist[0]
 		fmt.Fprintf(a.stdout, "\nlast sync: %s, %s backend, %s in %s", h.Started.Local().Format(time.RFC3339), h.Backend, h.Result, h.Duration.Round(time.Millisecond))
 		if h.Err != "" {
-			fmt.Fprintf(a.stdout, ": %s", h.Err)
+			// Escaped again here: a record of an older lbd may hold the
+			// master's raw stderr.
+			fmt.Fprintf(a.stdout, ": %s", discovery.Printable(h.Err))
 		}
 		fmt.Fprintln(a.stdout)
 	}
