@@ -392,9 +392,8 @@ func (h *holding) user(p PortProto) string {
 // re-rendered against the final holders so that it reads the same on the
 // next call.
 type problem struct {
-	addr     netip.Addr
-	reason   string
-	conflict bool
+	addr   netip.Addr
+	reason string
 }
 
 type state struct {

@@ -58,7 +58,7 @@ func goldenServices() []lb.Service {
 			Ports: []lb.Port{{Port: 80, Protocol: lb.TCP, TargetPort: "80", Endpoints: pods(80)}}},
 		{Namespace: "default", Name: "ranged", Type: "LoadBalancer", ExternalIPs: ips("192.168.121.240"),
 			SourceRanges: []netip.Prefix{netip.MustParsePrefix("192.168.121.0/28"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8::/32")},
-			Ports: []lb.Port{{Name: "http", Port: 80, Protocol: lb.TCP, TargetPort: "80", Endpoints: pods(80)}, {Name: "dns", Port: 53, Protocol: lb.UDP, TargetPort: "5353", Endpoints: pods(5353)}}},
+			Ports:        []lb.Port{{Name: "http", Port: 80, Protocol: lb.TCP, TargetPort: "80", Endpoints: pods(80)}, {Name: "dns", Port: 53, Protocol: lb.UDP, TargetPort: "5353", Endpoints: pods(5353)}}},
 		{Namespace: "default", Name: "six", Type: "LoadBalancer", ExternalIPs: ips("2001:db8::1"),
 			Ports: []lb.Port{{Port: 80, Protocol: lb.TCP, TargetPort: "80", Endpoints: pods(80)}}},
 	}

@@ -77,16 +77,6 @@ func nsBackend(tb testing.TB, ns string, opts Options) *Backend {
 	return b
 }
 
-// nftIn runs nft in ns and returns its output.
-func nftIn(tb testing.TB, ns string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("nft %s in %s: %v: %s", strings.Join(args, " "), ns, err, out)
-	}
-	return string(out)
-}
-
 // svc returns a one-port service with the given endpoints.
 func svc(name string, port, target uint16, proto lb.Protocol, pods []netip.Addr, vips ...string) lb.Service {
 	s := lb.Service{Namespace: "default", Name: name, Type: "LoadBalancer",

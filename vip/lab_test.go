@@ -359,7 +359,7 @@ func TestLab(t *testing.T) {
 		if d := cmp.Diff(owned, got, cmpAddr); d != "" {
 			t.Errorf("nowOwned with the hand-placed ones wanted (-want +got):\n%s", d)
 		}
-		if got, err = n.sync(t, m, owned, got); err != nil {
+		if _, err = n.sync(t, m, owned, got); err != nil {
 			t.Fatal(err)
 		}
 		if d := cmp.Diff(before, n.lbEntries(t)); d != "" {
