@@ -63,6 +63,11 @@ type Options struct {
 	// is the ipMode written with each address ("VIP" or "Proxy").
 	Status StatusWriter
 	IPMode string
+	// Step, when set, is called with the name of each step of a pass as
+	// it is reached (see Steps). lbd's release binary leaves it nil; the
+	// fault-injection build kills the process there, to prove that every
+	// crash point heals.
+	Step func(name string)
 }
 
 // Reconciler computes plans and drives one backend. It is not safe for
@@ -83,6 +88,20 @@ func New(src Source, backend Backend, store Store, log *slog.Logger, opts Option
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Reconciler{src: src, backend: backend, store: store, log: log, opts: opts, now: time.Now}
+}
+
+// Steps are the points of a pass that Options.Step reports, in order:
+// after discovery, after the allocations and deletion memory are
+// recorded, after new addresses went on the interface, after the backend
+// applied (before the store commits), after the commit, after old
+// addresses came off, and after the status write.
+var Steps = []string{"discovered", "recorded", "addresses-added", "applied", "committed", "addresses-removed", "status-written"}
+
+// step reports a step of the pass to Options.Step.
+func (r *Reconciler) step(name string) {
+	if r.opts.Step != nil {
+		r.opts.Step(name)
+	}
 }
 
 // Plan is what one sync would do.
@@ -550,6 +569,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", fmt.Errorf("discover: %w", err))
 	}
+	r.step("discovered")
 	applied, err := r.store.Applied(ctx, r.backend.Name())
 	if err != nil {
 		return fail("error", fmt.Errorf("load applied state: %w", err))
@@ -608,6 +628,8 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		}
 	}
 
+	r.step("recorded")
+
 	// With nothing applied there is nothing to drift from: a first sync
 	// writes everything anyway.
 	if v, ok := r.backend.(Verifier); ok && full && len(applied) > 0 {
@@ -629,6 +651,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			r.log.Error("add service addresses", "err", err)
 		}
 	}
+	r.step("addresses-added")
 
 	stored := applied
 	// A noop pass calls no backend: what it skipped last time it skips
@@ -645,6 +668,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		if err != nil {
 			return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
 		}
+		r.step("applied")
 		res.Skipped = skipped
 		stored = keepSkipped(applied, p.Desired, skipped)
 		for _, s := range skipped {
@@ -659,6 +683,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("commit: %w", err)
 		}
 	}
+	r.step("committed")
 	res.Record = rec
 	res.States = states(p, skipped)
 	if ss, ok := r.store.(StateStore); ok {
@@ -686,11 +711,13 @@ func (r *Reconciler) afterApply(ctx context.Context, as AddressStore, p *Plan, s
 			r.log.Error("remove service addresses", "err", err)
 		}
 	}
+	r.step("addresses-removed")
 	p.Addresses = finalReport(p.Addresses, stored)
 	if err := as.SaveAddressReport(ctx, p.Addresses); err != nil {
 		r.log.Error("record address report", "err", err)
 	}
 	p.StatusWrites = r.statusWrites(p.admission, p.prevAllocations, stored)
+	defer r.step("status-written")
 	if len(p.StatusWrites) == 0 {
 		return
 	}

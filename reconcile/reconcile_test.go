@@ -343,3 +343,27 @@ func TestConflictsWithKeptStates(t *testing.T) {
 		})
 	}
 }
+
+// TestSteps: a pass reports every step in Steps, in order, once; a
+// noop pass skips only "applied".
+func TestSteps(t *testing.T) {
+	var got []string
+	st := &addrStore{}
+	src := &source{svcs: []lb.Service{svc("default", "a", "192.168.121.240", "10.246.0.1")}}
+	r := New(src, &backend{}, st, nil, Options{Addresses: pools{free: addrs("192.168.121.240")}, Owner: &owner{}, Status: &statusWriter{},
+		Step: func(s string) { got = append(got, s) }})
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(Steps, got); d != "" {
+		t.Errorf("steps (-want +got):\n%s", d)
+	}
+	got = nil
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"discovered", "recorded", "addresses-added", "committed", "addresses-removed", "status-written"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("noop steps (-want +got):\n%s", d)
+	}
+}

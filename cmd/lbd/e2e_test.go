@@ -80,6 +80,13 @@ func lbdRun(t testing.TB, l *lab.Lab, db string, args ...string) (string, string
 // lbdRunPool is lbdRun with another --pool; "" gives none.
 func lbdRunPool(t testing.TB, l *lab.Lab, db, pool string, args ...string) (string, string, int) {
 	t.Helper()
+	return lbdRunWith(t, l, lbdBin, nil, db, pool, args...)
+}
+
+// lbdRunWith is lbdRunPool with another lbd binary and extra environment
+// variables; a process killed by a signal returns code -1.
+func lbdRunWith(t testing.TB, l *lab.Lab, bin string, env []string, db, pool string, args ...string) (string, string, int) {
+	t.Helper()
 	// Not t.Context(): lbdRun also runs from t.Cleanup, after it is done.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -91,7 +98,10 @@ func lbdRunPool(t testing.TB, l *lab.Lab, db, pool string, args ...string) (stri
 	if pool != "" {
 		base = append(base, "--pool", pool)
 	}
-	cmd := l.Command(ctx, l.LBNS, lbdBin, append(base, args...)...)
+	cmd := l.Command(ctx, l.LBNS, bin, append(base, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

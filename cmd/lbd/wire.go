@@ -114,6 +114,7 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	// haproxy terminates the connection, so in-cluster clients must come
 	// through it; the kernel backends forward packets unchanged to the
 	// service, which kube-proxy's VIP shortcut does as well.
+	opts.Step = stepHook()
 	opts.IPMode = "VIP"
 	if be.Name() == "haproxy" {
 		opts.IPMode = "Proxy"
