@@ -96,6 +96,8 @@ type Source struct {
 	// legacy is set once the cluster turned out to have no EndpointSlice
 	// API; it holds for the life of the Source.
 	legacy bool
+	// lastParse is the parse time of the last Discover.
+	lastParse time.Duration
 }
 
 // New checks cfg, loads the key files and returns a Source. It does not
@@ -182,11 +184,23 @@ func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
 	}
+	start := time.Now()
 	svcs, invalid, err := Parse(out)
+	s.mu.Lock()
+	s.lastParse = time.Since(start)
+	s.mu.Unlock()
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
 	}
 	return svcs, invalid, nil
+}
+
+// LastParse returns how long the last Discover spent parsing kubectl's
+// output (the rest was SSH and kubectl on the master).
+func (s *Source) LastParse() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastParse
 }
 
 // fetch returns kubectl's output, trying EndpointSlices first unless the

@@ -145,6 +145,8 @@ type Plan struct {
 	// StatusWrites are the status.loadBalancer.ingress changes the plan
 	// makes once applied.
 	StatusWrites []lb.StatusWrite
+	// routeCheck is the time the pod-route check took.
+	routeCheck time.Duration
 	// admission is the pools' verdict, kept for the status writes.
 	admission *admission
 	// prevAllocations are the allocations before this plan.
@@ -395,7 +397,10 @@ func (r *Reconciler) plan(applied, discovered []lb.Service, rejected []*lb.Inval
 			if !s.Exposed() || (o != nil && o.Equal(s)) {
 				continue
 			}
-			if err := r.opts.Routes.Check(s); err != nil {
+			t0 := r.now()
+			err := r.opts.Routes.Check(s)
+			p.routeCheck += r.now().Sub(t0)
+			if err != nil {
 				p.Unroutable = append(p.Unroutable, lb.Skipped{Key: s.Key(), Reason: err.Error()})
 				if o != nil {
 					p.Desired[i] = *o
@@ -544,6 +549,45 @@ type Result struct {
 	Record  lb.SyncRecord
 	// States are what the backend made of every service in this pass.
 	States []lb.ServiceState
+	// Phases is how long each phase of the pass took, in pass order:
+	// discover (SSH and kubectl), parse, store-read, route-check, plan,
+	// apply, commit, after (addresses and status write).
+	Phases []Phase
+}
+
+// Phase is the duration of one phase of a pass.
+type Phase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// ParseTimer is implemented by a Source that can tell how much of its
+// last Discover went to parsing, so that a pass reports the two apart.
+type ParseTimer interface {
+	LastParse() time.Duration
+}
+
+// phaseClock splits a pass into phases.
+type phaseClock struct {
+	now    func() time.Time
+	last   time.Time
+	phases []Phase
+}
+
+// mark ends the phase called name at now.
+func (c *phaseClock) mark(name string) {
+	t := c.now()
+	c.phases = append(c.phases, Phase{name, t.Sub(c.last)})
+	c.last = t
+}
+
+// split moves d of the last phase into a phase of its own named name,
+// placed after it.
+func (c *phaseClock) split(name string, d time.Duration) {
+	if n := len(c.phases); n > 0 && d > 0 && d <= c.phases[n-1].Duration {
+		c.phases[n-1].Duration -= d
+		c.phases = append(c.phases, Phase{name, d})
+	}
 }
 
 // Sync runs one pass: discover, plan, guard, apply, commit. Deletions the
@@ -565,9 +609,14 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		return &Result{Record: rec}, err
 	}
 
+	clock := &phaseClock{now: r.now, last: r.now()}
 	discovered, rejected, err := r.src.Discover(ctx)
 	if err != nil {
 		return fail("error", fmt.Errorf("discover: %w", err))
+	}
+	clock.mark("discover")
+	if pt, ok := r.src.(ParseTimer); ok {
+		clock.split("parse", pt.LastParse())
 	}
 	r.step("discovered")
 	applied, err := r.store.Applied(ctx, r.backend.Name())
@@ -590,7 +639,12 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	if err != nil {
 		return fail("error", err)
 	}
+	clock.mark("store-read")
 	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
+	clock.mark("plan")
+	clock.split("route-check", p.routeCheck)
+	res := &Result{Plan: p}
+	defer func() { res.Phases = clock.phases }()
 	for _, h := range p.Held {
 		r.log.Warn("deletion held back by the guard, keeping the last applied state", "service", h.Key,
 			"release", "lbd apply --allow-delete "+h.Key+" (or --force)", "reason", h.Reason)
@@ -609,7 +663,6 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			r.log.Warn("service pending: no address yet", "service", st.Key, "reason", st.Reason)
 		}
 	}
-	res := &Result{Plan: p}
 	rec.Services = len(p.Desired)
 	rec.Created, rec.Updated, rec.Deleted = p.Count(lb.Create), p.Count(lb.Update), p.Count(lb.Delete)
 	// Deletions are recorded before they happen, so a crash after the
@@ -664,10 +717,12 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("record sync: %w", err)
 		}
 	} else {
+		clock.mark("prepare")
 		skipped, err = r.backend.Apply(ctx, p.Desired, p.Changes)
 		if err != nil {
 			return fail("error", fmt.Errorf("apply %s: %w", r.backend.Name(), err))
 		}
+		clock.mark("apply")
 		r.step("applied")
 		res.Skipped = skipped
 		stored = keepSkipped(applied, p.Desired, skipped)
@@ -683,6 +738,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			return &Result{Plan: p, Record: rec}, fmt.Errorf("commit: %w", err)
 		}
 	}
+	clock.mark("commit")
 	r.step("committed")
 	res.Record = rec
 	res.States = states(p, skipped)
@@ -694,6 +750,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 		}
 	}
 	r.afterApply(ctx, as, p, stored)
+	clock.mark("after")
 	return res, nil
 }
 
