@@ -138,30 +138,6 @@ func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Exc
 	}
 }
 
-// Above maxChangeLines changes, a sync logs only changeSample of them.
-const (
-	maxChangeLines = 100
-	changeSample   = 10
-)
-
-// logSync logs the outcome of a successful sync and its changes.
-func (a *app) logSync(res *reconcile.Result, full bool) {
-	r := res.Record
-	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "full", full, "services", r.Services,
-		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
-		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
-	changes := res.Plan.Changes
-	if len(changes) > maxChangeLines {
-		// A big pass (a first sync of a large cluster) logs counts and
-		// the first few, not a line per service.
-		a.log.Info("many changes; logging the first few", "changes", len(changes), "logged", changeSample)
-		changes = changes[:changeSample]
-	}
-	for _, c := range changes {
-		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
-	}
-}
-
 // newSource builds the SSH discovery source.
 func (a *app) newSource() (*discovery.Source, error) {
 	if a.cfg.master == "" {
