@@ -19,8 +19,9 @@
 // [Metrics] are lbd's Prometheus metrics and /healthz (healthy while a
 // sync succeeded within three resync periods); [Metrics.CountSource] and
 // [Metrics.CountBackend] wrap the reconciler's parts to count their
-// failures. [LogSync] logs a successful pass, for lbd run and the cron
-// pass alike.
+// failures. [LogSync] logs a successful pass, and [LogFile] is the log
+// file SIGUSR1 reopens after logrotate, for lbd run and the cron pass
+// alike.
 //
 // daemon imports reconcile and lb only: the lock, the watch and the
 // watch's end sentinel come in through [Options] from cmd/lbd.
