@@ -320,6 +320,8 @@ func minus(a, b []string) []string {
 	return out
 }
 
+// fullSync rewrites every chain lbd owns: planFull and fullPayloads say
+// what, in which order; this restores the payloads one by one.
 func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skipped, error) {
 	// In nf_tables mode a full sync is several restores. Until the last one
 	// succeeds the kernel may hold part of the new state (complete chains
@@ -334,53 +336,90 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 	if err := b.ensureJumps(ctx, existing); err != nil {
 		return nil, err
 	}
+	fp := planFull(desired, b.applied, b.opts)
+	for _, p := range fullPayloads(fp.set, existing, b.batchChains) {
+		if err := b.restore(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	b.applied = fp.next
+	b.synced, b.dirty = true, false
+	b.flushConntrack(fp.gone)
+	b.log.Info("iptables full sync", "backend", "iptables", "services", len(fp.next), "chains", len(fp.set.NAT)+len(fp.set.Filter))
+	return fp.skipped, nil
+}
+
+// fullPlan is what a full sync programs, before any payload is built.
+type fullPlan struct {
+	// set is every chain lbd owns after the sync.
+	set Ruleset
+	// next is the applied state after the sync: the exposed services,
+	// and the previous state of those the sync skips.
+	next    map[string]*lb.Service
+	skipped []lb.Skipped
+	// gone are the UDP endpoints whose conntrack entries must go.
+	gone []goneEndpoint
+}
+
+// planFull renders desired against applied, the state last programmed. A
+// service that cannot be rendered is skipped and keeps serving what was
+// programmed for it before. It is pure.
+func planFull(desired []lb.Service, applied map[string]*lb.Service, opts Options) fullPlan {
 	rs := make([]serviceRules, 0, len(desired))
-	next := make(map[string]*lb.Service, len(desired))
-	var skipped []lb.Skipped
-	var gone []goneEndpoint
+	fp := fullPlan{next: make(map[string]*lb.Service, len(desired))}
 	for i := range desired {
 		s := &desired[i]
-		r := renderService(s, b.opts)
-		prev := b.applied[s.Key()]
+		r := renderService(s, opts)
+		prev := applied[s.Key()]
 		if r.skipped != nil {
-			skipped = append(skipped, *r.skipped)
+			fp.skipped = append(fp.skipped, *r.skipped)
 			if prev != nil { // keep serving what was programmed before
-				rs = append(rs, renderService(prev, b.opts))
-				next[s.Key()] = prev
+				rs = append(rs, renderService(prev, opts))
+				fp.next[s.Key()] = prev
 			}
 			continue
 		}
 		rs = append(rs, r)
 		if s.Exposed() {
-			next[s.Key()] = s.Clone()
+			fp.next[s.Key()] = s.Clone()
 		}
-		gone = append(gone, goneUDP(prev, s)...)
+		fp.gone = append(fp.gone, goneUDP(prev, s)...)
 	}
-	for k, prev := range b.applied {
-		if _, ok := next[k]; !ok {
-			gone = append(gone, goneUDP(prev, nil)...)
+	for k, prev := range applied {
+		if _, ok := fp.next[k]; !ok {
+			fp.gone = append(fp.gone, goneUDP(prev, nil)...)
 		}
 	}
-	set := assemble(rs, b.opts)
+	fp.set = assemble(rs, opts)
+	return fp
+}
+
+// fullPayloads returns the iptables-restore payloads that turn existing
+// (the kernel's lbd chains, with LBD-SERVICES present: ensureJumps made
+// it) into set, in the order they must be restored. batch is the number
+// of chains per restore in nf_tables mode; 0 (legacy) makes one restore.
+// It is pure.
+//
+// set.NAT is LBD-SERVICES, LBD-POSTROUTING, then the service-port chains.
+// In nf_tables mode one restore slows down with the square of what it
+// holds, so the chains go first in batches (nothing jumps to a new chain
+// yet, and each chain is flushed and filled within one restore), then the
+// jumps that LBD-SERVICES lacks are appended in batches (each only adds a
+// way in to a chain that is complete), and the last restore deletes the
+// stale jumps and chains. LBD-POSTROUTING and the filter chains lead the
+// first batch: a connection DNATed before the masquerade rule exists keeps
+// its conntrack entry without SNAT, and the pod's replies, which have no
+// route to the client, are lost until the entry times out; under a FORWARD
+// policy of DROP, LBD-FORWARD must accept the first packet. Legacy mode
+// rewrites the whole table per restore anyway: one restore does all.
+func fullPayloads(set Ruleset, existing *saved, batch int) [][]byte {
+	var out [][]byte
 	var p payload
 	keep := map[string]bool{}
-	// set.NAT is LBD-SERVICES, LBD-POSTROUTING, then the service-port
-	// chains. In nf_tables mode one restore slows down with the square of
-	// what it holds, so the chains go first in batches (nothing jumps to a
-	// new chain yet, and each chain is flushed and filled within one
-	// restore), then the jumps that LBD-SERVICES lacks are appended in
-	// batches (each only adds a way in to a chain that is complete), and
-	// the last restore deletes the stale jumps and chains. LBD-POSTROUTING
-	// and the filter chains lead the first batch: a connection DNATed
-	// before the masquerade rule exists keeps its conntrack entry without
-	// SNAT, and the pod's replies, which have no route to the client, are
-	// lost until the entry times out; under a FORWARD policy of DROP,
-	// LBD-FORWARD must accept the first packet. Legacy mode rewrites the
-	// whole table per restore anyway: one restore does all.
 	services, chains, filters := set.NAT[0], set.NAT[1:], set.Filter
-	if b.batchChains > 0 {
+	if batch > 0 {
 		for len(chains) > 0 {
-			n := min(b.batchChains, len(chains))
+			n := min(batch, len(chains))
 			var bp payload
 			for _, c := range chains[:n] {
 				keep[c.Name] = true
@@ -393,20 +432,15 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 				bp.filter.add(c.Rules...)
 			}
 			filters = nil
-			if err := b.restore(ctx, bp.bytes()); err != nil {
-				return nil, err
-			}
+			out = append(out, bp.bytes())
 			chains = chains[n:]
 		}
-		// ensureJumps made LBD-SERVICES if it was missing.
 		adds, dels := lineDiff(existing.nat.rules[ServicesChain], services.Rules)
 		for len(adds) > 0 {
-			n := min(b.batchChains, len(adds))
+			n := min(batch, len(adds))
 			var bp payload
 			bp.nat.add(adds[:n]...)
-			if err := b.restore(ctx, bp.bytes()); err != nil {
-				return nil, err
-			}
+			out = append(out, bp.bytes())
 			adds = adds[n:]
 		}
 		keep[ServicesChain] = true
@@ -435,15 +469,9 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 		}
 	}
 	if !p.empty() {
-		if err := b.restore(ctx, p.bytes()); err != nil {
-			return nil, err
-		}
+		out = append(out, p.bytes())
 	}
-	b.applied = next
-	b.synced, b.dirty = true, false
-	b.flushConntrack(gone)
-	b.log.Info("iptables full sync", "backend", "iptables", "services", len(next), "chains", len(set.NAT)+len(set.Filter))
-	return skipped, nil
+	return out
 }
 
 // ensureJumps inserts the jumps that the iptables-save read at the start

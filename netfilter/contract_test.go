@@ -5,10 +5,9 @@ import (
 	"github.com/lbd/lbd/reconcile"
 )
 
-// The backend and the route check satisfy the reconciler's contracts
-// without netfilter importing reconcile.
+// The backend satisfies the reconciler's contracts without netfilter
+// importing reconcile.
 var (
-	_ reconcile.Backend   = (*netfilter.Backend)(nil)
-	_ reconcile.Verifier  = (*netfilter.Backend)(nil)
-	_ reconcile.PodRoutes = (*netfilter.RouteCheck)(nil)
+	_ reconcile.Backend  = (*netfilter.Backend)(nil)
+	_ reconcile.Verifier = (*netfilter.Backend)(nil)
 )

@@ -1,5 +1,4 @@
-// Package netfilter is lbd's iptables backend and its netlink pod-route
-// check.
+// Package netfilter is lbd's iptables backend.
 //
 // The backend works in two halves. [Render] is a pure function from
 // services to the rules lbd owns, in the exact form iptables-save prints
@@ -37,8 +36,7 @@
 // lbd only ever writes, flushes or deletes chains whose names start with
 // "LBD-" and the jump rules it inserted; it never flushes a built-in chain.
 //
-// [RouteCheck] asks the kernel (netlink RouteGet) how each ready endpoint
-// is reached and refuses a service whose pods do not route through the pod
-// interface (the notes' flannel0). [Preflight] gathers the host checks that
-// `lbd check` prints.
+// [Version] reports the iptables binary and its mode for `lbd check`; the
+// pod-route check and the other host checks, shared by every backend, are
+// in package hostcheck.
 package netfilter

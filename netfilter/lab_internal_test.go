@@ -291,20 +291,6 @@ func TestLab(t *testing.T) {
 
 	b := newLabBackend(t, l.LBNS, DefaultOptions())
 
-	t.Run("route check", func(t *testing.T) {
-		rc := NewRouteCheck("flannel0")
-		err := lab.InNS(l.LBNS, func() error { return rc.Check(&nginx) })
-		if err != nil {
-			t.Errorf("Check(nginx): %v", err)
-		}
-		bad := service("bad", 80, 80, lb.TCP, []netip.Addr{pods[0], l.MasterIP}, vip)
-		err = lab.InNS(l.LBNS, func() error { return rc.Check(&bad) })
-		want := "service default/bad: endpoint 10.245.1.10 routes via ens9, not flannel0"
-		if err == nil || err.Error() != want {
-			t.Errorf("Check(bad) = %v, want %q", err, want)
-		}
-	})
-
 	// The first full sync, one chain per restore where restores are
 	// batched: after every restore, whatever LBD-SERVICES jumps to must be
 	// complete, masquerade included. A connection DNATed earlier keeps a

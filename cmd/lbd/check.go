@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 
+	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
@@ -24,62 +24,39 @@ func (a *app) check(ctx context.Context) int {
 		return a.exit(err)
 	}
 	defer closeLog()
-	pf := netfilter.NewPreflight(a.netfilterOptions())
-	verdicts := []netfilter.Verdict{pf.Root(), pf.IPTables(ctx)}
-	if fwd := pf.IPForward(); a.cfg.backend != "haproxy" || fwd.OK {
-		verdicts = append(verdicts, fwd, pf.RPFilter())
-	} else {
-		// haproxy proxies instead of forwarding: it needs neither.
-		verdicts = append(verdicts, netfilter.Verdict{Check: "ip_forward", OK: true, Detail: "off; not needed by --backend=haproxy"})
-	}
-
+	pf := hostcheck.NewPreflight(hostcheck.Options{PodInterface: a.cfg.podInterface, Masquerade: a.cfg.masquerade})
+	iptables, err := netfilter.Version(ctx, a.netfilterOptions())
+	verdicts := append([]hostcheck.Verdict{pf.Root(), hostcheck.NewVerdict("iptables", iptables, err)},
+		pf.Forwarding(a.cfg.backend != "haproxy")...) // haproxy proxies instead of forwarding
 	verdicts = append(verdicts, a.checkPools(ctx)...)
 
 	src, err := a.newSource()
-	var podIPs []netip.Addr
+	var svcs []lb.Service
 	if err == nil {
 		defer src.Close()
 		err = src.Connect(ctx)
 	}
 	if err != nil {
-		verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: false, Detail: err.Error()})
+		verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: false, Detail: err.Error()})
 	} else {
 		if a.cfg.insecureHost {
-			verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: false, Detail: a.cfg.master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"})
+			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: false, Detail: a.cfg.master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"})
 		} else {
-			verdicts = append(verdicts, netfilter.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
+			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
 		}
-		svcs, rejected, err := src.Discover(ctx)
+		var rejected []*lb.InvalidServiceError
+		svcs, rejected, err = src.Discover(ctx)
+		verdicts = append(verdicts, hostcheck.NewVerdict("kubectl", fmt.Sprintf("%d services, %d rejected", len(svcs), len(rejected)), err))
 		if err != nil {
-			verdicts = append(verdicts, netfilter.Verdict{Check: "kubectl", OK: false, Detail: err.Error()})
-		} else {
-			verdicts = append(verdicts, netfilter.Verdict{Check: "kubectl", OK: len(rejected) == 0,
-				Detail: fmt.Sprintf("%d services, %d rejected", len(svcs), len(rejected))})
-			for _, r := range rejected {
-				verdicts = append(verdicts, netfilter.Verdict{Check: "service", OK: false, Detail: r.Error()})
-			}
-			seen := map[netip.Addr]bool{}
-			for _, s := range svcs {
-				if !s.Exposed() {
-					continue
-				}
-				for _, p := range s.Ports {
-					for _, e := range p.ReadyEndpoints() {
-						if !seen[e.IP] {
-							seen[e.IP] = true
-							podIPs = append(podIPs, e.IP)
-						}
-					}
-				}
-			}
+			svcs = nil
+		} else if len(rejected) > 0 {
+			verdicts[len(verdicts)-1].OK = false
+		}
+		for _, r := range rejected {
+			verdicts = append(verdicts, hostcheck.Verdict{Check: "service", OK: false, Detail: r.Error()})
 		}
 	}
-	if len(podIPs) == 0 {
-		verdicts = append(verdicts, netfilter.Verdict{Check: "pod route", OK: true, Detail: "no ready endpoint of an exposed service to check"})
-	}
-	for _, ip := range podIPs {
-		verdicts = append(verdicts, pf.PodRoute(ip))
-	}
+	verdicts = append(verdicts, pf.PodRoutes(svcs)...)
 	ok := true
 	for _, v := range verdicts {
 		fmt.Fprintln(a.stdout, v)
@@ -94,30 +71,30 @@ func (a *app) check(ctx context.Context) int {
 // checkPools says whether lbd has address pools, and which of the
 // addresses the last pass served are not local to this LB (no traffic
 // reaches them unless the network routes it here).
-func (a *app) checkPools(ctx context.Context) []netfilter.Verdict {
+func (a *app) checkPools(ctx context.Context) []hostcheck.Verdict {
 	pools, err := ipam.ParsePools(a.cfg.pools)
 	switch {
 	case err != nil:
-		return []netfilter.Verdict{{Check: "pool", OK: false, Detail: err.Error()}}
+		return []hostcheck.Verdict{{Check: "pool", OK: false, Detail: err.Error()}}
 	case len(pools) == 0:
-		return []netfilter.Verdict{{Check: "pool", OK: false, Detail: "no address pool is configured: set --pool (or LBD_POOL); lbd serves nothing"}}
+		return []hostcheck.Verdict{{Check: "pool", OK: false, Detail: "no address pool is configured: set --pool (or LBD_POOL); lbd serves nothing"}}
 	}
-	out := []netfilter.Verdict{{Check: "pool", OK: true, Detail: pools.String()}}
+	out := []hostcheck.Verdict{{Check: "pool", OK: true, Detail: pools.String()}}
 	if _, err := os.Stat(a.cfg.db); err != nil {
 		return out // no pass yet: nothing served
 	}
 	db, err := store.Open(ctx, a.cfg.db)
 	if err != nil {
-		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+		return append(out, hostcheck.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
 	}
 	defer db.Close()
 	report, err := db.AddressReport(ctx)
 	if err != nil {
-		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+		return append(out, hostcheck.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
 	}
 	local, err := vip.LocalAddrs()
 	if err != nil {
-		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
+		return append(out, hostcheck.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
 	}
 	var missing []string
 	served := 0
@@ -131,8 +108,8 @@ func (a *app) checkPools(ctx context.Context) []netfilter.Verdict {
 		}
 	}
 	if len(missing) > 0 {
-		return append(out, netfilter.Verdict{Check: "addresses", OK: false, Detail: "served but not on this LB: " + strings.Join(missing, ", ") +
+		return append(out, hostcheck.Verdict{Check: "addresses", OK: false, Detail: "served but not on this LB: " + strings.Join(missing, ", ") +
 			"; set --vip-interface, add them to an interface, or route them here"})
 	}
-	return append(out, netfilter.Verdict{Check: "addresses", OK: true, Detail: fmt.Sprintf("%d served, all local", served)})
+	return append(out, hostcheck.Verdict{Check: "addresses", OK: true, Detail: fmt.Sprintf("%d served, all local", served)})
 }

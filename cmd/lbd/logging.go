@@ -1,13 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
+
+	"github.com/lbd/lbd/daemon"
 )
 
 // openLog sets a.log to a logger writing to stderr and, when --log-file is
@@ -40,8 +40,8 @@ func (a *app) openLogRotatable() (reopen func() error, closer func(), err error)
 		if err := os.MkdirAll(filepath.Dir(a.cfg.logFile), 0o755); err != nil {
 			return nil, nil, fmt.Errorf("log file: %w", err)
 		}
-		f := &logFile{path: a.cfg.logFile}
-		if err := f.Reopen(); err != nil {
+		f, err := daemon.OpenLogFile(a.cfg.logFile)
+		if err != nil {
 			return nil, nil, err
 		}
 		fh, _ := newHandler(f)
@@ -50,53 +50,6 @@ func (a *app) openLogRotatable() (reopen func() error, closer func(), err error)
 	}
 	a.log = slog.New(h)
 	return reopen, closer, nil
-}
-
-// logFile is the --log-file: appended to, and reopened by name on demand so
-// that logrotate can rename it and lbd goes on writing to a fresh one.
-type logFile struct {
-	path string
-	mu   sync.Mutex
-	f    *os.File
-}
-
-// Write appends p to the current file.
-func (l *logFile) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return 0, errors.New("log file closed")
-	}
-	return l.f.Write(p)
-}
-
-// Reopen opens the path again (created 0640) and closes the previous
-// file. On error the previous file stays in use.
-func (l *logFile) Reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("log file: %w", err)
-	}
-	l.mu.Lock()
-	old := l.f
-	l.f = f
-	l.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	return nil
-}
-
-// Close closes the file; later writes fail.
-func (l *logFile) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return nil
-	}
-	err := l.f.Close()
-	l.f = nil
-	return err
 }
 
 // openLogStderr is openLog for the read-only commands (plan, status,

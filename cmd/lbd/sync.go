@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -28,7 +29,7 @@ func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.logSync(res, a.cfg.full)
+	daemon.LogSync(a.log, res, a.cfg.full)
 	return res, nil
 }
 

@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/nft"
@@ -27,7 +26,7 @@ var (
 	_ reconcile.Verifier     = (*netfilter.Backend)(nil)
 	_ reconcile.Backend      = (*haproxy.Backend)(nil)
 	_ reconcile.Verifier     = (*haproxy.Backend)(nil)
-	_ reconcile.PodRoutes    = (*netfilter.RouteCheck)(nil)
+	_ reconcile.PodRoutes    = (*hostcheck.RouteCheck)(nil)
 	_ reconcile.Addresses    = (*ipam.Allocator)(nil)
 	_ reconcile.AddressOwner = (*vip.Manager)(nil)
 	_ reconcile.StatusWriter = (*discovery.Source)(nil)
@@ -100,7 +99,7 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
 	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), MaxDeleteWindow: a.cfg.maxDeleteWindow,
 		Force: a.cfg.force, AllowDelete: a.cfg.allowDelete, LBClass: a.cfg.lbClass}
-	rc := netfilter.NewRouteCheck(a.cfg.podInterface)
+	rc := hostcheck.NewRouteCheck(a.cfg.podInterface)
 	if a.cfg.routeCheck {
 		opts.Routes = rc
 	}
@@ -125,14 +124,8 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 // excluder names the addresses lbd never serves, even inside a pool (the
 // pools themselves refuse loopback, link-local, multicast and
 // unspecified): both ends of the SSH connection to the master, and the
-// pod network that --pod-interface routes. The pod routes are read at
-// most once a second.
-func (a *app) excluder(src *discovery.Source, rc *netfilter.RouteCheck) ipam.Excluder {
-	var (
-		mu      sync.Mutex
-		read    time.Time
-		podNets []netip.Prefix
-	)
+// pod network that --pod-interface routes.
+func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Excluder {
 	return func(ip netip.Addr) (string, bool) {
 		if m, l, ok := src.ConnAddrs(); ok {
 			switch ip {
@@ -142,44 +135,7 @@ func (a *app) excluder(src *discovery.Source, rc *netfilter.RouteCheck) ipam.Exc
 				return "it is the address lbd's SSH connection to the master leaves from", true
 			}
 		}
-		mu.Lock()
-		if time.Since(read) > time.Second {
-			if p, err := rc.PodPrefixes(); err == nil {
-				podNets, read = p, time.Now()
-			}
-		}
-		nets := podNets
-		mu.Unlock()
-		for _, p := range nets {
-			if p.Contains(ip) {
-				return fmt.Sprintf("it is inside the pod network %s (routed via %s)", p, a.cfg.podInterface), true
-			}
-		}
-		return "", false
-	}
-}
-
-// Above maxChangeLines changes, a sync logs only changeSample of them.
-const (
-	maxChangeLines = 100
-	changeSample   = 10
-)
-
-// logSync logs the outcome of a successful sync and its changes.
-func (a *app) logSync(res *reconcile.Result, full bool) {
-	r := res.Record
-	a.log.Info("sync done", "backend", r.Backend, "result", r.Result, "full", full, "services", r.Services,
-		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
-		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
-	changes := res.Plan.Changes
-	if len(changes) > maxChangeLines {
-		// A big pass (a first sync of a large cluster) logs counts and
-		// the first few, not a line per service.
-		a.log.Info("many changes; logging the first few", "changes", len(changes), "logged", changeSample)
-		changes = changes[:changeSample]
-	}
-	for _, c := range changes {
-		a.log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
+		return rc.InPodNetwork(ip)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -16,13 +16,12 @@ import (
 func TestLogSyncCapsChangeLines(t *testing.T) {
 	for _, n := range []int{3, 150} {
 		var buf bytes.Buffer
-		a := &app{log: slog.New(slog.NewTextHandler(&buf, nil))}
 		p := &reconcile.Plan{}
 		for i := range n {
 			s := &lb.Service{Namespace: "default", Name: fmt.Sprintf("s%d", i)}
 			p.Changes = append(p.Changes, lb.Change{Kind: lb.Create, New: s})
 		}
-		a.logSync(&reconcile.Result{Plan: p, Record: lb.SyncRecord{Result: "ok", Created: n}}, false)
+		LogSync(slog.New(slog.NewTextHandler(&buf, nil)), &reconcile.Result{Plan: p, Record: lb.SyncRecord{Result: "ok", Created: n}}, false)
 		got := strings.Count(buf.String(), `msg="service create"`)
 		want := n
 		if n > maxChangeLines {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -12,15 +12,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
 
-// metrics are lbd run's Prometheus metrics, in a registry of their own (no
+// Pool is an address pool as the metrics count it (ipam.Pool).
+type Pool interface {
+	Contains(netip.Addr) bool
+	Size() uint64
+	String() string
+}
+
+// Metrics are lbd run's Prometheus metrics, in a registry of their own (no
 // Go runtime or process collectors from the default one), and the health
-// state behind /healthz.
-type metrics struct {
+// state behind /healthz. The daemon records every sync in them; [Metrics.Serve]
+// serves them. The metric names are lbd's interface to its dashboards
+// and alerts: they do not change.
+type Metrics struct {
+	// Pools are the address pools, for lbd_pool_addresses.
+	Pools []Pool
+
 	reg             *prometheus.Registry
 	syncDuration    prometheus.Histogram
 	syncs           *prometheus.CounterVec
@@ -35,14 +46,12 @@ type metrics struct {
 	poolAddresses   *prometheus.GaugeVec
 	pending         prometheus.Gauge
 	health          *health
-	// pools are the address pools, for lbd_pool_addresses.
-	pools ipam.Pools
 }
 
-// newMetrics registers lbd's metrics. health fails when no sync has
-// succeeded within window.
-func newMetrics(window time.Duration, now func() time.Time) *metrics {
-	m := &metrics{
+// NewMetrics registers lbd's metrics. /healthz fails when no sync has
+// succeeded within window (lbd run uses three resync periods).
+func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lbd_sync_duration_seconds",
@@ -102,7 +111,7 @@ func newMetrics(window time.Duration, now func() time.Time) *metrics {
 
 // observeSync records one sync that took took and ended with res and err
 // (res may be nil when the lock could not be taken).
-func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err error) {
+func (m *Metrics) observeSync(took time.Duration, res *reconcile.Result, err error) {
 	m.syncDuration.Observe(took.Seconds())
 	result := "error"
 	if res != nil && res.Record.Result != "" {
@@ -123,7 +132,7 @@ func (m *metrics) observeSync(took time.Duration, res *reconcile.Result, err err
 
 // observeStates sets lbd_services{state} from a pass's service states;
 // every state has a series, 0 when no service is in it.
-func (m *metrics) observeStates(states []lb.ServiceState) {
+func (m *Metrics) observeStates(states []lb.ServiceState) {
 	n := map[string]int{}
 	for _, st := range states {
 		n[st.State]++
@@ -135,8 +144,8 @@ func (m *metrics) observeStates(states []lb.ServiceState) {
 
 // observeAddresses sets the pool and pending gauges from a pass's
 // address report.
-func (m *metrics) observeAddresses(report []lb.AddressState) {
-	used := make([]map[netip.Addr]bool, len(m.pools))
+func (m *Metrics) observeAddresses(report []lb.AddressState) {
+	used := make([]map[netip.Addr]bool, len(m.Pools))
 	pending := 0
 	for _, st := range report {
 		switch st.State {
@@ -145,7 +154,7 @@ func (m *metrics) observeAddresses(report []lb.AddressState) {
 				pending++
 			}
 		case lb.AddressServed:
-			for i, p := range m.pools {
+			for i, p := range m.Pools {
 				if p.Contains(st.Addr) {
 					if used[i] == nil {
 						used[i] = map[netip.Addr]bool{}
@@ -156,7 +165,7 @@ func (m *metrics) observeAddresses(report []lb.AddressState) {
 			}
 		}
 	}
-	for i, p := range m.pools {
+	for i, p := range m.Pools {
 		n := uint64(len(used[i]))
 		m.poolAddresses.WithLabelValues(p.String(), "used").Set(float64(n))
 		m.poolAddresses.WithLabelValues(p.String(), "free").Set(float64(p.Size() - min(n, p.Size())))
@@ -224,18 +233,20 @@ func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // handler serves /metrics and /healthz.
-func (m *metrics) handler() http.Handler {
+func (m *Metrics) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	mux.Handle("/healthz", m.health)
 	return mux
 }
 
-// serve listens on addr and serves m until the returned function is called.
-func (m *metrics) serve(addr string, onErr func(error)) (stop func(), err error) {
+// Serve listens on addr and serves /metrics and /healthz until the
+// returned function is called. onErr hears of a server that fails later;
+// the error of a failed listen is net.Listen's.
+func (m *Metrics) Serve(addr string, onErr func(error)) (stop func(), err error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr: %w", err)
+		return nil, err // net.Listen names the address
 	}
 	srv := &http.Server{Handler: m.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -248,6 +259,21 @@ func (m *metrics) serve(addr string, onErr func(error)) (stop func(), err error)
 		defer cancel()
 		srv.Shutdown(ctx)
 	}, nil
+}
+
+// CountSource returns src, counting its failed discoveries in
+// lbd_discovery_errors_total{backend}.
+func (m *Metrics) CountSource(src reconcile.Source, backend string) reconcile.Source {
+	return &countingSource{Source: src, errs: m.discoveryErrors.WithLabelValues(backend)}
+}
+
+// CountBackend returns be, counting its failed applies and drift checks
+// in lbd_apply_errors_total{backend}, and its reloads, when it counts them
+// (Reloads() uint64: haproxy), in lbd_haproxy_reloads_total. The result is
+// a reconcile.Verifier whether be is one or not (without, Verify finds
+// nothing).
+func (m *Metrics) CountBackend(be reconcile.Backend, backend string) reconcile.Backend {
+	return &countingBackend{Backend: be, errs: m.applyErrors.WithLabelValues(backend), reloads: m.haproxyReloads}
 }
 
 // countingSource counts failed discoveries for the metrics.

@@ -1,4 +1,4 @@
-package netfilter
+package hostcheck
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -24,13 +26,21 @@ type RouteCheck struct {
 	routeGet func(net.IP) ([]netlink.Route, error)
 	// linkName returns the name of the interface with the given index.
 	linkName func(index int) (string, error)
+	// podPrefixes lists the destinations routed via the interface.
+	podPrefixes func() ([]netip.Prefix, error)
+	now         func() time.Time
+
+	mu      sync.Mutex
+	read    time.Time
+	podNets []netip.Prefix
 }
 
 // NewRouteCheck returns a check against the kernel's routing table for
 // the pod interface iface.
 func NewRouteCheck(iface string) *RouteCheck {
-	return &RouteCheck{
+	c := &RouteCheck{
 		Interface: iface,
+		now:       time.Now,
 		routeGet:  netlink.RouteGet,
 		linkName: func(i int) (string, error) {
 			l, err := netlink.LinkByIndex(i)
@@ -40,6 +50,8 @@ func NewRouteCheck(iface string) *RouteCheck {
 			return l.Attrs().Name, nil
 		},
 	}
+	c.podPrefixes = c.PodPrefixes
+	return c
 }
 
 // PodPrefixes returns the destinations the kernel routes through the pod
@@ -68,6 +80,32 @@ func (c *RouteCheck) PodPrefixes() ([]netip.Prefix, error) {
 		}
 	}
 	return out, nil
+}
+
+// podNetworkMaxAge is how long InPodNetwork trusts the pod prefixes it
+// read: the address allocator asks once per address, so the kernel is
+// asked at most once a second.
+const podNetworkMaxAge = time.Second
+
+// InPodNetwork says whether ip lies inside the pod network, and then why
+// in words, for an address allocator that must never serve it. The pod
+// prefixes are read again when older than a second; a failed read keeps
+// the last ones.
+func (c *RouteCheck) InPodNetwork(ip netip.Addr) (string, bool) {
+	c.mu.Lock()
+	if c.now().Sub(c.read) > podNetworkMaxAge {
+		if p, err := c.podPrefixes(); err == nil {
+			c.podNets, c.read = p, c.now()
+		}
+	}
+	nets := c.podNets
+	c.mu.Unlock()
+	for _, p := range nets {
+		if p.Contains(ip) {
+			return fmt.Sprintf("it is inside the pod network %s (routed via %s)", p, c.Interface), true
+		}
+	}
+	return "", false
 }
 
 // RouteError says that an endpoint of a service is not reached through
@@ -161,6 +199,3 @@ func (c *RouteCheck) check(ip netip.Addr) *RouteError {
 	fail.Route = strings.Join(desc, " ")
 	return fail
 }
-
-// errNotRoot is the preflight's verdict cause when not running as root.
-var errNotRoot = errors.New("not root: iptables and netlink need CAP_NET_ADMIN")
