@@ -17,7 +17,7 @@ func fullPayloadsFixture(t *testing.T) (Ruleset, *saved) {
 	dns := svc("dns", lb.UDP, 53, "10.246.82.2")
 	fp := planFull([]lb.Service{dns, web}, nil, DefaultOptions())
 	stale := ServicePortChain("default/old:80/tcp")
-	existing := parseSave([]byte(fmt.Sprintf(`*nat
+	existing, err := parseSave([]byte(fmt.Sprintf(`*nat
 :PREROUTING ACCEPT [0:0]
 :%[1]s - [0:0]
 :%[2]s - [0:0]
@@ -29,6 +29,9 @@ COMMIT
 :LBD-FILTER - [0:0]
 COMMIT
 `, ServicesChain, stale)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return fp.set, existing
 }
 
