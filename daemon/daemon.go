@@ -176,7 +176,7 @@ func LogSync(log *slog.Logger, res *reconcile.Result, full bool) {
 	r := res.Record
 	log.Info("sync done", "backend", r.Backend, "result", r.Result, "full", full, "services", r.Services,
 		"created", r.Created, "updated", r.Updated, "deleted", r.Deleted, "skipped", r.Skipped,
-		"rejected", len(res.Plan.Rejected), "duration", r.Duration)
+		"rejected", len(res.Plan.Rejected), "duration", r.Duration, "phases", phasesString(res.Phases))
 	changes := res.Plan.Changes
 	if len(changes) > maxChangeLines {
 		// A big pass (a first sync of a large cluster) logs counts and
@@ -187,6 +187,15 @@ func LogSync(log *slog.Logger, res *reconcile.Result, full bool) {
 	for _, c := range changes {
 		log.Info("service "+string(c.Kind), "service", c.Key(), "what", strings.Join(c.What, "; "))
 	}
+}
+
+// phasesString renders a pass's phases as "discover=120ms parse=5ms ...".
+func phasesString(ps []reconcile.Phase) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Name + "=" + p.Duration.Round(time.Microsecond).String()
+	}
+	return strings.Join(parts, " ")
 }
 
 // Run syncs once, tells systemd it is ready, and loops until ctx ends.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
@@ -32,6 +34,27 @@ func TestLogSyncCapsChangeLines(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("%d changes: %d lines, want %d", n, got, want)
+		}
+	}
+}
+
+// TestPhasesLoggedAndMeasured: the sync line carries every phase's time,
+// and lbd_sync_phase_seconds has a series per phase.
+func TestPhasesLoggedAndMeasured(t *testing.T) {
+	res := &reconcile.Result{Plan: &reconcile.Plan{}, Record: lb.SyncRecord{Result: "ok"},
+		Phases: []reconcile.Phase{{Name: "discover", Duration: 120 * time.Millisecond}, {Name: "parse", Duration: 5 * time.Millisecond}, {Name: "apply", Duration: time.Second}}}
+	var buf bytes.Buffer
+	LogSync(slog.New(slog.NewTextHandler(&buf, nil)), res, false)
+	if !strings.Contains(buf.String(), `phases="discover=120ms parse=5ms apply=1s"`) {
+		t.Errorf("sync line lacks the phases:\n%s", buf.String())
+	}
+	m := NewMetrics(time.Hour, time.Now)
+	m.observeSync(time.Second, res, nil)
+	rec := httptest.NewRecorder()
+	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, ph := range []string{"discover", "parse", "apply"} {
+		if want := `lbd_sync_phase_seconds_count{phase="` + ph + `"} 1`; !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 }

@@ -34,6 +34,7 @@ type Metrics struct {
 
 	reg             *prometheus.Registry
 	syncDuration    prometheus.Histogram
+	phaseDuration   *prometheus.HistogramVec
 	syncs           *prometheus.CounterVec
 	lastSuccess     prometheus.Gauge
 	discoveryErrors *prometheus.CounterVec
@@ -104,6 +105,12 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 		}),
 		health: &health{window: window, now: now},
 	}
+	m.phaseDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lbd_sync_phase_seconds",
+		Help:    "Duration of each phase of a sync: discover, parse, store-read, route-check, plan, prepare, apply, commit, after.",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"phase"})
+	m.reg.MustRegister(m.phaseDuration)
 	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
 		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts, m.poolAddresses, m.pending)
 	return m
@@ -113,6 +120,11 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 // (res may be nil when the lock could not be taken).
 func (m *Metrics) observeSync(took time.Duration, res *reconcile.Result, err error) {
 	m.syncDuration.Observe(took.Seconds())
+	if res != nil {
+		for _, ph := range res.Phases {
+			m.phaseDuration.WithLabelValues(ph.Name).Observe(ph.Duration.Seconds())
+		}
+	}
 	result := "error"
 	if res != nil && res.Record.Result != "" {
 		result = res.Record.Result
@@ -280,6 +292,15 @@ func (m *Metrics) CountBackend(be reconcile.Backend, backend string) reconcile.B
 type countingSource struct {
 	reconcile.Source
 	errs prometheus.Counter
+}
+
+// LastParse passes the wrapped source's parse time through, so that a
+// pass reports it as a phase of its own.
+func (s *countingSource) LastParse() time.Duration {
+	if pt, ok := s.Source.(reconcile.ParseTimer); ok {
+		return pt.LastParse()
+	}
+	return 0
 }
 
 // Discover passes through and counts an error.
