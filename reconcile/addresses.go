@@ -87,7 +87,17 @@ func (r *Reconciler) admit(discovered []lb.Service, rejected []*lb.InvalidServic
 			reqs = append(reqs, &lb.Service{Namespace: e.Namespace, Name: e.Name, Type: "LoadBalancer", LoadBalancer: &lb.LoadBalancer{Requested: ips}})
 		}
 	}
+	follower := r.following()
+	if follower {
+		// A backup LB serves exactly what the master wrote into the
+		// services' status: those are its allocations, and it hands
+		// out nothing of its own, so two LBs never disagree.
+		prev = fromStatus(reqs)
+	}
 	asg := r.opts.Addresses.Assign(prev, reqs, reserved)
+	if follower {
+		asg = onlyFromStatus(asg, prev, reqs)
+	}
 	a.allocations = asg.Allocations
 	byKey := make(map[string]int, len(a.services))
 	for i := range a.services {
@@ -152,7 +162,7 @@ func finalReport(rep []lb.AddressState, programmed []lb.Service) []lb.AddressSta
 // clear the status of a service of another class that lbd wrote before
 // (prev). A status that is already right is not written.
 func (r *Reconciler) statusWrites(a *admission, prev []lb.Allocation, programmed []lb.Service) []lb.StatusWrite {
-	if r.opts.Status == nil {
+	if r.opts.Status == nil || r.following() {
 		return nil
 	}
 	served := map[string][]netip.Addr{}
@@ -237,4 +247,53 @@ func (r *Reconciler) syncOwned(ctx context.Context, as AddressStore, want []neti
 		return fmt.Errorf("addresses on %s: %w", o.Interface(), serr)
 	}
 	return nil
+}
+
+// following reports whether this LB is the backup of an HA pair now: it
+// then allocates nothing and writes no status (Options.Follower).
+func (r *Reconciler) following() bool {
+	return r.opts.Follower != nil && r.opts.Follower()
+}
+
+// fromStatus returns the allocations the cluster's status shows for the
+// LoadBalancer services in reqs.
+func fromStatus(reqs []*lb.Service) []lb.Allocation {
+	var out []lb.Allocation
+	for _, s := range reqs {
+		if s.LoadBalancer == nil {
+			continue
+		}
+		for _, ip := range s.LoadBalancer.Ingress {
+			out = append(out, lb.Allocation{Key: s.Key(), Addr: ip, Origin: lb.OriginAllocated})
+		}
+	}
+	return out
+}
+
+// onlyFromStatus keeps of asg the allocations that status shows (fromStatus
+// gave them as prev); a service without one waits for the master.
+func onlyFromStatus(asg lb.Assignment, status []lb.Allocation, reqs []*lb.Service) lb.Assignment {
+	shown := map[lb.Allocation]bool{}
+	for _, a := range status {
+		shown[lb.Allocation{Key: a.Key, Addr: a.Addr}] = true
+	}
+	var out lb.Assignment
+	held := map[string]bool{}
+	for _, a := range asg.Allocations {
+		if shown[lb.Allocation{Key: a.Key, Addr: a.Addr}] {
+			out.Allocations = append(out.Allocations, a)
+			held[a.Key] = true
+		}
+	}
+	out.Rejected = asg.Rejected
+	rejected := map[string]bool{}
+	for _, r := range asg.Rejected {
+		rejected[r.Key] = true
+	}
+	for _, s := range reqs {
+		if k := s.Key(); !held[k] && !rejected[k] {
+			out.Pending = append(out.Pending, lb.Skipped{Key: k, Reason: "this LB is the VRRP backup: it serves what the master allocated, and the master has written no address yet"})
+		}
+	}
+	return out
 }

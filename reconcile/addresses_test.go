@@ -242,3 +242,40 @@ func (noPools) Admit(netip.Addr) error {
 func (noPools) Assign([]lb.Allocation, []*lb.Service, map[netip.Addr]string) lb.Assignment {
 	return lb.Assignment{}
 }
+
+// TestFollowerServesTheMastersAddresses: a backup LB serves exactly what
+// the services' status shows, gives nothing out itself and writes no
+// status; once it is master, it allocates for the one that waited and
+// writes only that, so a failover writes nothing that was not true.
+func TestFollowerServesTheMastersAddresses(t *testing.T) {
+	backup := true
+	st := &addrStore{}
+	sw := &statusWriter{}
+	src := &source{svcs: []lb.Service{
+		lbSvc("default", "web", lb.LoadBalancer{UID: "u1", ResourceVersion: "1", Ingress: addrs("192.168.121.242")}, "10.246.0.3"),
+		lbSvc("default", "late", lb.LoadBalancer{UID: "u2", ResourceVersion: "1"}, "10.246.0.4"),
+	}}
+	r := New(src, &backend{}, st, nil, Options{Addresses: pools{free: addrs("192.168.121.240", "192.168.121.241", "192.168.121.242")},
+		Status: sw, MaxDelete: 1, Follower: func() bool { return backup }})
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	served := map[string][]netip.Addr{}
+	for _, s := range st.applied {
+		served[s.Key()] = s.ExternalIPs
+	}
+	if !slices.Equal(served["default/web"], addrs("192.168.121.242")) || len(served["default/late"]) != 0 {
+		t.Errorf("backup serves %v, want web on the master's .242 and late nowhere", served)
+	}
+	if len(sw.writes) != 0 {
+		t.Errorf("the backup wrote status: %v", sw.writes)
+	}
+	backup = false
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]lb.StatusWrite{{{Namespace: "default", Name: "late", UID: "u2", ResourceVersion: "1", Ingress: addrs("192.168.121.240"), IPMode: ""}}}
+	if d := cmp.Diff(want, sw.writes, cmpAddr); d != "" {
+		t.Errorf("status writes after becoming master (-want +got):\n%s", d)
+	}
+}

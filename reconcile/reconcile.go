@@ -63,6 +63,11 @@ type Options struct {
 	// is the ipMode written with each address ("VIP" or "Proxy").
 	Status StatusWriter
 	IPMode string
+	// Follower, when set and true, says this LB is the backup of an HA
+	// pair right now: it serves exactly the addresses the services'
+	// status shows (written by the master), allocates none of its own
+	// and writes no status.
+	Follower func() bool
 	// Step, when set, is called with the name of each step of a pass as
 	// it is reached (see Steps). lbd's release binary leaves it nil; the
 	// fault-injection build kills the process there, to prove that every
