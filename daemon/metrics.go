@@ -35,6 +35,7 @@ type Metrics struct {
 	reg             *prometheus.Registry
 	syncDuration    prometheus.Histogram
 	phaseDuration   *prometheus.HistogramVec
+	haMaster        prometheus.Gauge
 	syncs           *prometheus.CounterVec
 	lastSuccess     prometheus.Gauge
 	discoveryErrors *prometheus.CounterVec
@@ -110,7 +111,11 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 		Help:    "Duration of each phase of a sync: discover, parse, store-read, route-check, plan, prepare, apply, commit, after.",
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"phase"})
-	m.reg.MustRegister(m.phaseDuration)
+	m.haMaster = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lbd_ha_master",
+		Help: "--ha=keepalived: 1 while this LB is the VRRP master (it writes service status), 0 otherwise.",
+	})
+	m.reg.MustRegister(m.phaseDuration, m.haMaster)
 	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
 		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts, m.poolAddresses, m.pending)
 	return m
@@ -292,6 +297,15 @@ func (m *Metrics) CountBackend(be reconcile.Backend, backend string) reconcile.B
 type countingSource struct {
 	reconcile.Source
 	errs prometheus.Counter
+}
+
+// SetHAMaster sets lbd_ha_master.
+func (m *Metrics) SetHAMaster(master bool) {
+	v := 0.0
+	if master {
+		v = 1
+	}
+	m.haMaster.Set(v)
 }
 
 // LastParse passes the wrapped source's parse time through, so that a

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
+	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/store"
@@ -29,6 +32,7 @@ func (a *app) check(ctx context.Context) int {
 	verdicts := append([]hostcheck.Verdict{pf.Root(), hostcheck.NewVerdict("iptables", iptables, err)},
 		pf.Forwarding(a.cfg.backend != "haproxy")...) // haproxy proxies instead of forwarding
 	verdicts = append(verdicts, a.checkPools(ctx)...)
+	verdicts = append(verdicts, a.checkHA()...)
 
 	src, err := a.newSource()
 	var svcs []lb.Service
@@ -112,4 +116,61 @@ func (a *app) checkPools(ctx context.Context) []hostcheck.Verdict {
 			"; set --vip-interface, add them to an interface, or route them here"})
 	}
 	return append(out, hostcheck.Verdict{Check: "addresses", OK: true, Detail: fmt.Sprintf("%d served, all local", served)})
+}
+
+// checkHA checks --ha=keepalived: keepalived runs and reported a state,
+// its peer is reachable through --ha-interface, haproxy may bind the
+// addresses the backup does not hold, and conntrackd's configuration is
+// there when it is used.
+func (a *app) checkHA() []hostcheck.Verdict {
+	o, err := a.haOptions()
+	if err != nil {
+		return []hostcheck.Verdict{{Check: "ha", OK: false, Detail: err.Error()}}
+	}
+	if o == nil {
+		return nil
+	}
+	var out []hostcheck.Verdict
+	k := keepalived.New(*o, a.log)
+	if pid, err := readPID(o.PIDFile); err != nil {
+		out = append(out, hostcheck.Verdict{Check: "keepalived", OK: false, Detail: "not running (" + o.PIDFile + "): " + err.Error()})
+	} else {
+		out = append(out, hostcheck.Verdict{Check: "keepalived", OK: true, Detail: fmt.Sprintf("running, pid %d, this LB is %s", pid, haState(k))})
+	}
+	rc := hostcheck.NewRouteCheck(o.Interface)
+	for _, p := range o.Peers {
+		line, ok := rc.CheckIP(p)
+		out = append(out, hostcheck.Verdict{Check: "ha peer", OK: ok, Detail: strings.Replace(line, "endpoint", "peer", 1)})
+	}
+	if a.cfg.backend == "haproxy" {
+		ok, err := nonlocalBind()
+		detail := "net.ipv4.ip_nonlocal_bind = 1: haproxy binds the addresses the backup does not hold"
+		if err != nil {
+			detail = err.Error()
+		} else if !ok {
+			detail = "net.ipv4.ip_nonlocal_bind = 0: the backup's haproxy cannot bind the service addresses; set it to 1"
+		}
+		out = append(out, hostcheck.Verdict{Check: "ip_nonlocal_bind", OK: ok && err == nil, Detail: detail})
+	}
+	if o.ConntrackdConfig != "" {
+		_, err := os.Stat(o.ConntrackdConfig)
+		out = append(out, hostcheck.NewVerdict("conntrackd", o.ConntrackdConfig+" present", err))
+	}
+	return out
+}
+
+// readPID returns the live process named by a pid file.
+func readPID(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a pid", path, b)
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return pid, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/nft"
@@ -45,6 +46,18 @@ type config struct {
 	lbClass      string
 	vipInterface string
 	statusWrite  bool
+
+	// high availability
+	ha           string
+	haInterface  string
+	haPeers      stringList
+	haSource     string
+	haPriority   int
+	haAdvertInt  time.Duration
+	haRouterID   int
+	haPreempt    bool
+	haConfig     string
+	haConntrackd string
 
 	// backends
 	backend      string
@@ -83,6 +96,9 @@ type config struct {
 	logFormat string
 	output    string
 }
+
+// keepalivedDefaultAdvert is VRRP's default advertisement interval.
+const keepalivedDefaultAdvert = 1e9 // 1s
 
 // stringList is a repeatable flag; each value may itself be a
 // comma-separated list, as in the environment (LBD_POOL=a,b).
@@ -160,6 +176,17 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.lbClass, "lb-class", lb.DefaultLoadBalancerClass, "spec.loadBalancerClass lbd answers to, besides services without a class")
 	fs.StringVar(&c.vipInterface, "vip-interface", "", "`interface` lbd adds every served address to (/32, /128) and announces it on with gratuitous ARP / unsolicited NA; empty: lbd owns no address")
 	fs.BoolVar(&c.statusWrite, "status-write", true, "write status.loadBalancer.ingress of LoadBalancer services back to the cluster")
+
+	fs.StringVar(&c.ha, "ha", "none", "high availability: none, or keepalived (two LBs, VRRP; keepalived owns the addresses)")
+	fs.StringVar(&c.haInterface, "ha-interface", "", "keepalived: `interface` VRRP runs on and the addresses go to")
+	fs.Var(&c.haPeers, "ha-peer", "keepalived: the other LB's `address` (unicast VRRP); repeatable")
+	fs.StringVar(&c.haSource, "ha-source", "", "keepalived: this LB's `address` VRRP leaves from (unicast_src_ip); empty: the interface's")
+	fs.IntVar(&c.haPriority, "ha-priority", 100, "keepalived: VRRP priority 1-254; the higher one becomes master first")
+	fs.DurationVar(&c.haAdvertInt, "ha-advert-int", keepalivedDefaultAdvert, "keepalived: VRRP advertisement interval (VRRPv3 allows fractions: 100ms fails over in about 0.35 s)")
+	fs.IntVar(&c.haRouterID, "ha-router-id", 0, "keepalived: virtual_router_id 1-255, the same on both LBs and unique on the link")
+	fs.BoolVar(&c.haPreempt, "ha-preempt", false, "keepalived: a recovered LB with the higher priority takes the addresses back (a second interruption); default: it stays backup")
+	fs.StringVar(&c.haConfig, "ha-config", keepalived.DefaultConfigPath, "keepalived: the include `file` lbd renders (keepalived.conf must include it)")
+	fs.StringVar(&c.haConntrackd, "ha-conntrackd-config", "", "keepalived: conntrackd.conf `path`; when set, the notify hook commits and resyncs conntrackd's caches on every transition")
 
 	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production), nftables (kernel NAT, verdict-map dispatch) or iptables; plan and status default to the backend of the last sync")
 	fs.StringVar(&c.podInterface, "pod-interface", "flannel0", "interface through which every endpoint must route")

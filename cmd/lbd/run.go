@@ -10,8 +10,22 @@ import (
 
 	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
+	"github.com/lbd/lbd/reconcile"
 	"github.com/lbd/lbd/store"
 )
+
+// hookedSyncer runs after once each pass, whatever its outcome.
+type hookedSyncer struct {
+	*reconcile.Reconciler
+	after func(*reconcile.Result, error)
+}
+
+// Sync runs the pass, then the hook.
+func (h hookedSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
+	res, err := h.Reconciler.Sync(ctx, full)
+	h.after(res, err)
+	return res, err
+}
 
 // runDaemon is `lbd run`: it checks the run flags, wires the daemon and
 // runs it until SIGTERM or SIGINT. It never cleans up: the rules stay in
@@ -60,7 +74,12 @@ func (a *app) runDaemon(ctx context.Context) error {
 	if c.watch {
 		o.Watch = func(ctx context.Context, event func(string)) error { return env.source.Watch(ctx, 0, event) }
 	}
-	d := daemon.New(rec, o)
+	d := daemon.New(hookedSyncer{rec, func(res *reconcile.Result, err error) {
+		env.afterSync(a)(res, err)
+		if env.ha != nil {
+			m.SetHAMaster(!haFollower(env.ha)())
+		}
+	}}, o)
 	a.log.Info("lbd run starting", "version", versionString(), "backend", c.backend, "master", c.master,
 		"watch", c.watch, "interval", c.interval, "resync", c.resync, "debounce", c.debounce, "metrics", c.metricsAddr)
 	d.Run(ctx)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lbd/lbd/discovery"
+	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/store"
 )
@@ -114,6 +115,9 @@ func (a *app) status(ctx context.Context) error {
 			fmt.Fprintf(a.stdout, ": %s", discovery.Printable(h.Err))
 		}
 		fmt.Fprintln(a.stdout)
+	}
+	if o, err := a.haOptions(); err == nil && o != nil {
+		fmt.Fprintf(a.stdout, "ha: keepalived on %s, VRRP router %d: this LB is %s\n", o.Interface, o.RouterID, haState(keepalived.New(*o, a.log)))
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
 	defer env.close()
 
 	res, err := env.reconciler.Sync(ctx, a.cfg.full)
+	env.afterSync(a)(res, err)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
+	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/nft"
 	"github.com/lbd/lbd/reconcile"
@@ -47,7 +48,18 @@ type env struct {
 	source     *discovery.Source
 	backend    backend
 	reconciler *reconcile.Reconciler
-	closers    []func()
+	// ha is keepalived with --ha=keepalived, else nil.
+	ha      *keepalived.Keepalived
+	closers []func()
+}
+
+// afterSync is what every pass ends with, cron or daemon: with HA, the
+// health file keepalived tracks.
+func (e *env) afterSync(a *app) func(*reconcile.Result, error) {
+	if e.ha == nil {
+		return func(*reconcile.Result, error) {}
+	}
+	return haHealth(e.ha, a.log)
 }
 
 func (e *env) close() {
@@ -67,6 +79,13 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 	}()
 	if e.pools, err = ipam.ParsePools(a.cfg.pools); err != nil {
 		return nil, err
+	}
+	haOpts, err := a.haOptions()
+	if err != nil {
+		return nil, err
+	}
+	if haOpts != nil {
+		e.ha = keepalived.New(*haOpts, a.log)
 	}
 	if len(e.pools) == 0 {
 		a.log.Warn("no address pool is configured: lbd serves nothing until --pool (or LBD_POOL) names the addresses it may serve")
@@ -106,6 +125,10 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: a.excluder(e.source, rc)}
 	if a.cfg.vipInterface != "" {
 		opts.Owner = vip.New(a.cfg.vipInterface, a.log)
+	}
+	if e.ha != nil {
+		opts.Owner = haOwner{k: e.ha, log: a.log}
+		opts.Follower = haFollower(e.ha)
 	}
 	if a.cfg.statusWrite {
 		opts.Status = e.source
