@@ -56,18 +56,18 @@ const PeersSection = "lbd"
 const MinSlots = 4
 
 // slotCount returns how many server slots a backend with n placed
-// endpoints gets, given the prev slots it has (0: a new backend). A
-// backend keeps its slots while n fits and n is above a quarter of them;
-// otherwise it gets the next power of two at or above n + 50 %, at least
-// MinSlots. The hysteresis keeps a backend that scales up and down by a
-// few pods from reloading each time.
+// endpoints gets, given the prev slots it has (0: a new backend): the next
+// power of two at or above n + 50 %, at least MinSlots. A backend keeps
+// its slots while n fits in them, unless the fresh count is a quarter of
+// them or less: the hysteresis keeps a backend that scales up and down by
+// a few pods from reloading each time.
 func slotCount(n, prev int) int {
-	if prev >= MinSlots && n <= prev && (4*n > prev || prev == MinSlots) {
-		return prev
-	}
 	size := MinSlots
 	for size < n+(n+1)/2 {
 		size *= 2
+	}
+	if prev >= MinSlots && n <= prev && 4*size > prev {
+		return prev
 	}
 	return size
 }
