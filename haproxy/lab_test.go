@@ -202,7 +202,7 @@ func labService(l *lab.Lab, name string, ext netip.Addr, ports map[uint16]uint16
 // TestLab proves the backend end to end against a real haproxy in the
 // lab's LB namespace, with the client and the pods in their own.
 func TestLab(t *testing.T) {
-	h := startLabHaproxy(t, "hap")
+	h := startLabHaproxy(t, "hprtlab")
 	l := h.l
 	ext, ext2 := l.LBExternalIP, netip.MustParseAddr("192.168.121.202")
 	addr := netip.AddrPortFrom(ext, 80).String()
@@ -320,7 +320,7 @@ func TestLab(t *testing.T) {
 		defer write(t, h.b.o.BasePath, string(base))
 		write(t, h.b.o.BasePath, string(base)+"    not-a-keyword on\n")
 		before := onDisk(t, h.b)
-		one := labService(l, "nginx", ext, map[uint16]uint16{80: 80}, 0)
+		one := labService(l, "nginx", ext, map[uint16]uint16{80: 80, 81: 80}) // a new port: validated and reloaded
 		_, err = h.b.Apply(t.Context(), []lb.Service{one, web, sticky, empty}, nil)
 		var ce *ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "not-a-keyword") {
