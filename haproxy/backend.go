@@ -44,6 +44,23 @@ type Backend struct {
 	run func(ctx context.Context, name string, args ...string) ([]byte, error)
 	// reloads counts the reloads that succeeded.
 	reloads atomic.Uint64
+	// runtimeChanges counts the passes applied through the runtime API.
+	runtimeChanges atomic.Uint64
+	// stats sends one command to the stats socket and returns the answer.
+	stats func(ctx context.Context, cmd string) (string, error)
+	// haveStats reports whether the stats socket is there to take runtime
+	// changes (haproxy runs).
+	haveStats func() bool
+	// synced says the running servers were compared with the files since
+	// this Backend was made or since a runtime change failed; until then,
+	// the next pass compares them all ("show servers state") even when
+	// no file changes.
+	synced bool
+	// disk caches the files read from the services directory, by name,
+	// with the identity they had (see readCfgsCached).
+	disk map[string]diskFile
+	// renders caches each service's rendered file with its input.
+	renders map[string]renderedFile
 	// bindable returns the test that haproxy can bind an address on this
 	// host (nil: it can), taken once per Apply.
 	bindable func() func(netip.Addr) error
@@ -95,7 +112,29 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.probe = b.probeMaster
 	b.foreignSeen = map[string]bool{}
 	b.alive = processAlive
+	b.stats = b.statsCommand
+	b.haveStats = func() bool { return isSocket(b.o.StatsSocket) }
 	return b
+}
+
+// Stats returns how many times this Backend reloaded haproxy (as
+// [Backend.Reloads]) and how many passes it applied through the runtime
+// API alone, without a reload. Both only grow; they are meant to be
+// exported as counters.
+func (b *Backend) Stats() (reloads, runtimeChanges uint64) {
+	return b.reloads.Load(), b.runtimeChanges.Load()
+}
+
+// Workers returns how many haproxy worker processes are alive, from the
+// master CLI's "show proc": 1 normally, more while old workers finish
+// their connections after a reload. An error when the master does not
+// answer.
+func (b *Backend) Workers(ctx context.Context) (int, error) {
+	st, err := b.probe(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("haproxy workers: %w", err)
+	}
+	return len(st.workers), nil
 }
 
 // Reloads returns how many times this Backend published new files and had
@@ -130,18 +169,18 @@ func (b *Backend) Options() Options { return b.o }
 func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	files, err := Render(desired, b.o)
-	if err != nil {
-		return nil, err
-	}
 	if err := b.ensureBase(); err != nil {
 		return nil, err
 	}
-	all, err := readCfgs(b.tree.dir)
+	all, err := b.readCfgsCached()
 	if err != nil {
 		return nil, err
 	}
 	cur, foreign := splitOwn(all)
+	files, err := b.renderCached(desired, cur)
+	if err != nil {
+		return nil, err
+	}
 	b.noteForeign(foreign)
 	pend, err := b.tree.readPending()
 	if err != nil {
@@ -178,6 +217,15 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 			delete(files, name)
 		}
 	}
+	if pend == nil && b.haveStats() {
+		done, err := b.applyRuntime(ctx, files, cur)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return skipped, nil
+		}
+	}
 	if files.Equal(cur) && pend == nil {
 		return skipped, nil
 	}
@@ -188,7 +236,66 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
+	b.synced = true // haproxy loaded the files: its servers are theirs
 	return skipped, nil
+}
+
+// applyRuntime applies what it can of files through the runtime API and
+// reports whether that was all (true: nothing is left to publish). When
+// files equal cur it only compares the running servers with them, once
+// per Backend (see synced); when they differ only in what slots hold, it
+// changes the servers first, then rewrites the changed files in place:
+// haproxy already serves them, so no reload follows. Otherwise, or when
+// the running haproxy lacks what the files name, it returns false and
+// the caller publishes and reloads. The changed files are not passed to
+// "haproxy -c": only server addresses, ports and states differ from
+// files haproxy validated, and the runtime API just accepted those very
+// values.
+func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, error) {
+	var names []string
+	if files.Equal(cur) {
+		if b.synced {
+			return true, nil
+		}
+	} else {
+		var ok bool
+		if names, ok = runtimeOnly(cur, files); !ok {
+			return false, nil
+		}
+	}
+	n, err := b.syncRuntime(ctx, files, names)
+	if err != nil {
+		b.synced = false
+		if names == nil && !errors.Is(err, errNotRuntime) && !isSocket(b.o.StatsSocket) {
+			return true, nil // haproxy is not running: it loads the files when it starts
+		}
+		b.log.Warn("runtime change failed; reloading instead", "err", err)
+		if names == nil {
+			// The files are right and the servers are not: reload them.
+			b.files = len(files)
+			if err := b.reload(ctx); err != nil {
+				return false, err
+			}
+			b.reloads.Add(1)
+			b.synced = true
+			return true, nil
+		}
+		return false, nil
+	}
+	b.synced = true
+	for _, name := range names {
+		if err := writeAtomic(filepath.Join(b.tree.dir, name), files[name], 0o644); err != nil {
+			// haproxy serves the change; the next pass finds the file
+			// behind and compares the servers again.
+			b.synced = false
+			return false, fmt.Errorf("write %s after its runtime change: %w", name, err)
+		}
+	}
+	if n > 0 || len(names) > 0 {
+		b.runtimeChanges.Add(1)
+		b.log.Info("endpoints changed at runtime, no reload", "files", len(names), "commands", n)
+	}
+	return true, nil
 }
 
 // localBind returns a test of whether haproxy can bind an address: it is
@@ -444,16 +551,16 @@ func (b *Backend) ensureBase() error {
 func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	want, err := Render(applied, b.o)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
 	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	// The operator's files are not drift: lbd keeps them as they are.
 	got, foreign := splitOwn(all)
+	want, err := render(applied, b.o, got, nil)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
 	pend, err := b.tree.readPending()
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)

@@ -3,8 +3,12 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +119,65 @@ func BenchmarkApplyNoChange(b *testing.B) {
 		b.Fatalf("unchanged Apply made %d haproxy calls, want 0", calls)
 	}
 	b.ReportMetric(float64(calls), "haproxy-calls")
+}
+
+// BenchmarkApplyEndpointChange is a sync of 10,000 services in which one
+// endpoint of one service flips readiness: the runtime path (changed file
+// found, runtime commands, file rewritten in place), against a stand-in
+// stats socket that answers "show servers state" from the files and
+// accepts every command. It must not reload.
+func BenchmarkApplyEndpointChange(b *testing.B) {
+	svcs := benchServices(10000, 10)
+	o := testOptions(b.TempDir())
+	be := New(o, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	be.bindable = bindAnything
+	reloads, cmds := 0, 0
+	be.check = func(context.Context, string, string, Files) error { return nil }
+	be.reload = func(context.Context) error { reloads++; return nil }
+	ctx := context.Background()
+	if _, err := be.Apply(ctx, svcs, nil); err != nil {
+		b.Fatal(err)
+	}
+	be.haveStats = func() bool { return true }
+	be.stats = func(_ context.Context, cmd string) (string, error) {
+		backend, ok := strings.CutPrefix(cmd, "show servers state ")
+		if !ok {
+			cmds++
+			return "", nil
+		}
+		// svc<i> lives in ns<i%100>; its proxy is lbd_<ns>_<name>_80_tcp.
+		parts := strings.Split(backend, "_")
+		f, _ := os.ReadFile(filepath.Join(o.Dir, FileName(parts[1], parts[2])))
+		_, slots := parseSlots(f)
+		var sb strings.Builder
+		sb.WriteString("1\n# header\n")
+		for i, s := range slots[backend] {
+			addr, admin := s.addr, 0
+			if s.state == slotFree {
+				addr, admin = placeholder, 5
+			}
+			w := 1
+			if s.state == slotDrain {
+				w = 0
+			}
+			fmt.Fprintf(&sb, "3 %s %d %s %s 2 %d %d 1 0 6 3 4 6 0 0 0 - %d - 0 0 - - 0\n", backend, i+1, SlotName(i+1), addr.Addr(), admin, w, addr.Port())
+		}
+		return sb.String(), nil
+	}
+	be.synced = true
+	reloads = 0
+	i := 0
+	for b.Loop() {
+		e := &svcs[42].Ports[0].Endpoints[3]
+		e.Ready, e.Serving = i%2 == 1, i%2 == 1
+		i++
+		if _, err := be.Apply(ctx, svcs, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if reloads != 0 {
+		b.Fatalf("endpoint change reloaded %d times, want 0", reloads)
+	}
+	b.ReportMetric(float64(cmds)/float64(b.N), "runtime-cmds/op")
+	b.ReportMetric(float64(reloads), "reloads")
 }

@@ -59,6 +59,38 @@
 // the reload is confirmed without another one; if it reports the reload
 // failed, the previous generation is put back then.
 //
+// # Endpoint changes without a reload
+//
+// Every backend has a power-of-two number of server slots, "s1".."sN"
+// (ready endpoints, draining ones with "weight 0", free ones "disabled" on
+// a placeholder address), and an endpoint keeps its slot while it stays.
+// Slots were chosen over "add server"/"del server": a deleted server must
+// first reach zero connections (up to "timeout client", an hour), the
+// file on disk could not name a server that is only draining, and the
+// stick tables of ClientIP affinity record server ids, which pre-rendered
+// slots keep stable across reloads and dynamic servers do not. When the
+// new files differ from the current ones only in what slots hold (same
+// skeleton, see parseSlots), Apply changes the running servers through
+// the stats socket ("set server addr ... port", "set weight", "set server
+// state ready|maint"), then rewrites the changed files in place
+// atomically: no "haproxy -c" (only values the runtime API just accepted
+// differ) and no reload. Anything else (a new service, port or address,
+// affinity, slots exhausted, the peers file) is published and reloaded.
+// The first pass of a Backend, and the pass after a runtime change
+// failed, compares "show servers state" with the files even when no file
+// changes, so a runtime change whose file write was lost (lbd killed in
+// between) is redone or its file written on the next pass.
+//
+// A serving, terminating endpoint drains: it keeps its open connections
+// and gets no new ones. Under ClientIP affinity it leaves its slot instead
+// (maint keeps the open connections too), because haproxy still sends a
+// draining server the clients its stick table holds.
+//
+// ClientIP affinity is a stick table on the client address with "expire"
+// set to the service's timeout, naming the peers section of [PeersFile],
+// whose one local peer ([Options.PeerName], haproxy's local peer name) is
+// meant to carry the table across reloads.
+//
 // haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
 // and logged; the service's TCP ports are still served. A service with no
 // TCP port at all is returned from [Backend.Apply] as an [lb.Skipped].

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -138,10 +139,11 @@ func readCfgs(dir string) (Files, error) {
 
 // ownFile reports whether b is a file lbd wrote: its first line is the
 // header [Render] begins every file with, "# Service <key>, written by
-// lbd: ...". Anything else in the services directory is the operator's.
+// lbd: ..." ("# Peers ..., written by lbd: ..." for [PeersFile]). Anything else in the services directory is the operator's.
 func ownFile(b []byte) bool {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
-	return bytes.HasPrefix(line, []byte("# Service ")) && bytes.Contains(line, []byte(", written by lbd: "))
+	return (bytes.HasPrefix(line, []byte("# Service ")) || bytes.HasPrefix(line, []byte("# Peers "))) &&
+		bytes.Contains(line, []byte(", written by lbd: "))
 }
 
 // ownPath reports whether the regular file at path is one lbd wrote.
@@ -431,4 +433,67 @@ func writeAtomic(path string, b []byte, perm fs.FileMode) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// diskFile is a file of the services directory as last read: its bytes
+// and the identity (inode, size, modification time) they were read with.
+type diskFile struct {
+	id   fileID
+	data []byte
+}
+
+type fileID struct {
+	ino, size, mtime int64
+}
+
+func idOf(fi fs.FileInfo) fileID {
+	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.ino = int64(st.Ino)
+	}
+	return id
+}
+
+// readCfgsCached is readCfgs reading again only the files whose inode,
+// size or modification time changed since the last call: at 10,000
+// services, reading every file costs far more than the change it serves.
+// A hand edit changes the modification time, so it is still seen.
+func (b *Backend) readCfgsCached() (Files, error) {
+	ents, err := os.ReadDir(b.tree.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		b.disk = nil
+		return Files{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read services directory: %w", err)
+	}
+	out := make(Files, len(ents))
+	next := make(map[string]diskFile, len(ents))
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".cfg") || e.IsDir() {
+			continue
+		}
+		p := filepath.Join(b.tree.dir, e.Name())
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read services directory: %w", err)
+		case fi.IsDir():
+			continue
+		}
+		id := idOf(fi)
+		if c, ok := b.disk[e.Name()]; ok && c.id == id {
+			out[e.Name()], next[e.Name()] = c.data, c
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read services directory: %w", err)
+		}
+		out[e.Name()], next[e.Name()] = data, diskFile{id, data}
+	}
+	b.disk = next
+	return out, nil
 }

@@ -1,6 +1,9 @@
 package haproxy
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Defaults for [Options]. The base file's name is the one the design notes
 // give; the master socket is the one Debian's haproxy unit passes with -S.
@@ -20,6 +23,9 @@ const (
 	DefaultHardStopAfter = 15 * time.Minute
 	DefaultUser          = "haproxy"
 	DefaultGroup         = "haproxy"
+	// DefaultPeerAddr is where the local peer of the stick tables listens
+	// (loopback: it only ever talks to the next haproxy process).
+	DefaultPeerAddr = "127.0.0.1:10990"
 )
 
 // Options configure the haproxy backend. The zero value of every field
@@ -65,6 +71,15 @@ type Options struct {
 	// drop to them. "-" means stay root (for systems without the haproxy
 	// user).
 	User, Group string
+	// PeerName is the name of the local peer in the peers section that
+	// keeps ClientIP affinity's stick tables across reloads. It must be
+	// haproxy's local peer name: the host name unless haproxy is started
+	// with -L or has "localpeer" in its global section. Empty means this
+	// host's name (os.Hostname).
+	PeerName string
+	// PeerAddr is the local peer's address, a loopback ip:port haproxy
+	// binds (see [DefaultPeerAddr]).
+	PeerAddr string
 }
 
 // DefaultOptions returns the options with every default filled in; the CLI
@@ -84,6 +99,11 @@ func (o Options) withDefaults() Options {
 	set(&o.HaproxyBin, DefaultHaproxyBin)
 	set(&o.User, DefaultUser)
 	set(&o.Group, DefaultGroup)
+	set(&o.PeerAddr, DefaultPeerAddr)
+	if o.PeerName == "" {
+		o.PeerName, _ = os.Hostname()
+	}
+	set(&o.PeerName, "localhost")
 	if o.CheckInterval <= 0 {
 		o.CheckInterval = DefaultCheckInterval
 	}

@@ -37,14 +37,113 @@ func ProxyName(s *lb.Service, p lb.Port) string {
 	return "lbd_" + s.Namespace + "_" + s.Name + "_" + strconv.Itoa(int(p.Port)) + "_" + strings.ToLower(string(p.Protocol))
 }
 
-// ServerName returns the name of the server for one endpoint: "ep_" and
-// the endpoint's ip:port with '.' and ':' mapped to '-' and the port joined
-// by '_', e.g. "ep_10-246-82-2_80" or "ep_fd00--1_8080". An IPv4 name holds
-// exactly three '-', an IPv6 one at least two and never four groups without
-// "--", so the mapping does not collide.
-func ServerName(e lb.Endpoint) string {
-	ip := strings.NewReplacer(".", "-", ":", "-").Replace(e.IP.String())
-	return "ep_" + ip + "_" + strconv.Itoa(int(e.Port))
+// SlotName returns the name of server slot i (from 1) of a backend: "s1",
+// "s2", ... Slots, not endpoints, name the servers, so that an endpoint
+// change is a runtime change of a slot's address or state (see the package
+// doc); a slot's position is also its haproxy server id, which the stick
+// tables of ClientIP affinity record.
+func SlotName(i int) string { return "s" + strconv.Itoa(i) }
+
+// PeersFile is the name of the file holding the peers section that ClientIP
+// affinity's stick tables name; it holds no '_', so it never collides with
+// a service's file.
+const PeersFile = "lbd-peers.cfg"
+
+// PeersSection is the name of that peers section.
+const PeersSection = "lbd"
+
+// MinSlots is the fewest server slots a backend has.
+const MinSlots = 4
+
+// slotCount returns how many server slots a backend with n placed
+// endpoints gets, given the prev slots it has (0: a new backend): the next
+// power of two at or above n + 50 %, at least MinSlots. A backend keeps
+// its slots while n fits in them, unless the fresh count is a quarter of
+// them or less: the hysteresis keeps a backend that scales up and down by
+// a few pods from reloading each time.
+func slotCount(n, prev int) int {
+	size := MinSlots
+	for size < n+(n+1)/2 {
+		size *= 2
+	}
+	if prev >= MinSlots && n <= prev && 4*size > prev {
+		return prev
+	}
+	return size
+}
+
+// slotState is what a slot holds.
+type slotState int
+
+const (
+	slotFree  slotState = iota // maint ("disabled"), a placeholder address
+	slotReady                  // takes new connections
+	slotDrain                  // weight 0: keeps its connections, takes no new ones
+)
+
+// slot is one server line of a backend: its state and, unless free, the
+// endpoint in it.
+type slot struct {
+	state slotState
+	addr  netip.AddrPort
+}
+
+// placeholder is the address of a free slot; haproxy never connects to it
+// (the slot is in maintenance).
+var placeholder = netip.MustParseAddrPort("127.0.0.1:1")
+
+// placeSlots assigns p's endpoints to server slots: ready endpoints take
+// new connections; serving, terminating ones drain (for ClientIP affinity
+// they are left out instead: haproxy still sends a draining server the
+// clients its stick table holds, and a terminating pod must get no new
+// connection; leaving a slot keeps its open connections all the same). An
+// endpoint keeps the slot prev gave it; new ones take the lowest free
+// slots.
+func placeSlots(s *lb.Service, p lb.Port, prev []slot) []slot {
+	type placed struct {
+		addr  netip.AddrPort
+		state slotState
+	}
+	var want []placed
+	seen := map[netip.AddrPort]bool{}
+	for _, e := range p.Endpoints {
+		st := slotFree
+		switch {
+		case e.Ready:
+			st = slotReady
+		case e.Serving && e.Terminating && s.Affinity != lb.AffinityClientIP:
+			st = slotDrain
+		}
+		a := netip.AddrPortFrom(e.IP, e.Port)
+		if st == slotFree || seen[a] {
+			continue // services are normalized; seen guards haproxy's unique-address sanity anyway
+		}
+		seen[a] = true
+		want = append(want, placed{a, st})
+	}
+	slots := make([]slot, slotCount(len(want), len(prev)))
+	was := map[netip.AddrPort]int{}
+	for i, sl := range prev {
+		if sl.state != slotFree {
+			was[sl.addr] = i
+		}
+	}
+	var rest []placed
+	for _, w := range want {
+		if i, ok := was[w.addr]; ok && i < len(slots) {
+			slots[i] = slot{w.state, w.addr}
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	next := 0
+	for _, w := range rest {
+		for slots[next].state != slotFree {
+			next++
+		}
+		slots[next] = slot{w.state, w.addr}
+	}
+	return slots
 }
 
 // servable reports whether haproxy can serve p.
@@ -81,23 +180,33 @@ func rendered(s *lb.Service) bool {
 }
 
 // Render returns the services directory's files for svcs: one file per
-// exposed service with at least one TCP port. For each TCP port the file
-// holds a frontend bound on every external IP at that port and a backend
-// with one health-checked server per ready endpoint (none when no endpoint
-// is ready: haproxy then closes new connections at once). ClientIP
-// affinity becomes "balance source" with consistent hashing, which keeps a
-// client on its pod across reloads; haproxy has no affinity timeout, so
-// the service's timeout is not enforced. Other ports are listed in a
-// comment (see [Unserved]).
+// exposed service with at least one TCP port, and [PeersFile] when a
+// service has ClientIP affinity. For each TCP port the file holds a
+// frontend bound on every external IP at that port and a backend with a
+// power-of-two number of health-checked server slots (see [SlotName]):
+// ready endpoints in the first ones, serving terminating endpoints
+// draining ("weight 0"), the rest free ("disabled", a placeholder
+// address); with no usable slot, haproxy closes new connections at once.
+// ClientIP affinity becomes a stick table on the client address whose
+// entries expire after the service's timeout, shared through the peers
+// section so that a reload keeps it. Other ports are listed in a comment
+// (see [Unserved]).
 //
 // Render is pure. It fails only on a duplicate service or on names that
 // are not RFC 1123 labels: the names become file names and configuration
 // tokens, so a bad one must never reach a file.
-func Render(svcs []lb.Service, o Options) (Files, error) {
+func Render(svcs []lb.Service, o Options) (Files, error) { return render(svcs, o, nil, nil) }
+
+// render is Render keeping each endpoint in the slot prev (the files on
+// disk) gives it, so that an endpoint change leaves every other server
+// line as it was. reuse, when set, returns the bytes already rendered for
+// a service whose input is unchanged (nil: render it).
+func render(svcs []lb.Service, o Options, prev Files, reuse func(s *lb.Service) []byte) (Files, error) {
 	o = o.withDefaults()
 	check := fmt.Sprintf(" check inter %dms fall %d rise %d\n", o.CheckInterval.Milliseconds(), o.Fall, o.Rise)
 	files := make(Files, len(svcs))
 	var buf bytes.Buffer
+	sticky := false
 	for i := range svcs {
 		s := &svcs[i]
 		if !rendered(s) {
@@ -110,14 +219,38 @@ func Render(svcs []lb.Service, o Options) (Files, error) {
 		if _, dup := files[name]; dup {
 			return nil, fmt.Errorf("render service %s: listed twice", s.Key())
 		}
+		sticky = sticky || s.Affinity == lb.AffinityClientIP
+		if reuse != nil {
+			if b := reuse(s); b != nil {
+				files[name] = b
+				continue
+			}
+		}
+		var old map[string][]slot
+		if p, ok := prev[name]; ok {
+			_, old = parseSlots(p)
+		}
 		buf.Reset()
-		renderService(&buf, s, check)
+		renderService(&buf, s, check, old)
 		files[name] = bytes.Clone(buf.Bytes())
+	}
+	if sticky {
+		files[PeersFile] = renderPeers(o)
 	}
 	return files, nil
 }
 
-func renderService(b *bytes.Buffer, s *lb.Service, check string) {
+// renderPeers returns [PeersFile]: the peers section with this host as its
+// only peer. At a reload the old process hands its stick tables to the
+// new one through it; haproxy names its local peer after the host unless
+// told otherwise (-L, localpeer), hence [Options.PeerName].
+func renderPeers(o Options) []byte {
+	return []byte("# Peers of lbd's stick tables, written by lbd: edits are overwritten on the next sync.\n" +
+		"# The one local peer hands the ClientIP affinity tables to the new process at a reload.\n" +
+		"peers " + PeersSection + "\n    peer " + o.PeerName + " " + o.PeerAddr + "\n")
+}
+
+func renderService(b *bytes.Buffer, s *lb.Service, check string, prev map[string][]slot) {
 	fmt.Fprintf(b, "# Service %s, written by lbd: edits are overwritten on the next sync.\n", s.Key())
 	for _, p := range s.Ports {
 		if !servable(p) {
@@ -151,31 +284,93 @@ func renderService(b *bytes.Buffer, s *lb.Service, check string) {
 		b.WriteString(proxy)
 		b.WriteString("\n\nbackend ")
 		b.WriteString(proxy)
-		b.WriteString("\n    mode tcp\n")
+		b.WriteString("\n    mode tcp\n    balance roundrobin\n")
 		if s.Affinity == lb.AffinityClientIP {
-			fmt.Fprintf(b, "    # ClientIP affinity; its timeout (%ds) is not enforced: source hashing has none\n", int64(s.AffinityTimeout/time.Second))
-			b.WriteString("    balance source\n    hash-type consistent\n")
-		} else {
-			b.WriteString("    balance roundrobin\n")
-		}
-		ready := p.ReadyEndpoints()
-		if len(ready) == 0 {
-			b.WriteString("    # No ready endpoint: new connections are closed at once.\n")
-		}
-		seen := make(map[string]bool, len(ready))
-		for _, e := range ready {
-			srv := ServerName(e)
-			if seen[srv] {
-				continue // services are normalized; this guards haproxy's unique-name rule anyway
+			// type ip holds IPv4 keys only; ipv6 holds both.
+			typ := "ip"
+			if slices.ContainsFunc(s.ExternalIPs, netip.Addr.Is6) {
+				typ = "ipv6"
 			}
-			seen[srv] = true
+			fmt.Fprintf(b, "    # ClientIP affinity: a client stays on its pod until it is idle for %ds.\n", affinitySeconds(s))
+			fmt.Fprintf(b, "    stick-table type %s size 1m expire %ds peers %s\n    stick on src\n", typ, affinitySeconds(s), PeersSection)
+		}
+		for i, sl := range placeSlots(s, p, prev[proxy]) {
 			b.WriteString("    server ")
-			b.WriteString(srv)
+			b.WriteString(SlotName(i + 1))
 			b.WriteByte(' ')
-			b.WriteString(hostPort(e.IP, strconv.Itoa(int(e.Port))))
+			switch sl.state {
+			case slotFree:
+				b.WriteString(placeholder.String() + " disabled")
+			case slotDrain:
+				b.WriteString(hostPort(sl.addr.Addr(), strconv.Itoa(int(sl.addr.Port()))) + " weight 0")
+			default:
+				b.WriteString(hostPort(sl.addr.Addr(), strconv.Itoa(int(sl.addr.Port()))))
+			}
 			b.WriteString(check)
 		}
 	}
+}
+
+// affinitySeconds is the service's ClientIP timeout in whole seconds, at
+// least 1 (Kubernetes' default when none is given).
+func affinitySeconds(s *lb.Service) int64 {
+	t := s.AffinityTimeout
+	if t <= 0 {
+		t = lb.DefaultAffinityTimeout
+	}
+	return max(1, int64(t/time.Second))
+}
+
+// parseSlots reads back a file Render wrote: per backend, its server
+// slots, and the file's skeleton, its bytes with every server line cut to
+// "server <slot>". Two files with the same skeleton differ only in what
+// their slots hold, which the runtime API can change without a reload.
+func parseSlots(f []byte) (skeleton []byte, slots map[string][]slot) {
+	slots = map[string][]slot{}
+	var sk bytes.Buffer
+	sk.Grow(len(f))
+	proxy := ""
+	for len(f) > 0 {
+		line, rest, _ := bytes.Cut(f, []byte("\n"))
+		f = rest
+		t := bytes.TrimSpace(line)
+		if after, ok := bytes.CutPrefix(t, []byte("backend ")); ok {
+			proxy = string(after)
+		}
+		fields := bytes.Fields(t)
+		if len(fields) >= 3 && string(fields[0]) == "server" && proxy != "" {
+			sl := slot{state: slotReady}
+			a, err := netip.ParseAddrPort(string(fields[2]))
+			if err == nil {
+				sl.addr = a
+			}
+			switch {
+			case bytes.Contains(t, []byte(" disabled")):
+				sl = slot{state: slotFree}
+			case bytes.Contains(t, []byte(" weight 0 ")):
+				sl.state = slotDrain
+			}
+			slots[proxy] = append(slots[proxy], sl)
+			// The skeleton keeps every word but the address and the state.
+			sk.WriteString("server ")
+			sk.Write(fields[1])
+			for i := 3; i < len(fields); i++ {
+				switch w := string(fields[i]); {
+				case w == "disabled":
+				case w == "weight" && i+1 < len(fields) && string(fields[i+1]) == "0":
+					i++
+				default:
+					sk.WriteByte(' ')
+					sk.WriteString(w)
+				}
+			}
+			sk.WriteByte('\n')
+			continue
+		}
+		sk.Write(line)
+		sk.WriteByte('\n')
+	}
+	return sk.Bytes(), slots
 }
 
 // hostPort formats an address for bind and server lines: "ip:port", or
@@ -239,4 +434,51 @@ defaults
     timeout check 5s
 `)
 	return b.Bytes()
+}
+
+// renderedFile is a service's rendered file and the service it came from.
+type renderedFile struct {
+	svc *lb.Service
+	out []byte
+}
+
+// renderCached renders desired against cur (the files on disk), reusing
+// the bytes of each service whose input equals the last one rendered and
+// whose file still holds them: rendering 10,000 services costs far more
+// than the one that changed.
+func (b *Backend) renderCached(desired []lb.Service, cur Files) (Files, error) {
+	missed := map[string]bool{}
+	reuse := func(s *lb.Service) []byte {
+		name := FileName(s.Namespace, s.Name)
+		if c, ok := b.renders[name]; ok && c.svc.Equal(s) && bytes.Equal(cur[name], c.out) {
+			return c.out
+		}
+		missed[name] = true
+		return nil
+	}
+	files, err := render(desired, b.o, cur, reuse)
+	if err != nil {
+		return nil, err
+	}
+	if b.renders == nil {
+		b.renders = make(map[string]renderedFile, len(desired))
+	}
+	if len(b.renders) > 2*len(desired)+16 { // drop the services gone
+		keep := make(map[string]renderedFile, len(desired))
+		for i := range desired {
+			name := FileName(desired[i].Namespace, desired[i].Name)
+			if c, ok := b.renders[name]; ok {
+				keep[name] = c
+			}
+		}
+		b.renders = keep
+	}
+	for i := range desired {
+		s := &desired[i]
+		name := FileName(s.Namespace, s.Name)
+		if missed[name] {
+			b.renders[name] = renderedFile{s.Clone(), files[name]}
+		}
+	}
+	return files, nil
 }

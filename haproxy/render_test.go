@@ -43,7 +43,13 @@ func haproxyCheck(t *testing.T, base []byte, files Files) {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.Command(bin, "-c", "-f", filepath.Join(dir, "base.cfg"), "-f", svc).CombinedOutput()
+	args := []string{"-c", "-f", filepath.Join(dir, "base.cfg"), "-f", svc}
+	if p, ok := files[PeersFile]; ok {
+		// haproxy's local peer must be the one the peers file names.
+		_, after, _ := strings.Cut(string(p), "\n    peer ")
+		args = append(args, "-L", strings.Fields(after)[0])
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Errorf("haproxy -c rejects the rendered configuration: %v\n%s", err, out)
 	}
@@ -115,7 +121,7 @@ func TestRender(t *testing.T) {
 				},
 				Affinity: lb.AffinityClientIP, AffinityTimeout: lb.DefaultAffinityTimeout,
 			}},
-			opts: Options{CheckInterval: 500 * time.Millisecond, Fall: 2, Rise: 1},
+			opts: Options{CheckInterval: 500 * time.Millisecond, Fall: 2, Rise: 1, PeerName: "lb1"},
 		},
 		{
 			name: "udp",
@@ -233,9 +239,7 @@ func TestNames(t *testing.T) {
 	}{
 		{"file", FileName("default", "nginx"), "default_nginx.cfg"},
 		{"proxy", ProxyName(&lb.Service{Namespace: "default", Name: "nginx"}, lb.Port{Port: 80, Protocol: lb.TCP}), "lbd_default_nginx_80_tcp"},
-		{"server v4", ServerName(ep("10.246.82.2", 80, true)), "ep_10-246-82-2_80"},
-		{"server v6", ServerName(ep("fd00::1", 8080, true)), "ep_fd00--1_8080"},
-		{"server v4-mapped", ServerName(ep("::ffff:10.0.0.1", 1, true)), "ep_--ffff-10-0-0-1_1"},
+		{"slot", SlotName(3), "s3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

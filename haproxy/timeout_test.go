@@ -115,7 +115,7 @@ func TestReloadTimeoutKeepsFilesAndWaits(t *testing.T) {
 // the master is back confirms without reloading, and haproxy serves the
 // new files. haproxy counts exactly one reload.
 func TestLabReloadTimeout(t *testing.T) {
-	h := startLabHaproxy(t)
+	h := startLabHaproxy(t, "hprtto")
 	l := h.l
 	addr := netip.AddrPortFrom(l.LBExternalIP, 80).String()
 	svcs := []lb.Service{labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80})}
@@ -136,7 +136,7 @@ func TestLabReloadTimeout(t *testing.T) {
 	changed := append([]lb.Service(nil), svcs...)
 	for i := range changed {
 		if changed[i].Name == "nginx" {
-			changed[i] = labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80}, 0)
+			changed[i] = labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80, 81: 80}, 0) // a new port: a reload
 		}
 	}
 
