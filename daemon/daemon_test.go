@@ -545,3 +545,36 @@ func (l *lockedBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// runtimeBackend is a haproxy-like backend that changes servers at
+// runtime and reports its workers.
+type runtimeBackend struct {
+	fakeBackend
+	runtime uint64
+	workers int
+}
+
+func (b *runtimeBackend) Apply(ctx context.Context, d []lb.Service, c []lb.Change) ([]lb.Skipped, error) {
+	b.runtime++
+	return nil, nil
+}
+func (b *runtimeBackend) Stats() (uint64, uint64)              { return b.reloads, b.runtime }
+func (b *runtimeBackend) Workers(context.Context) (int, error) { return b.workers, nil }
+
+// TestMetricsRuntimeChanges: runtime changes and workers alive reach
+// lbd_haproxy_runtime_changes_total and lbd_haproxy_workers.
+func TestMetricsRuntimeChanges(t *testing.T) {
+	m := NewMetrics(time.Hour, time.Now)
+	rb := &runtimeBackend{workers: 1}
+	be := m.CountBackend(rb, "haproxy")
+	for range 3 {
+		be.Apply(t.Context(), nil, nil)
+	}
+	rec := httptest.NewRecorder()
+	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"lbd_haproxy_runtime_changes_total 3", "lbd_haproxy_workers 1"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

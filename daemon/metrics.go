@@ -36,6 +36,8 @@ type Metrics struct {
 	syncDuration    prometheus.Histogram
 	phaseDuration   *prometheus.HistogramVec
 	haMaster        prometheus.Gauge
+	runtimeChanges  prometheus.Counter
+	workers         prometheus.Gauge
 	syncs           *prometheus.CounterVec
 	lastSuccess     prometheus.Gauge
 	discoveryErrors *prometheus.CounterVec
@@ -115,7 +117,15 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 		Name: "lbd_ha_master",
 		Help: "--ha=keepalived: 1 while this LB is the VRRP master (it writes service status), 0 otherwise.",
 	})
-	m.reg.MustRegister(m.phaseDuration, m.haMaster)
+	m.runtimeChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lbd_haproxy_runtime_changes_total",
+		Help: "haproxy backend: passes applied through the runtime API (server slots) without a reload.",
+	})
+	m.workers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lbd_haproxy_workers",
+		Help: "haproxy backend: workers alive after the last pass (show proc on the master socket); more than 1 lingers after reloads.",
+	})
+	m.reg.MustRegister(m.phaseDuration, m.haMaster, m.runtimeChanges, m.workers)
 	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
 		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts, m.poolAddresses, m.pending)
 	return m
@@ -290,7 +300,7 @@ func (m *Metrics) CountSource(src reconcile.Source, backend string) reconcile.So
 // a reconcile.Verifier whether be is one or not (without, Verify finds
 // nothing).
 func (m *Metrics) CountBackend(be reconcile.Backend, backend string) reconcile.Backend {
-	return &countingBackend{Backend: be, errs: m.applyErrors.WithLabelValues(backend), reloads: m.haproxyReloads}
+	return &countingBackend{Backend: be, errs: m.applyErrors.WithLabelValues(backend), reloads: m.haproxyReloads, runtime: m.runtimeChanges, workers: m.workers}
 }
 
 // countingSource counts failed discoveries for the metrics.
@@ -333,10 +343,19 @@ type countingBackend struct {
 	reconcile.Backend
 	errs    prometheus.Counter
 	reloads prometheus.Counter
+	runtime prometheus.Counter
+	workers prometheus.Gauge
 }
 
 // reloadCounter is implemented by backends that reload a daemon.
 type reloadCounter interface{ Reloads() uint64 }
+
+// runtimeCounter is implemented by backends that also change a running
+// daemon without a reload, and count its workers (haproxy).
+type runtimeCounter interface {
+	Stats() (reloads, runtimeChanges uint64)
+	Workers(ctx context.Context) (int, error)
+}
 
 // Apply passes through, counting an error or the reloads it caused.
 func (b *countingBackend) Apply(ctx context.Context, desired []lb.Service, changes []lb.Change) ([]lb.Skipped, error) {
@@ -345,12 +364,24 @@ func (b *countingBackend) Apply(ctx context.Context, desired []lb.Service, chang
 	if counts {
 		before = rc.Reloads()
 	}
+	rt, runs := b.Backend.(runtimeCounter)
+	var rtBefore uint64
+	if runs {
+		_, rtBefore = rt.Stats()
+	}
 	skipped, err := b.Backend.Apply(ctx, desired, changes)
 	if err != nil {
 		b.errs.Inc()
 	}
 	if counts && b.reloads != nil {
 		b.reloads.Add(float64(rc.Reloads() - before))
+	}
+	if runs && b.runtime != nil {
+		_, after := rt.Stats()
+		b.runtime.Add(float64(after - rtBefore))
+		if n, werr := rt.Workers(ctx); werr == nil && b.workers != nil {
+			b.workers.Set(float64(n))
+		}
 	}
 	return skipped, err
 }
