@@ -608,7 +608,7 @@ func wayInIncomplete(saved string) string {
 	if !slices.Contains(rules["POSTROUTING"], "-A POSTROUTING -j "+PostroutingChain) {
 		return "LBD-SERVICES leads to DNATs, and POSTROUTING does not jump to " + PostroutingChain + " yet"
 	}
-	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") }) {
+	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") || strings.Contains(r, "-j SNAT") }) {
 		return "LBD-SERVICES leads to DNATs, and " + PostroutingChain + " does not masquerade yet"
 	}
 	if !slices.Contains(rules["FORWARD"], "-A FORWARD -j "+ForwardChain) {

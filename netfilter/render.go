@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -54,6 +55,14 @@ type Options struct {
 	// PodInterface is the interface through which pods are reached, the
 	// notes' flannel0.
 	PodInterface string
+	// SNATAddresses, when set with Masquerade, replace MASQUERADE with
+	// SNAT to this pool: a contiguous, ascending range of IPv4 addresses
+	// the LB owns on the pod network (lbd does not add them). The kernel
+	// picks the address by a hash of the client and pod addresses, so
+	// one client always gets one address; many clients spread over the
+	// pool, each address adding 64k source tuples per pod. Empty means
+	// MASQUERADE (the address of the interface towards the pod).
+	SNATAddresses []netip.Addr
 	// Binary is the iptables command: "iptables" (the system's choice),
 	// "iptables-nft" or "iptables-legacy". "-restore" and "-save" are
 	// appended for the restore and save commands. Empty means "iptables".
@@ -75,7 +84,38 @@ func (o Options) Validate() error {
 	case o.MasqueradeBit == kubeProxyMasqBit || o.MasqueradeBit == kubeProxyDropBit:
 		return fmt.Errorf("netfilter options: masquerade bit %d: %w", o.MasqueradeBit, ErrReservedMark)
 	}
+	for i, a := range o.SNATAddresses {
+		switch {
+		case !a.Is4():
+			return fmt.Errorf("netfilter options: SNAT address %s: want IPv4", a)
+		case i > 0 && a != o.SNATAddresses[i-1].Next():
+			return fmt.Errorf("netfilter options: SNAT addresses: %s does not follow %s; want one contiguous ascending range", a, o.SNATAddresses[i-1])
+		}
+	}
 	return nil
+}
+
+// snatTarget returns the target of the masquerade rule as iptables-save
+// prints it: MASQUERADE, or SNAT to the first-last range of the pool.
+//
+// Neither randomizes the port. The kernel keeps the client's source port
+// where the resulting tuple is free, so a pod sees a client's ports in the
+// order the client reuses them, with that client's growing timestamps, and
+// recycles its TIME_WAIT sockets as it would without NAT. --random-fully
+// put each new connection on a random port instead, often one the pod
+// still held in TIME_WAIT from an unrelated connection; the pod answered
+// the SYN with a challenge ACK (TcpExtPAWSTimewait) and the client stalled
+// for a 1 s SYN retransmit. Clashing ports are still resolved by the
+// kernel, with a random offset.
+func (o Options) snatTarget() string {
+	n := len(o.SNATAddresses)
+	switch n {
+	case 0:
+		return "MASQUERADE"
+	case 1:
+		return "SNAT --to-source " + o.SNATAddresses[0].String()
+	}
+	return "SNAT --to-source " + o.SNATAddresses[0].String() + "-" + o.SNATAddresses[n-1].String()
 }
 
 func (o Options) binary() string {
@@ -173,7 +213,7 @@ func postrouting(opts Options) Chain {
 			// Clear the bit so a packet that is routed again is not
 			// masqueraded twice.
 			"-A " + PostroutingChain + " -j MARK --set-xmark " + m + "/0x0",
-			"-A " + PostroutingChain + " -j MASQUERADE --random-fully",
+			"-A " + PostroutingChain + " -j " + opts.snatTarget(),
 		}
 	}
 	return c
