@@ -591,7 +591,15 @@ func wayInIncomplete(saved string) string {
 		}
 	}
 	jumps := 0
+	// LBD-SERVICES jumps to network chains, which jump to the
+	// service-port chains.
+	var ways []string
 	for _, r := range rules[ServicesChain] {
+		if f := strings.Fields(r); strings.HasPrefix(f[len(f)-1], NetChainPrefix) {
+			ways = append(ways, rules[f[len(f)-1]]...)
+		}
+	}
+	for _, r := range ways {
 		f := strings.Fields(r)
 		target := f[len(f)-1]
 		if !strings.HasPrefix(target, "LBD-") {

@@ -18,8 +18,12 @@ const (
 	// ChainPrefix starts the name of every chain lbd owns; lbd touches no
 	// chain without it.
 	ChainPrefix = "LBD-"
-	// ServicesChain (nat) holds one jump per external IP and service port.
+	// ServicesChain (nat) holds one jump per /24 that holds external IPs,
+	// to that network's chain (see [NetChain]).
 	ServicesChain = "LBD-SERVICES"
+	// NetChainPrefix starts the name of a network chain (nat), which
+	// holds one jump per external IP and service port of its /24.
+	NetChainPrefix = "LBD-NET-"
 	// PostroutingChain (nat) masquerades the packets lbd marked.
 	PostroutingChain = "LBD-POSTROUTING"
 	// FilterChain (filter) rejects service ports without ready endpoints.
@@ -171,24 +175,65 @@ func Render(svcs []lb.Service, opts Options) Ruleset {
 	return assemble(rs, opts)
 }
 
-// assemble joins rendered services into a Ruleset.
+// assemble joins rendered services into a Ruleset: LBD-SERVICES and
+// LBD-POSTROUTING, the service-port chains, then the network chains,
+// which jump to them.
 func assemble(rs []serviceRules, opts Options) Ruleset {
 	services := Chain{Name: ServicesChain}
 	filter := Chain{Name: FilterChain}
 	var out Ruleset
 	out.NAT = append(out.NAT, services, postrouting(opts))
+	nets := map[string]*Chain{}
+	var order []string
 	for _, r := range rs {
 		if r.skipped != nil {
 			out.Skipped = append(out.Skipped, *r.skipped)
 			continue
 		}
-		services.Rules = append(services.Rules, r.jumps...)
+		for _, j := range r.jumps {
+			c := jumpChain(j)
+			if nets[c] == nil {
+				nets[c] = &Chain{Name: c}
+				order = append(order, c)
+			}
+			nets[c].Rules = append(nets[c].Rules, j)
+		}
 		filter.Rules = append(filter.Rules, r.rejects...)
 		out.NAT = append(out.NAT, r.chains...)
+	}
+	for _, c := range order {
+		services.Rules = append(services.Rules, netJump(c, nets[c].Rules[0]))
+		out.NAT = append(out.NAT, *nets[c])
 	}
 	out.NAT[0] = services
 	out.Filter = []Chain{filter, forward(opts)}
 	return out
+}
+
+// NetChain returns the name of the network chain of the IPv4 address ip:
+// "LBD-NET-" and the first 16 characters of the base32 SHA-256 of its
+// /24, 24 characters in all. LBD-SERVICES dispatches on the /24 first, so
+// a new connection walks the networks and then only its own network's
+// rules, not every service's.
+func NetChain(ip netip.Addr) string {
+	return NetChainPrefix + hash(netOf(ip).String(), 16)
+}
+
+// netOf is the /24 of ip.
+func netOf(ip netip.Addr) netip.Prefix { return netip.PrefixFrom(ip.Unmap(), 24).Masked() }
+
+// jumpChain returns the chain a rendered "-A CHAIN ..." line is in.
+func jumpChain(line string) string {
+	c, _, _ := strings.Cut(strings.TrimPrefix(line, "-A "), " ")
+	return c
+}
+
+// netJump renders the LBD-SERVICES line into network chain c, given one
+// of c's lines ("-A c -d a.b.c.d/32 ...").
+func netJump(c, line string) string {
+	f := strings.Fields(line)
+	ip := netip.MustParsePrefix(f[3]).Addr()
+	return "-A " + ServicesChain + " -d " + netOf(ip).String() + " -j " + c
 }
 
 // forward accepts what lbd forwards: the first packet of a connection by
@@ -223,7 +268,8 @@ func postrouting(opts Options) Chain {
 type serviceRules struct {
 	// chains are the nat chains of its ports that have ready endpoints.
 	chains []Chain
-	// jumps are its rules in LBD-SERVICES, rejects those in LBD-FILTER.
+	// jumps are its rules in the network chains, rejects those in
+	// LBD-FILTER.
 	jumps   []string
 	rejects []string
 	// skipped is set when the service cannot be programmed at all.
@@ -270,7 +316,7 @@ func renderService(s *lb.Service, opts Options) serviceRules {
 		}
 		name := ServicePortChain(key)
 		for _, ip := range ips {
-			r.jumps = append(r.jumps, "-A "+ServicesChain+" -d "+ip+"/32 "+match+" -j "+name)
+			r.jumps = append(r.jumps, "-A "+NetChain(netip.MustParseAddr(ip))+" -d "+ip+"/32 "+match+" -j "+name)
 			if len(s.SourceRanges) > 0 {
 				// The port chain DNATs only the allowed sources; what
 				// it leaves alone still has the service address here.
