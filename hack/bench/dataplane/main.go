@@ -61,9 +61,9 @@ func main() {
 	name := flag.String("name", fmt.Sprintf("dp%d", os.Getpid()), "lab `name` ([a-z0-9], at most 16)")
 	flag.DurationVar(&c.dur, "d", 4*time.Second, "duration of each wrk run")
 	flag.IntVar(&c.conns, "c", 20, "wrk connections")
-	flag.StringVar(&paths, "paths", "direct,iptables,nftables,haproxy", "paths to measure, comma-separated; iptables-masq measures the iptables backend with MASQUERADE (no -snat pool), iptables-rf with MASQUERADE --random-fully (lbd before the fix)")
+	flag.StringVar(&paths, "paths", "direct,iptables-rf,iptables,nftables,haproxy", "paths to measure, comma-separated; iptables-masq measures the iptables backend with MASQUERADE (no -snat pool), iptables-rf with MASQUERADE --random-fully (lbd before the fix)")
 	flag.StringVar(&counts, "services", "5,10005", "service counts for the kernel backends, comma-separated")
-	flag.IntVar(&c.snat, "snat", 8, "iptables: SNAT pool size (addresses 10.246.90.1 and up on flannel0); 0 masquerades")
+	flag.IntVar(&c.snat, "snat", 0, "iptables: SNAT pool size (addresses 10.246.90.1 and up on flannel0); 0 masquerades")
 	flag.StringVar(&sysctls, "sysctl", "", "sysctls to set first, `ns:key=value` (ns lb, client or pod), comma-separated")
 	flag.Parse()
 	c.paths = strings.Split(paths, ",")
@@ -398,7 +398,7 @@ func (b *bench) haproxy(ctx context.Context) error {
 		}
 		cfg := fmt.Sprintf(`global
     nbthread 1
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 2s
