@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -80,6 +81,10 @@ type Backend struct {
 	synced, dirty bool
 	// applied is every exposed service as last programmed, by key.
 	applied map[string]*lb.Service
+	// nets counts the rules of each network chain as last programmed;
+	// a partial sync creates a chain at its first rule and drops it with
+	// its last.
+	nets map[string]int
 }
 
 // New returns a backend with the given options, logging to log. It fails
@@ -223,6 +228,12 @@ func (b *Backend) trustStore(desired []lb.Service, changes []lb.Change) bool {
 			b.applied[s.Key()] = s.Clone()
 		}
 	}
+	b.nets = map[string]int{}
+	for _, s := range b.applied {
+		for _, j := range renderService(s, b.opts).jumps {
+			b.nets[jumpChain(j)]++
+		}
+	}
 	return len(b.applied) > 0
 }
 
@@ -244,6 +255,8 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 	var skipped []lb.Skipped
 	var gone []goneEndpoint
 	next := map[string]*lb.Service{}
+	delta := map[string]int{}
+	line := map[string]string{} // a rule of each network chain touched
 	for _, c := range changes {
 		newR := renderService(c.New, b.opts)
 		if newR.skipped != nil {
@@ -257,6 +270,14 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 		}
 		oldR := renderService(old, b.opts)
 		diffService(&p, oldR, newR)
+		for _, j := range oldR.jumps {
+			delta[jumpChain(j)]--
+			line[jumpChain(j)] = j
+		}
+		for _, j := range newR.jumps {
+			delta[jumpChain(j)]++
+			line[jumpChain(j)] = j
+		}
 		gone = append(gone, goneUDP(old, c.New)...)
 		if c.New != nil && c.New.Exposed() {
 			next[c.Key()] = c.New.Clone()
@@ -264,11 +285,13 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 			next[c.Key()] = nil
 		}
 	}
+	nets := b.netsDiff(&p, delta, line)
 	if !p.empty() {
 		if err := b.restore(ctx, p.bytes()); err != nil {
 			return nil, err
 		}
 	}
+	b.nets = nets
 	for k, s := range next {
 		if s == nil {
 			delete(b.applied, k)
@@ -278,6 +301,35 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 	}
 	b.flushConntrack(gone)
 	return skipped, nil
+}
+
+// netsDiff adds to p the network chains that get their first rule (the
+// chain and its LBD-SERVICES jump) and drops those that lose their last
+// (the jump and the chain, whose rules the flush removes, so their -D
+// lines go), and returns the rule counts after p.
+func (b *Backend) netsDiff(p *payload, delta map[string]int, line map[string]string) map[string]int {
+	nets := maps.Clone(b.nets)
+	if nets == nil {
+		nets = map[string]int{}
+	}
+	for c, d := range delta {
+		before, after := nets[c], nets[c]+d
+		switch {
+		case before == 0 && after > 0:
+			p.nat.declare(c)
+			p.nat.add(netJump(c, line[c]))
+		case before > 0 && after <= 0:
+			p.nat.deletes = slices.DeleteFunc(p.nat.deletes, func(l string) bool { return strings.HasPrefix(l, "-D "+c+" ") })
+			p.nat.del(netJump(c, line[c]))
+			p.nat.drop(c)
+		}
+		if after > 0 {
+			nets[c] = after
+		} else {
+			delete(nets, c)
+		}
+	}
+	return nets
 }
 
 // diffService adds to p what turns old's rules into new's: changed port
@@ -343,6 +395,12 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 		}
 	}
 	b.applied = fp.next
+	b.nets = map[string]int{}
+	for _, c := range fp.set.NAT {
+		if strings.HasPrefix(c.Name, NetChainPrefix) {
+			b.nets[c.Name] = len(c.Rules)
+		}
+	}
 	b.synced, b.dirty = true, false
 	b.flushConntrack(fp.gone)
 	b.log.Info("iptables full sync", "backend", "iptables", "services", len(fp.next), "chains", len(fp.set.NAT)+len(fp.set.Filter))
@@ -675,5 +733,6 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	}
 	b.synced, b.dirty = false, false
 	b.applied = map[string]*lb.Service{}
+	b.nets = nil
 	return nil
 }

@@ -209,7 +209,7 @@ func TestApplyFullThenPartial(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = "*nat\n:" + ac + " - [0:0]\n" +
-		`-D LBD-SERVICES -d 192.168.121.201/32 -p tcp -m tcp --dport 80 -m comment --comment "default/a:80/TCP" -j ` + ac + "\n" +
+		"-D " + NetChain(netip.MustParseAddr("192.168.121.201")) + ` -d 192.168.121.201/32 -p tcp -m tcp --dport 80 -m comment --comment "default/a:80/TCP" -j ` + ac + "\n" +
 		"-X " + ac + "\nCOMMIT\n"
 	if d := cmp.Diff([]string{want}, f.run.payloads); d != "" {
 		t.Errorf("delete payload (-want +got):\n%s", d)
@@ -227,6 +227,45 @@ func TestApplyFullThenPartial(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{"192.168.121.201:53->10.246.82.2"}, f.deleted); d != "" {
 		t.Errorf("conntrack deletions (-want +got):\n%s", d)
+	}
+}
+
+// TestPartialSyncNetChains: the first service in a /24 creates its
+// network chain and the LBD-SERVICES jump to it, in one restore; the last
+// one leaving drops both, without -D of the rules the flush removes.
+func TestPartialSyncNetChains(t *testing.T) {
+	ctx := context.Background()
+	b, f := newTestBackend(t, DefaultOptions())
+	a := svc("a", lb.TCP, 80, "10.246.82.2")
+	if _, err := b.Apply(ctx, []lb.Service{a}, []lb.Change{{Kind: lb.Create, New: &a}}); err != nil {
+		t.Fatal(err)
+	}
+	far := svc("far", lb.TCP, 80, "10.246.82.6")
+	far.ExternalIPs = []netip.Addr{netip.MustParseAddr("198.18.7.9")}
+	net := NetChain(netip.MustParseAddr("198.18.7.9"))
+	fc := ServicePortChain("default/far:80/TCP")
+	f.run.payloads = nil
+	if _, err := b.Apply(ctx, []lb.Service{a, far}, []lb.Change{{Kind: lb.Create, New: &far}}); err != nil {
+		t.Fatal(err)
+	}
+	rule := "-A " + net + ` -d 198.18.7.9/32 -p tcp -m tcp --dport 80 -m comment --comment "default/far:80/TCP" -j ` + fc
+	want := "*nat\n:" + fc + " - [0:0]\n:" + net + " - [0:0]\n" +
+		"-A " + fc + " -j MARK --set-xmark 0x2000/0x2000\n-A " + fc + " -p tcp -j DNAT --to-destination 10.246.82.6:80\n" +
+		rule + "\n-A LBD-SERVICES -d 198.18.7.0/24 -j " + net + "\nCOMMIT\n"
+	if d := cmp.Diff([]string{want}, f.run.payloads); d != "" {
+		t.Errorf("create in a new network (-want +got):\n%s", d)
+	}
+	f.run.payloads = nil
+	if _, err := b.Apply(ctx, []lb.Service{a}, []lb.Change{{Kind: lb.Delete, Old: &far}}); err != nil {
+		t.Fatal(err)
+	}
+	want = "*nat\n:" + fc + " - [0:0]\n:" + net + " - [0:0]\n" +
+		"-D LBD-SERVICES -d 198.18.7.0/24 -j " + net + "\n-X " + fc + "\n-X " + net + "\nCOMMIT\n"
+	if d := cmp.Diff([]string{want}, f.run.payloads); d != "" {
+		t.Errorf("delete the network's last service (-want +got):\n%s", d)
+	}
+	if len(b.nets) != 1 {
+		t.Errorf("network chains tracked: %v, want only 192.168.121.0/24's", b.nets)
 	}
 }
 
@@ -300,6 +339,7 @@ func TestVerify(t *testing.T) {
 		{"stale chain", strings.Replace(good, ":LBD-FILTER - [0:0]\n", ":LBD-FILTER - [0:0]\n:LBD-OLD - [0:0]\n", 1), []string{"filter chain LBD-OLD is not lbd's current state (stale)"}},
 		{"nothing", "", []string{
 			"nat chain LBD-SERVICES is missing", "nat chain LBD-POSTROUTING is missing", "nat chain " + ac + " (default/a:80/TCP) is missing",
+			"nat chain " + NetChain(netip.MustParseAddr("192.168.121.201")) + " is missing",
 			"nat PREROUTING: jump to LBD-SERVICES is missing", "nat OUTPUT: jump to LBD-SERVICES is missing", "nat POSTROUTING: jump to LBD-POSTROUTING is missing",
 			"filter chain LBD-FILTER is missing", "filter chain LBD-FORWARD is missing",
 			"filter INPUT: jump to LBD-FILTER is missing", "filter FORWARD: jump to LBD-FILTER is missing", "filter FORWARD: jump to LBD-FORWARD is missing",
@@ -436,10 +476,11 @@ func TestFullSyncBatches(t *testing.T) {
 	if firstJump <= lastChain {
 		t.Errorf("a jump was added (payload %d) before every port chain was filled (payload %d)", firstJump, lastChain)
 	}
-	// LBD-POSTROUTING and the port chains 2 + 2 + 2, with LBD-FILTER and
-	// LBD-FORWARD in the first, then the five jumps 2 + 2 + 1, then the
-	// deletions: none, so no restore.
-	if d := cmp.Diff([]int{4, 2, 2, 0, 0, 0}, got); d != "" {
+	// LBD-POSTROUTING, the five port chains and the network chain 2 + 2
+	// + 2 + 1, with LBD-FILTER and LBD-FORWARD in the first, then the
+	// one jump to the network chain, then the deletions: none, so no
+	// restore.
+	if d := cmp.Diff([]int{4, 2, 2, 1, 0}, got); d != "" {
 		t.Errorf("chains per restore (-want +got):\n%s", d)
 	}
 }

@@ -10,12 +10,15 @@
 //
 // Layout, nat table:
 //
-//	PREROUTING, OUTPUT -> LBD-SERVICES: one jump per external IP and port
+//	PREROUTING, OUTPUT -> LBD-SERVICES: one jump per /24 of external IPs
+//	                      -> LBD-NET-<hash>: one jump per external IP
+//	                         and port of that /24
 //	                      -> LBD-<hash>: mark, then DNAT spread over the
 //	                         ready endpoints (statistic random, optional
 //	                         ClientIP affinity with the recent match)
-//	POSTROUTING        -> LBD-POSTROUTING: masquerade marked packets, so
-//	                      pods answer the LB and not the client
+//	POSTROUTING        -> LBD-POSTROUTING: masquerade marked packets (or
+//	                      SNAT to Options.SNATAddresses), keeping the
+//	                      client's source port, so pods answer the LB
 //
 // filter table:
 //

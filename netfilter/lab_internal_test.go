@@ -577,7 +577,15 @@ func wayInIncomplete(saved string) string {
 		}
 	}
 	jumps := 0
+	// LBD-SERVICES jumps to network chains, which jump to the
+	// service-port chains.
+	var ways []string
 	for _, r := range rules[ServicesChain] {
+		if f := strings.Fields(r); strings.HasPrefix(f[len(f)-1], NetChainPrefix) {
+			ways = append(ways, rules[f[len(f)-1]]...)
+		}
+	}
+	for _, r := range ways {
 		f := strings.Fields(r)
 		target := f[len(f)-1]
 		if !strings.HasPrefix(target, "LBD-") {
@@ -594,7 +602,7 @@ func wayInIncomplete(saved string) string {
 	if !slices.Contains(rules["POSTROUTING"], "-A POSTROUTING -j "+PostroutingChain) {
 		return "LBD-SERVICES leads to DNATs, and POSTROUTING does not jump to " + PostroutingChain + " yet"
 	}
-	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") }) {
+	if !slices.ContainsFunc(rules[PostroutingChain], func(r string) bool { return strings.Contains(r, "-j MASQUERADE") || strings.Contains(r, "-j SNAT") }) {
 		return "LBD-SERVICES leads to DNATs, and " + PostroutingChain + " does not masquerade yet"
 	}
 	if !slices.Contains(rules["FORWARD"], "-A FORWARD -j "+ForwardChain) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -17,8 +18,12 @@ const (
 	// ChainPrefix starts the name of every chain lbd owns; lbd touches no
 	// chain without it.
 	ChainPrefix = "LBD-"
-	// ServicesChain (nat) holds one jump per external IP and service port.
+	// ServicesChain (nat) holds one jump per /24 that holds external IPs,
+	// to that network's chain (see [NetChain]).
 	ServicesChain = "LBD-SERVICES"
+	// NetChainPrefix starts the name of a network chain (nat), which
+	// holds one jump per external IP and service port of its /24.
+	NetChainPrefix = "LBD-NET-"
 	// PostroutingChain (nat) masquerades the packets lbd marked.
 	PostroutingChain = "LBD-POSTROUTING"
 	// FilterChain (filter) rejects service ports without ready endpoints.
@@ -54,6 +59,14 @@ type Options struct {
 	// PodInterface is the interface through which pods are reached, the
 	// notes' flannel0.
 	PodInterface string
+	// SNATAddresses, when set with Masquerade, replace MASQUERADE with
+	// SNAT to this pool: a contiguous, ascending range of IPv4 addresses
+	// the LB owns on the pod network (lbd does not add them). The kernel
+	// picks the address by a hash of the client and pod addresses, so
+	// one client always gets one address; many clients spread over the
+	// pool, each address adding 64k source tuples per pod. Empty means
+	// MASQUERADE (the address of the interface towards the pod).
+	SNATAddresses []netip.Addr
 	// Binary is the iptables command: "iptables" (the system's choice),
 	// "iptables-nft" or "iptables-legacy". "-restore" and "-save" are
 	// appended for the restore and save commands. Empty means "iptables".
@@ -75,7 +88,38 @@ func (o Options) Validate() error {
 	case o.MasqueradeBit == kubeProxyMasqBit || o.MasqueradeBit == kubeProxyDropBit:
 		return fmt.Errorf("netfilter options: masquerade bit %d: %w", o.MasqueradeBit, ErrReservedMark)
 	}
+	for i, a := range o.SNATAddresses {
+		switch {
+		case !a.Is4():
+			return fmt.Errorf("netfilter options: SNAT address %s: want IPv4", a)
+		case i > 0 && a != o.SNATAddresses[i-1].Next():
+			return fmt.Errorf("netfilter options: SNAT addresses: %s does not follow %s; want one contiguous ascending range", a, o.SNATAddresses[i-1])
+		}
+	}
 	return nil
+}
+
+// snatTarget returns the target of the masquerade rule as iptables-save
+// prints it: MASQUERADE, or SNAT to the first-last range of the pool.
+//
+// Neither randomizes the port. The kernel keeps the client's source port
+// where the resulting tuple is free, so a pod sees a client's ports in the
+// order the client reuses them, with that client's growing timestamps, and
+// recycles its TIME_WAIT sockets as it would without NAT. --random-fully
+// put each new connection on a random port instead, often one the pod
+// still held in TIME_WAIT from an unrelated connection; the pod answered
+// the SYN with a challenge ACK (TcpExtPAWSTimewait) and the client stalled
+// for a 1 s SYN retransmit. Clashing ports are still resolved by the
+// kernel, with a random offset.
+func (o Options) snatTarget() string {
+	n := len(o.SNATAddresses)
+	switch n {
+	case 0:
+		return "MASQUERADE"
+	case 1:
+		return "SNAT --to-source " + o.SNATAddresses[0].String()
+	}
+	return "SNAT --to-source " + o.SNATAddresses[0].String() + "-" + o.SNATAddresses[n-1].String()
 }
 
 func (o Options) binary() string {
@@ -131,24 +175,65 @@ func Render(svcs []lb.Service, opts Options) Ruleset {
 	return assemble(rs, opts)
 }
 
-// assemble joins rendered services into a Ruleset.
+// assemble joins rendered services into a Ruleset: LBD-SERVICES and
+// LBD-POSTROUTING, the service-port chains, then the network chains,
+// which jump to them.
 func assemble(rs []serviceRules, opts Options) Ruleset {
 	services := Chain{Name: ServicesChain}
 	filter := Chain{Name: FilterChain}
 	var out Ruleset
 	out.NAT = append(out.NAT, services, postrouting(opts))
+	nets := map[string]*Chain{}
+	var order []string
 	for _, r := range rs {
 		if r.skipped != nil {
 			out.Skipped = append(out.Skipped, *r.skipped)
 			continue
 		}
-		services.Rules = append(services.Rules, r.jumps...)
+		for _, j := range r.jumps {
+			c := jumpChain(j)
+			if nets[c] == nil {
+				nets[c] = &Chain{Name: c}
+				order = append(order, c)
+			}
+			nets[c].Rules = append(nets[c].Rules, j)
+		}
 		filter.Rules = append(filter.Rules, r.rejects...)
 		out.NAT = append(out.NAT, r.chains...)
+	}
+	for _, c := range order {
+		services.Rules = append(services.Rules, netJump(c, nets[c].Rules[0]))
+		out.NAT = append(out.NAT, *nets[c])
 	}
 	out.NAT[0] = services
 	out.Filter = []Chain{filter, forward(opts)}
 	return out
+}
+
+// NetChain returns the name of the network chain of the IPv4 address ip:
+// "LBD-NET-" and the first 16 characters of the base32 SHA-256 of its
+// /24, 24 characters in all. LBD-SERVICES dispatches on the /24 first, so
+// a new connection walks the networks and then only its own network's
+// rules, not every service's.
+func NetChain(ip netip.Addr) string {
+	return NetChainPrefix + hash(netOf(ip).String(), 16)
+}
+
+// netOf is the /24 of ip.
+func netOf(ip netip.Addr) netip.Prefix { return netip.PrefixFrom(ip.Unmap(), 24).Masked() }
+
+// jumpChain returns the chain a rendered "-A CHAIN ..." line is in.
+func jumpChain(line string) string {
+	c, _, _ := strings.Cut(strings.TrimPrefix(line, "-A "), " ")
+	return c
+}
+
+// netJump renders the LBD-SERVICES line into network chain c, given one
+// of c's lines ("-A c -d a.b.c.d/32 ...").
+func netJump(c, line string) string {
+	f := strings.Fields(line)
+	ip := netip.MustParsePrefix(f[3]).Addr()
+	return "-A " + ServicesChain + " -d " + netOf(ip).String() + " -j " + c
 }
 
 // forward accepts what lbd forwards: the first packet of a connection by
@@ -173,7 +258,7 @@ func postrouting(opts Options) Chain {
 			// Clear the bit so a packet that is routed again is not
 			// masqueraded twice.
 			"-A " + PostroutingChain + " -j MARK --set-xmark " + m + "/0x0",
-			"-A " + PostroutingChain + " -j MASQUERADE --random-fully",
+			"-A " + PostroutingChain + " -j " + opts.snatTarget(),
 		}
 	}
 	return c
@@ -183,7 +268,8 @@ func postrouting(opts Options) Chain {
 type serviceRules struct {
 	// chains are the nat chains of its ports that have ready endpoints.
 	chains []Chain
-	// jumps are its rules in LBD-SERVICES, rejects those in LBD-FILTER.
+	// jumps are its rules in the network chains, rejects those in
+	// LBD-FILTER.
 	jumps   []string
 	rejects []string
 	// skipped is set when the service cannot be programmed at all.
@@ -230,7 +316,7 @@ func renderService(s *lb.Service, opts Options) serviceRules {
 		}
 		name := ServicePortChain(key)
 		for _, ip := range ips {
-			r.jumps = append(r.jumps, "-A "+ServicesChain+" -d "+ip+"/32 "+match+" -j "+name)
+			r.jumps = append(r.jumps, "-A "+NetChain(netip.MustParseAddr(ip))+" -d "+ip+"/32 "+match+" -j "+name)
 			if len(s.SourceRanges) > 0 {
 				// The port chain DNATs only the allowed sources; what
 				// it leaves alone still has the service address here.

@@ -84,6 +84,8 @@ func TestRender(t *testing.T) {
 		{"default", netfilter.DefaultOptions(), []lb.Skipped{{Key: "default/six", Reason: "no IPv4 external IP; the iptables backend programs IPv4 only (2001:db8::1)"}}},
 		{"no masquerade bit 3", netfilter.Options{MasqueradeBit: 3, Masquerade: false}, []lb.Skipped{{Key: "default/six", Reason: "no IPv4 external IP; the iptables backend programs IPv4 only (2001:db8::1)"}}},
 		{"masquerade bit 20", netfilter.Options{MasqueradeBit: 20, Masquerade: true}, []lb.Skipped{{Key: "default/six", Reason: "no IPv4 external IP; the iptables backend programs IPv4 only (2001:db8::1)"}}},
+		{"snat pool", netfilter.Options{MasqueradeBit: 13, Masquerade: true, SNATAddresses: ips("10.246.90.1", "10.246.90.2", "10.246.90.3", "10.246.90.4")}, []lb.Skipped{{Key: "default/six", Reason: "no IPv4 external IP; the iptables backend programs IPv4 only (2001:db8::1)"}}},
+		{"snat one address", netfilter.Options{MasqueradeBit: 13, Masquerade: true, SNATAddresses: ips("10.246.90.1")}, []lb.Skipped{{Key: "default/six", Reason: "no IPv4 external IP; the iptables backend programs IPv4 only (2001:db8::1)"}}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
@@ -120,6 +122,63 @@ func restoreTest(t *testing.T, payload []byte) {
 
 func TestRenderEmpty(t *testing.T) {
 	golden(t, netfilter.Render(nil, netfilter.DefaultOptions()).Payload())
+}
+
+// TestRenderMasqueradePort pins the masquerade rule without a port
+// randomization flag: --random-fully put new connections on source ports
+// the pods still held in TIME_WAIT (SYN retransmits, TcpExtPAWSTimewait);
+// TestLabMasqueradeNoStalls measures it.
+func TestRenderMasqueradePort(t *testing.T) {
+	pool := ips("10.246.90.1", "10.246.90.2")
+	tests := []struct {
+		name string
+		opts netfilter.Options
+		want string
+	}{
+		{"masquerade", netfilter.DefaultOptions(), "-A LBD-POSTROUTING -j MASQUERADE"},
+		{"pool", netfilter.Options{MasqueradeBit: 13, Masquerade: true, SNATAddresses: pool}, "-A LBD-POSTROUTING -j SNAT --to-source 10.246.90.1-10.246.90.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := netfilter.Render(nil, tt.opts)
+			post := rs.NAT[1]
+			if d := cmp.Diff(tt.want, post.Rules[len(post.Rules)-1]); d != "" {
+				t.Errorf("masquerade rule (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestOptionsValidateSNAT(t *testing.T) {
+	tests := []struct {
+		name    string
+		pool    []netip.Addr
+		wantErr string
+	}{
+		{"none", nil, ""},
+		{"one", ips("10.246.90.1"), ""},
+		{"range", ips("10.246.90.254", "10.246.90.255", "10.246.91.0"), ""},
+		{"gap", ips("10.246.90.1", "10.246.90.3"), "10.246.90.3 does not follow 10.246.90.1"},
+		{"descending", ips("10.246.90.2", "10.246.90.1"), "does not follow"},
+		{"duplicate", ips("10.246.90.1", "10.246.90.1"), "does not follow"},
+		{"ipv6", ips("2001:db8::1"), "want IPv4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := netfilter.DefaultOptions()
+			o.SNATAddresses = tt.pool
+			err := o.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
 }
 
 func TestOptionsValidate(t *testing.T) {

@@ -177,7 +177,7 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 			switch {
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s chain %s is missing", t.name, label))
-			case c.Name == ServicesChain || c.Name == FilterChain:
+			case c.Name == ServicesChain || c.Name == FilterChain || strings.HasPrefix(c.Name, NetChainPrefix):
 				for _, l := range without(c.Rules, got) {
 					diffs = append(diffs, fmt.Sprintf("%s chain %s: missing rule %q", t.name, label, l))
 				}

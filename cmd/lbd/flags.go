@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,6 +66,7 @@ type config struct {
 	routeCheck   bool
 	masquerade   bool
 	masqBit      int
+	snatAddrs    []netip.Addr
 	iptablesBin  string
 	nftTable     string
 
@@ -194,6 +196,10 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.masquerade, "masquerade", true, "iptables: masquerade forwarded traffic so pods answer the LB (false only when pods route back through the LB)")
 	nf := netfilter.DefaultOptions()
 	fs.IntVar(&c.masqBit, "masquerade-bit", nf.MasqueradeBit, "iptables: fwmark `bit` (0-31) lbd sets on the packets it DNATs, for masquerade and the FORWARD accept; kube-proxy uses 14 and 15")
+	fs.Func("snat-addresses", "iptables: SNAT to this `range` (a.b.c.d or first-last) of pod-network addresses the LB owns instead of MASQUERADE; clients spread over it by address", func(v string) (err error) {
+		c.snatAddrs, err = parseAddrRange(v)
+		return err
+	})
 	fs.StringVar(&c.iptablesBin, "iptables", nf.Binary, "iptables: `command` (iptables, iptables-nft or iptables-legacy); -restore and -save are appended")
 
 	fs.StringVar(&c.nftTable, "nft-table", nft.DefaultOptions().Table, "nftables: the inet `table` lbd owns; it touches no other")
@@ -288,3 +294,28 @@ e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%.
 
 Flags:
 `
+
+// parseAddrRange parses "a.b.c.d" or "first-last" into every address from
+// first to last.
+func parseAddrRange(v string) ([]netip.Addr, error) {
+	first, last, ok := strings.Cut(v, "-")
+	if !ok {
+		last = first
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(first))
+	if err != nil {
+		return nil, err
+	}
+	z, err := netip.ParseAddr(strings.TrimSpace(last))
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for ; a.Compare(z) <= 0 && len(out) <= 65536; a = a.Next() {
+		out = append(out, a)
+	}
+	if len(out) == 0 || len(out) > 65536 {
+		return nil, fmt.Errorf("range %s: want first <= last, at most 65536 addresses", v)
+	}
+	return out, nil
+}

@@ -231,5 +231,6 @@ func (a *app) netfilterOptions() netfilter.Options {
 		MasqueradeBit: a.cfg.masqBit,
 		PodInterface:  a.cfg.podInterface,
 		Binary:        a.cfg.iptablesBin,
+		SNATAddresses: a.cfg.snatAddrs,
 	}
 }

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Measures the data planes side by side in one run (hack/lab namespaces,
+# no cluster): direct, iptables before (--random-fully) and after the
+# masquerade fix, nftables and haproxy; keep-alive and a new connection
+# per request; 5 and 10,005 services. Needs root and wrk. Extra arguments
+# go to the program, e.g.
+#   hack/bench/dataplane/run.sh -d 3s -services 5
+set -eu
+cd "$(dirname "$0")/../../.."
+exec go run ./hack/bench/dataplane "$@"
