@@ -79,7 +79,9 @@ func TestLabCrashBetweenSwapAndReload(t *testing.T) {
 	l := h.l
 	addr := netip.AddrPortFrom(l.LBExternalIP, 80).String()
 	all := labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80})
-	one := labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80}, 0)
+	// A second port makes the change structural: endpoint-only changes go
+	// through the runtime API and never swap the directory.
+	one := labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80, 8080: 8080}, 0)
 	h.apply(t, all)
 	if got := h.spread(t, addr, 30); len(got) != 3 {
 		t.Fatalf("before the crash: answers from %v, want three pods", got)
