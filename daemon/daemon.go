@@ -68,7 +68,11 @@ type Options struct {
 	// Metrics record every sync and the watch's state; nil: a private
 	// set nobody serves.
 	Metrics *Metrics
-	Log     *slog.Logger
+	// Textfile is where the metrics are written for node_exporter's
+	// textfile collector after every pass ([Metrics.WriteTextfile]);
+	// empty: nowhere.
+	Textfile string
+	Log      *slog.Logger
 }
 
 // Daemon is the loop of lbd run: sync at once, then after every change the
@@ -107,6 +111,7 @@ func New(rec Syncer, o Options) *Daemon {
 	if m == nil {
 		m = NewMetrics(3*o.Resync, time.Now)
 	}
+	m.inDaemon.Store(true)
 	lock := o.Lock
 	if lock == nil {
 		lock = func(context.Context) (func() error, error) { return func() error { return nil }, nil }
@@ -134,7 +139,12 @@ func New(rec Syncer, o Options) *Daemon {
 	d.sync = func(ctx context.Context, full bool) error {
 		start := time.Now()
 		res, err := lockedSync(ctx, d.log, lock, rec, full)
-		m.observeSync(time.Since(start), res, err)
+		m.ObserveSync(time.Since(start), res, err)
+		if o.Textfile != "" {
+			if werr := m.WriteTextfile(o.Textfile); werr != nil {
+				d.log.Warn("metrics textfile not written", "err", werr)
+			}
+		}
 		return err
 	}
 	if wd, err := sd.SdWatchdogEnabled(false); err != nil {

@@ -49,7 +49,7 @@ func TestPhasesLoggedAndMeasured(t *testing.T) {
 		t.Errorf("sync line lacks the phases:\n%s", buf.String())
 	}
 	m := NewMetrics(time.Hour, time.Now)
-	m.observeSync(time.Second, res, nil)
+	m.ObserveSync(time.Second, res, nil)
 	rec := httptest.NewRecorder()
 	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, ph := range []string{"discover", "parse", "apply"} {

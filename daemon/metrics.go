@@ -6,10 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lbd/lbd/lb"
@@ -23,16 +27,24 @@ type Pool interface {
 	String() string
 }
 
-// Metrics are lbd run's Prometheus metrics, in a registry of their own (no
-// Go runtime or process collectors from the default one), and the health
-// state behind /healthz. The daemon records every sync in them; [Metrics.Serve]
-// serves them. The metric names are lbd's interface to its dashboards
-// and alerts: they do not change.
+// Metrics are lbd's Prometheus metrics, in a registry of their own, and the
+// health state behind /healthz. The daemon records every sync in them (a
+// cron pass with [Metrics.ObserveSync]); [Metrics.Serve] serves them with
+// the process and Go runtime collectors; [Metrics.WriteTextfile] writes
+// them for node_exporter. The metric names are lbd's interface to its
+// dashboards and alerts (hack/monitoring): they do not change.
 type Metrics struct {
 	// Pools are the address pools, for lbd_pool_addresses.
 	Pools []Pool
+	// Version is lbd's version for lbd_build_info{version}; empty:
+	// "unknown". Set it, like Pools, before the first pass and Serve.
+	Version string
 
-	reg             *prometheus.Registry
+	reg             *prometheus.Registry // lbd_* families: served and written
+	runtime         *prometheus.Registry // process_* and go_*: served only
+	revision        string
+	inDaemon        atomic.Bool // set by New: the watch families are the daemon's
+	text            textfile
 	syncDuration    prometheus.Histogram
 	phaseDuration   *prometheus.HistogramVec
 	haMaster        prometheus.Gauge
@@ -52,11 +64,14 @@ type Metrics struct {
 	health          *health
 }
 
-// NewMetrics registers lbd's metrics. /healthz fails when no sync has
-// succeeded within window (lbd run uses three resync periods).
+// NewMetrics registers lbd's metrics, lbd_build_info and the process and
+// Go collectors. /healthz fails when no sync has succeeded within window
+// (lbd run uses three resync periods).
 func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:      prometheus.NewRegistry(),
+		runtime:  prometheus.NewRegistry(),
+		revision: vcsRevision(),
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lbd_sync_duration_seconds",
 			Help:    "Duration of one sync (lock, discover, plan, apply, store), whatever its result.",
@@ -125,15 +140,17 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 		Name: "lbd_haproxy_workers",
 		Help: "haproxy backend: workers alive after the last pass (show proc on the master socket); more than 1 lingers after reloads.",
 	})
-	m.reg.MustRegister(m.phaseDuration, m.haMaster, m.runtimeChanges, m.workers)
+	m.reg.MustRegister(m.phaseDuration, m.haMaster, m.runtimeChanges, m.workers, buildInfo{m})
+	m.runtime.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	m.reg.MustRegister(m.syncDuration, m.syncs, m.lastSuccess, m.discoveryErrors, m.applyErrors,
 		m.services, m.endpoints, m.haproxyReloads, m.watchUp, m.watchRestarts, m.poolAddresses, m.pending)
 	return m
 }
 
-// observeSync records one sync that took took and ended with res and err
-// (res may be nil when the lock could not be taken).
-func (m *Metrics) observeSync(took time.Duration, res *reconcile.Result, err error) {
+// ObserveSync records one sync that took took and ended with res and err
+// (res may be nil when the lock could not be taken). The daemon calls it
+// after every pass; a cron pass calls it once.
+func (m *Metrics) ObserveSync(took time.Duration, res *reconcile.Result, err error) {
 	m.syncDuration.Observe(took.Seconds())
 	if res != nil {
 		for _, ph := range res.Phases {
@@ -200,6 +217,51 @@ func (m *Metrics) observeAddresses(report []lb.AddressState) {
 	m.pending.Set(float64(pending))
 }
 
+// buildInfoDesc describes lbd_build_info.
+var buildInfoDesc = prometheus.NewDesc("lbd_build_info",
+	"Always 1; its labels say which lbd runs: version (stamped at build time), goversion, revision (the VCS commit, when the build recorded it).",
+	[]string{"version", "goversion", "revision"}, nil)
+
+// buildInfo collects lbd_build_info from its Metrics' Version.
+type buildInfo struct{ m *Metrics }
+
+// Describe sends lbd_build_info's description.
+func (b buildInfo) Describe(ch chan<- *prometheus.Desc) { ch <- buildInfoDesc }
+
+// Collect sends lbd_build_info 1.
+func (b buildInfo) Collect(ch chan<- prometheus.Metric) {
+	v := b.m.Version
+	if v == "" {
+		v = "unknown"
+	}
+	ch <- prometheus.MustNewConstMetric(buildInfoDesc, prometheus.GaugeValue, 1, v, runtime.Version(), b.m.revision)
+}
+
+// vcsRevision returns the commit the binary was built from, with
+// "-dirty" when the tree was modified, or "unknown".
+func vcsRevision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	switch {
+	case rev == "":
+		return "unknown"
+	case dirty:
+		return rev + "-dirty"
+	}
+	return rev
+}
+
 // exposed counts the exposed services and their ready endpoints.
 func exposed(svcs []lb.Service) (services, endpoints int) {
 	for i := range svcs {
@@ -232,6 +294,13 @@ func (h *health) success() time.Time {
 	return h.last
 }
 
+// succeeded reports whether a sync has succeeded in this process.
+func (h *health) succeeded() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.last.IsZero()
+}
+
 // check returns nil when healthy, otherwise why not.
 func (h *health) check() error {
 	h.mu.Lock()
@@ -262,7 +331,7 @@ func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 // handler serves /metrics and /healthz.
 func (m *Metrics) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{m.reg, m.runtime}, promhttp.HandlerOpts{Registry: m.runtime}))
 	mux.Handle("/healthz", m.health)
 	return mux
 }

@@ -382,6 +382,11 @@ func hostPort(ip netip.Addr, port string) string {
 	return ip.String() + ":" + port
 }
 
+// PrometheusAddr is where the base file's lbd_prometheus frontend serves
+// haproxy's Prometheus exporter (/metrics): loopback, port 8405, the port
+// haproxy's documentation uses for it.
+const PrometheusAddr = "127.0.0.1:8405"
+
 // RenderBase returns the default base file: master-worker mode, an admin
 // stats socket exposing the listeners to the next process (seamless
 // reloads), logging to syslog with tcplog, TCP timeouts including the
@@ -395,6 +400,12 @@ func hostPort(ip netip.Addr, port string) string {
 // sets them (haproxy alerts on a second user or group, and would log
 // everything twice). Without the variable the base file is complete on
 // its own.
+//
+// A "frontend lbd_prometheus" serves haproxy's own Prometheus exporter on
+// [PrometheusAddr] at /metrics (loopback only; scrape it with a local
+// agent or node_exporter's neighbour). Like the rest of the file, it
+// reaches a machine only when lbd writes the file, that is when it is
+// absent.
 func RenderBase(o Options) []byte {
 	o = o.withDefaults()
 	var b bytes.Buffer
@@ -432,6 +443,15 @@ defaults
     timeout client-fin 30s
     timeout server-fin 30s
     timeout check 5s
+
+# haproxy's own Prometheus exporter (built into Debian's haproxy 2.6), on
+# loopback only: frontend and backend sessions, bytes, errors, server states.
+frontend lbd_prometheus
+    mode http
+    bind ` + PrometheusAddr + `
+    http-request set-log-level silent
+    timeout client 30s
+    http-request use-service prometheus-exporter if { path /metrics }
 `)
 	return b.Bytes()
 }

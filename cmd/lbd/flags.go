@@ -88,6 +88,7 @@ type config struct {
 	resync      time.Duration
 	debounce    time.Duration
 	metricsAddr string
+	metricsFile string
 
 	// given names the flags set on the command line or in the
 	// environment.
@@ -222,6 +223,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.resync, "resync", 5*time.Minute, "run: period of the full resync (with the drift check), whatever the watch says")
 	fs.DurationVar(&c.debounce, "debounce", 200*time.Millisecond, "run: wait this long after the first change seen, so that a burst of changes makes one sync")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "run: serve Prometheus /metrics and /healthz on this `address`, e.g. 127.0.0.1:9720; empty: off")
+	fs.StringVar(&c.metricsFile, "metrics-textfile", "", "sync, apply, run: write the metrics after every pass to this `file` for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lbd.prom; empty: off")
 
 	fs.StringVar(&c.logFile, "log-file", "/var/log/loadbalancer.log", "log `file`, written beside stderr; empty for stderr only")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")

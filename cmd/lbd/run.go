@@ -56,10 +56,7 @@ func (a *app) runDaemon(ctx context.Context) error {
 		return err
 	}
 	defer env.close()
-	m := daemon.NewMetrics(3*c.resync, time.Now)
-	for _, p := range env.pools {
-		m.Pools = append(m.Pools, p)
-	}
+	m := newMetrics(env, 3*c.resync)
 	rec := a.newReconciler(env, m.CountSource(env.source, c.backend), m.CountBackend(env.backend, c.backend))
 	if c.metricsAddr != "" {
 		stop, err := m.Serve(c.metricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.metricsAddr, "err", err) })
@@ -70,7 +67,7 @@ func (a *app) runDaemon(ctx context.Context) error {
 	}
 	o := daemon.Options{Debounce: c.debounce, Interval: c.interval, Resync: c.resync, FirstFull: c.full,
 		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.db, c.lockWait) },
-		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Log: a.log}
+		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.metricsFile, Log: a.log}
 	if c.watch {
 		o.Watch = func(ctx context.Context, event func(string)) error { return env.source.Watch(ctx, 0, event) }
 	}
@@ -85,4 +82,15 @@ func (a *app) runDaemon(ctx context.Context) error {
 	d.Run(ctx)
 	a.log.Info("lbd run stopped; the programmed state stays in place")
 	return nil
+}
+
+// newMetrics returns the metrics of lbd's passes over env's pools, with
+// lbd's version; /healthz wants a success within window.
+func newMetrics(env *env, window time.Duration) *daemon.Metrics {
+	m := daemon.NewMetrics(window, time.Now)
+	m.Version = versionString()
+	for _, p := range env.pools {
+		m.Pools = append(m.Pools, p)
+	}
+	return m
 }

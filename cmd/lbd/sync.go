@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/lb"
@@ -25,8 +26,23 @@ func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
 	}
 	defer env.close()
 
-	res, err := env.reconciler.Sync(ctx, a.cfg.full)
+	rec, m := env.reconciler, (*daemon.Metrics)(nil)
+	if a.cfg.metricsFile != "" {
+		m = newMetrics(env, time.Hour)
+		rec = a.newReconciler(env, m.CountSource(env.source, a.cfg.backend), m.CountBackend(env.backend, a.cfg.backend))
+	}
+	start := time.Now()
+	res, err := rec.Sync(ctx, a.cfg.full)
 	env.afterSync(a)(res, err)
+	if m != nil {
+		if env.ha != nil {
+			m.SetHAMaster(!haFollower(env.ha)())
+		}
+		m.ObserveSync(time.Since(start), res, err)
+		if werr := m.WriteTextfile(a.cfg.metricsFile); werr != nil {
+			a.log.Warn("--metrics-textfile not written", "err", werr)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
