@@ -3,7 +3,7 @@
 //
 //   - rbac.yaml: the ServiceAccount lbd-system/lbd, allowed only to
 //     get/list/watch services, endpointslices and endpoints, and to
-//     get/patch/update services/status;
+//     patch services/status (what a server-side apply of status is);
 //   - token-secret.yaml: an optional non-expiring token Secret for it;
 //   - kubeconfig.sh: prints a kubeconfig for that ServiceAccount;
 //   - the forced command itself is cmd/lbd-remote.
