@@ -25,7 +25,8 @@ const metricsAddr = "127.0.0.1:9731"
 // TestLeastPrivilege is the least-privilege proof on a lab whose
 // apiserver authorizes with RBAC: lbd, logging in with a key whose forced
 // command is lbd-remote and that runs kubectl with the ServiceAccount of
-// rbac.yaml (kubeconfig from kubeconfig.sh), discovers services, writes
+// rbac.yaml (kubeconfig from kubeconfig.sh, whose --secret form is checked
+// too), discovers services, writes
 // LoadBalancer status and watches; the same key cannot run anything else
 // (each refusal says why, exit 126); and the ServiceAccount itself cannot
 // read Secrets or write outside services/status.
@@ -67,6 +68,31 @@ func TestLeastPrivilege(t *testing.T) {
 	asSA := func(args ...string) (string, error) {
 		a := append([]string{"--kubeconfig", saKubeconfig, "--cache-dir", cacheDir}, args...)
 		return l.Run(ctx, l.MasterNS, kubectlBin, a...)
+	}
+
+	// kubeconfig.sh --secret reads a token Secret's token. No token
+	// controller runs in the lab, so the admin fills one in by hand.
+	tok, err := l.Kubectl(ctx, "", "create", "token", "lbd", "-n", "lbd-system", "--duration", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Kubectl(ctx, "", "create", "secret", "generic", "lbd-token", "-n", "lbd-system", "--from-literal=token="+strings.TrimSpace(tok)); err != nil {
+		t.Fatal(err)
+	}
+	gen = l.Command(ctx, l.MasterNS, "/bin/sh", script, "--secret", "lbd-token")
+	gen.Env = append(os.Environ(), "KUBECTL="+l.KubectlRemote)
+	genErr.Reset()
+	gen.Stderr = &genErr
+	kc2, err := gen.Output()
+	if err != nil {
+		t.Fatalf("kubeconfig.sh --secret: %v: %s", err, genErr.String())
+	}
+	secretKubeconfig := filepath.Join(l.Dir, "secret.kubeconfig")
+	if err := os.WriteFile(secretKubeconfig, kc2, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Run(ctx, l.MasterNS, kubectlBin, "--kubeconfig", secretKubeconfig, "--cache-dir", cacheDir, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"); err != nil || out != "system:serviceaccount:lbd-system:lbd" {
+		t.Errorf("the kubeconfig of kubeconfig.sh --secret is not the ServiceAccount's: %v %q", err, out)
 	}
 
 	web := lab.ServiceSpec{Name: "lb-web", LoadBalancer: true, Ports: []lab.ServicePort{{Port: 80}}, Ready: l.PodIPs}
