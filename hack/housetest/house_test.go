@@ -24,6 +24,9 @@ func allowed(pkg string) (func(dep string) bool, bool) {
 	switch {
 	case pkg == "lb", pkg == "internal/testkit":
 		return only(), true // leaves
+	case pkg == "cmd/lbd-remote":
+		// The master's forced command: stdlib only, nothing of lbd's.
+		return only(), true
 	case slices.Contains(middle, pkg), pkg == "reconcile":
 		return only("lb"), true
 	case pkg == "daemon":

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -149,6 +150,10 @@ func (l *Lab) startEtcd(ctx context.Context, cdir string) error {
 func (l *Lab) startAPIServer(ctx context.Context, bin, cdir, token string) error {
 	certs := filepath.Join(cdir, "certs")
 	addr := l.MasterIP.String()
+	authz := "AlwaysAllow"
+	if l.rbac {
+		authz = "Node,RBAC"
+	}
 	p, err := l.startProc("kube-apiserver", l.MasterNS, filepath.Join(bin, "kube-apiserver"),
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdClientPort),
 		"--bind-address="+addr,
@@ -156,7 +161,7 @@ func (l *Lab) startAPIServer(ctx context.Context, bin, cdir, token string) error
 		fmt.Sprintf("--secure-port=%d", apiserverPort),
 		"--cert-dir="+certs,
 		"--token-auth-file="+filepath.Join(cdir, "tokens.csv"),
-		"--authorization-mode=AlwaysAllow",
+		"--authorization-mode="+authz,
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+filepath.Join(cdir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(cdir, "sa.key"),
@@ -321,6 +326,56 @@ LogLevel VERBOSE
 `, l.MasterIP, sshPort, hostKey, filepath.Join(l.Dir, "run", "sshd.sshd-pid"), authorized)
 	return os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(conf), 0o644)
 }
+
+// AddAuthorizedKey makes a new client key pair Dir/ssh/id_<name> and
+// appends its public half to the master's authorized_keys, after options
+// when they are not empty (for example
+// `restrict,pty,command="/usr/local/bin/lbd-remote"`), so that root on the
+// master accepts it on the terms the options set. sshd reads
+// authorized_keys at each login: the key works at once. It returns the
+// private key's path. name is [a-z0-9-] (cluster labs only).
+func (l *Lab) AddAuthorizedKey(ctx context.Context, name, options string) (string, error) {
+	if !keyNameRE.MatchString(name) {
+		return "", fmt.Errorf("lab %s: add authorized key %q: want 1-32 of [a-z0-9-]", l.Name, name)
+	}
+	if strings.ContainsAny(options, "\n\r") {
+		return "", fmt.Errorf("lab %s: add authorized key %s: options contain a newline", l.Name, name)
+	}
+	dir := filepath.Join(l.Dir, "ssh")
+	authorized := filepath.Join(dir, "authorized_keys")
+	if _, err := os.Stat(authorized); err != nil {
+		return "", fmt.Errorf("lab %s: add authorized key %s: not a cluster lab: %w", l.Name, name, err)
+	}
+	key := filepath.Join(dir, "id_"+name)
+	cmd := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lbd-lab-"+name, "-f", key)
+	if _, err := runCmd(ctx, cmd); err != nil {
+		return "", fmt.Errorf("lab %s: add authorized key %s: %w", l.Name, name, err)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		return "", fmt.Errorf("lab %s: add authorized key %s: %w", l.Name, name, err)
+	}
+	line := strings.TrimSpace(string(pub))
+	if options != "" {
+		line = options + " " + line
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, err := os.OpenFile(authorized, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("lab %s: add authorized key %s: %w", l.Name, name, err)
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		f.Close()
+		return "", fmt.Errorf("lab %s: add authorized key %s: %w", l.Name, name, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("lab %s: add authorized key %s: %w", l.Name, name, err)
+	}
+	return key, nil
+}
+
+var keyNameRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // StartSSHD starts sshd in the master namespace, with the same host key as
 // before, and waits until it accepts connections on 10.245.1.10:22.

@@ -40,6 +40,11 @@ type Options struct {
 	Pods int
 	// Cluster starts etcd, kube-apiserver and sshd in the master namespace.
 	Cluster bool
+	// RBAC runs the cluster's kube-apiserver with
+	// --authorization-mode=Node,RBAC instead of AlwaysAllow, so that a
+	// ServiceAccount's kubeconfig gets only what its roles grant. The
+	// lab's admin token stays in system:masters and may do anything.
+	RBAC bool
 	// Dir is the working directory for keys, configs, pid files and logs.
 	// Empty means a new temporary directory, removed by Close unless
 	// KeepDir is set.
@@ -94,6 +99,7 @@ type Lab struct {
 	kubectl   string // absolute path of the kubectl binary
 	removeDir bool   // Dir was made by Start and goes with Close
 	detach    bool   // Options.Detach: no Pdeathsig on the lab's processes
+	rbac      bool   // Options.RBAC: the apiserver authorizes with RBAC
 
 	mu     sync.Mutex
 	procs  map[string]*proc
@@ -179,6 +185,7 @@ func newLab(o Options) *Lab {
 		LBExternalIP: LBExternalIP,
 		ClientIP:     ClientIP,
 		detach:       o.Detach,
+		rbac:         o.RBAC,
 		procs:        map[string]*proc{},
 	}
 	for i := range o.Pods {
