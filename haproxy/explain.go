@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -113,10 +114,12 @@ func readProxy(file []byte, path, proxy string, addr netip.Addr, port uint16) (l
 	return l, servers
 }
 
-// runtimeState asks the stats socket for the state of proxy's servers
-// (named by servers, in the order of l's endpoints) and puts it on l's
-// endpoints. An unreachable socket is reported as an object that is not
-// there.
+// runtimeState asks the stats socket for proxy's servers and, when it
+// answers, makes them l's endpoints: what the running haproxy does, which
+// may not be the file yet. servers names the file's servers, in the order
+// of l's endpoints; a server in one and not the other is drift (haproxy
+// not reloaded). An unreachable socket is reported as an object that is
+// not there, and the file's servers stay.
 func (b *Backend) runtimeState(ctx context.Context, l *lb.Live, proxy string, servers []string) {
 	out, err := masterCLI{path: b.o.StatsSocket}.command(ctx, "show servers state "+proxy)
 	rt := lb.LiveObject{Kind: "runtime", Name: "stats socket " + b.o.StatsSocket, Present: err == nil}
@@ -126,26 +129,39 @@ func (b *Backend) runtimeState(ctx context.Context, l *lb.Live, proxy string, se
 		return
 	}
 	rt.Detail = "show servers state " + proxy
-	states, err := parseServersState(out)
+	running, err := parseServersState(out)
 	if err != nil {
 		l.Drift = append(l.Drift, "the running haproxy has no backend "+proxy+" (not reloaded?): "+err.Error())
 		return
 	}
-	for i, srv := range servers {
-		st, ok := states[srv]
-		if !ok {
-			l.Drift = append(l.Drift, "the running haproxy has no server "+srv+" in "+proxy+" (not reloaded?)")
+	inFile := map[string]bool{}
+	for _, srv := range servers {
+		inFile[srv] = true
+		if !slices.ContainsFunc(running, func(r runningServer) bool { return r.name == srv }) {
+			l.Drift = append(l.Drift, "server "+srv+" of the file is not in the running haproxy (not reloaded?)")
 		}
-		l.Endpoints[i].State = st
 	}
+	l.Endpoints = l.Endpoints[:0]
+	for _, r := range running {
+		if !inFile[r.name] {
+			l.Drift = append(l.Drift, "the running haproxy has server "+r.name+", which the file has not (not reloaded?)")
+		}
+		l.Endpoints = append(l.Endpoints, lb.LiveEndpoint{Addr: r.addr, State: r.state})
+	}
+	l.Rejects = len(l.Endpoints) == 0
+}
+
+// runningServer is one server of "show servers state".
+type runningServer struct {
+	name, state string
+	addr        netip.AddrPort
 }
 
 // parseServersState reads "show servers state <backend>" (format 1): a
 // version line, a "# be_id be_name srv_id srv_name srv_addr srv_op_state
-// srv_admin_state ..." header, then a line per server. It returns each
-// server's state by name; haproxy's one-line complaint (an unknown
-// backend) is the error.
-func parseServersState(out []byte) (map[string]string, error) {
+// srv_admin_state ... srv_port ..." header, then a line per server.
+// haproxy's one-line complaint (an unknown backend) is the error.
+func parseServersState(out []byte) ([]runningServer, error) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) < 2 || !strings.HasPrefix(lines[1], "# ") {
 		return nil, fmt.Errorf("haproxy: %s", strings.TrimSpace(string(out)))
@@ -154,16 +170,30 @@ func parseServersState(out []byte) (map[string]string, error) {
 	for i, h := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
 		col[h] = i
 	}
-	name, op, admin := col["srv_name"], col["srv_op_state"], col["srv_admin_state"]
-	states := map[string]string{}
+	need := []string{"srv_name", "srv_addr", "srv_port", "srv_op_state", "srv_admin_state"}
+	last := 0
+	for _, c := range need {
+		i, ok := col[c]
+		if !ok {
+			return nil, fmt.Errorf("haproxy: show servers state has no column %s", c)
+		}
+		last = max(last, i)
+	}
+	var out2 []runningServer
 	for _, line := range lines[2:] {
 		f := strings.Fields(line)
-		if len(f) <= max(name, op, admin) {
+		if len(f) <= last {
 			continue
 		}
-		states[f[name]] = serverState(f[op], f[admin])
+		r := runningServer{name: f[col["srv_name"]], state: serverState(f[col["srv_op_state"]], f[col["srv_admin_state"]])}
+		if a, err := netip.ParseAddr(f[col["srv_addr"]]); err == nil {
+			if p, err := strconv.ParseUint(f[col["srv_port"]], 10, 16); err == nil {
+				r.addr = netip.AddrPortFrom(a, uint16(p))
+			}
+		}
+		out2 = append(out2, r)
 	}
-	return states, nil
+	return out2, nil
 }
 
 // serverState names a server's state from srv_op_state (0 stopped, 1
