@@ -289,6 +289,7 @@ Usage:
   lbd status [flags]     the stored service mapping (-o table|json)
   lbd check [flags]      preflight: pod routes, forwarding, iptables, privileges, SSH
   lbd cleanup [flags]    remove everything lbd programmed in the chosen backend
+  lbd explain [flags] ADDRESS:PORT[/PROTO]  its service and backend objects, read live; exit 2 if they differ from the store
   lbd version
 
 Every flag can also be set as LBD_<NAME> in the environment,

@@ -59,6 +59,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		c.allowDelete = append(c.allowDelete, rest...)
 		rest = nil
 	}
+	var targets []string
+	if cmd == "explain" {
+		targets, rest = rest, nil
+	}
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "lbd %s: unexpected arguments %q\n", cmd, rest)
 		return exitFail
@@ -79,6 +83,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return a.exit(a.status(ctx))
 	case "check":
 		return a.check(ctx)
+	case "explain":
+		return a.explain(ctx, targets)
 	case "cleanup":
 		return a.exit(a.cleanup(ctx))
 	case "version":
