@@ -129,7 +129,7 @@ func (b *Backend) runtimeState(ctx context.Context, l *lb.Live, proxy string, se
 		return
 	}
 	rt.Detail = "show servers state " + proxy
-	running, err := parseServersState(out)
+	running, err := parseBackendServers(out)
 	if err != nil {
 		l.Drift = append(l.Drift, "the running haproxy has no backend "+proxy+" (not reloaded?): "+err.Error())
 		return
@@ -157,11 +157,11 @@ type runningServer struct {
 	addr        netip.AddrPort
 }
 
-// parseServersState reads "show servers state <backend>" (format 1): a
+// parseBackendServers reads "show servers state <backend>" (format 1): a
 // version line, a "# be_id be_name srv_id srv_name srv_addr srv_op_state
 // srv_admin_state ... srv_port ..." header, then a line per server.
 // haproxy's one-line complaint (an unknown backend) is the error.
-func parseServersState(out []byte) ([]runningServer, error) {
+func parseBackendServers(out []byte) ([]runningServer, error) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) < 2 || !strings.HasPrefix(lines[1], "# ") {
 		return nil, fmt.Errorf("haproxy: %s", strings.TrimSpace(string(out)))
