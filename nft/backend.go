@@ -381,12 +381,12 @@ func (t *tx) diff(old, new serviceObjects) {
 		newElems[e.key()] = e
 	}
 	for _, e := range old.elements {
-		if n, ok := newElems[e.key()]; !ok || n.Chain != e.Chain {
+		if n, ok := newElems[e.key()]; !ok || !n.sameValue(e) {
 			t.delElements = append(t.delElements, e)
 		}
 	}
 	for _, e := range new.elements {
-		if o, ok := oldElems[e.key()]; !ok || o.Chain != e.Chain {
+		if o, ok := oldElems[e.key()]; !ok || !o.sameValue(e) {
 			t.addElements = append(t.addElements, e)
 		}
 	}
@@ -479,6 +479,14 @@ func nfSet(s Set, table *nftables.Table) *nftables.Set {
 	if s.Map {
 		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
 	}
+	if s.Data != "" {
+		addr := nftables.TypeIPAddr
+		if s.family == ipv6 {
+			addr = nftables.TypeIP6Addr
+		}
+		ns.KeyType = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark, nftables.TypeMark)
+		ns.IsMap, ns.DataType = true, nftables.MustConcatSetType(addr, nftables.TypeInetService)
+	}
 	if s.Timeout > 0 {
 		ns.HasTimeout, ns.Dynamic, ns.Timeout = true, true, s.Timeout
 	}
@@ -506,6 +514,9 @@ func nfChain(c Chain, table *nftables.Table) *nftables.Chain {
 }
 
 func nfElement(e Element) nftables.SetElement {
+	if e.endpoint() {
+		return nftables.SetElement{Key: endpointKeyBytes(e.Chain, e.Index), Val: endpointBytes(e.To)}
+	}
 	el := nftables.SetElement{Key: serviceKeyBytes(e.Addr, e.Proto, e.Port)}
 	if e.Chain != "" {
 		el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}

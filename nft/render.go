@@ -3,9 +3,11 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +29,29 @@ const (
 	NoEndpointsSet6 = "noendpoints6"
 	// NoEndpointsChain rejects them (TCP reset, ICMP port unreachable).
 	NoEndpointsChain = "noendpoints"
+	// EndpointsMaps maps, "endpoints4-00" to "endpoints4-7f" and
+	// "endpoints6-00" to "endpoints6-7f", hold the endpoints of every
+	// service port without affinity, "chain id . index : address .
+	// port", where the chain's spread rule looks up "id . numgen random
+	// mod n". A chain's map is chosen by its id (see [EndpointsMap]).
+	//
+	// Why shards: the kernel checks every element of a map against
+	// every rule that looks it up, once when either is added, so one
+	// map for 10,000 services of 10 endpoints costs 10^9 checks (17 s);
+	// 128 maps cost 1/128 of that, while each lookup of a map by name
+	// walks the table's list of sets, which 256 sets keep short.
+	EndpointsMaps = 128
 )
+
+// EndpointsMap returns the name of the endpoints map of a service-port
+// chain of the given family.
+func EndpointsMap(chain string, v6 bool) string {
+	f := "4"
+	if v6 {
+		f = "6"
+	}
+	return fmt.Sprintf("endpoints%s-%02x", f, chainID(chain)[0]%EndpointsMaps)
+}
 
 // Hook makes a chain a base chain.
 type Hook struct {
@@ -65,6 +89,9 @@ type Set struct {
 	Type string
 	// Map: a verdict map ("Type : verdict").
 	Map bool
+	// Data, when not empty, makes the set a map to values of this nft
+	// type, e.g. "ipv4_addr . inet_service".
+	Data string
 	// Timeout, when not zero, makes the set dynamic (updated from the
 	// packet path) with this default element timeout: a ClientIP
 	// affinity set.
@@ -73,23 +100,42 @@ type Set struct {
 	concat  bool
 }
 
-// Element is one element of a dispatch map or a no-endpoints set: an
-// external address, protocol and port.
+// Element is one element of a dispatch map or a no-endpoints set (an
+// external address, protocol and port), or of an endpoints map (the
+// Index-th endpoint To of the service-port chain Chain).
 type Element struct {
 	Set   string
 	Addr  netip.Addr
 	Proto lb.Protocol
 	Port  uint16
 	// Chain is the verdict ("goto Chain") of a dispatch map element;
-	// empty in a set.
+	// empty in a set. In an endpoints map, the chain whose endpoint
+	// this is.
 	Chain string
+	// Index and To: the endpoint of an endpoints map element.
+	Index uint32
+	To    netip.AddrPort
 }
 
+// endpoint reports whether e is an element of an endpoints map.
+func (e Element) endpoint() bool { return e.To.IsValid() }
+
+// key identifies e within its set: what the kernel keys it by.
 func (e Element) key() string {
+	if e.endpoint() {
+		return e.Set + " " + e.Chain + "#" + strconv.FormatUint(uint64(e.Index), 10)
+	}
 	return e.Set + " " + netip.AddrPortFrom(e.Addr, e.Port).String() + "/" + string(e.Proto)
 }
 
+// sameValue reports whether e and o, of the same key, map to the same.
+func (e Element) sameValue(o Element) bool { return e.Chain == o.Chain && e.To == o.To }
+
 func (e Element) text() string {
+	if e.endpoint() {
+		id := chainID(e.Chain)
+		return fmt.Sprintf("%#08x . %#08x . %d : %s . %d", id[0], id[1], e.Index, e.To.Addr(), e.To.Port())
+	}
 	s := fmt.Sprintf("%s . %s . %d", e.Addr, strings.ToLower(string(e.Proto)), e.Port)
 	if e.Chain != "" {
 		s += " : goto " + e.Chain
@@ -136,7 +182,9 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 			continue
 		}
 		for _, e := range o.elements {
-			owner[e.key()[len(e.Set)+1:]] = o.key
+			if !e.endpoint() {
+				owner[e.key()[len(e.Set)+1:]] = o.key
+			}
 		}
 		rs.Sets = append(rs.Sets, o.sets...)
 		rs.Chains = append(rs.Chains, o.chains...)
@@ -146,6 +194,23 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 }
 
 func fixedSets() []Set {
+	return append(dispatchSets(), endpointsMaps()...)
+}
+
+// endpointsMaps are the shards of the endpoints maps, IPv4 then IPv6.
+func endpointsMaps() []Set {
+	var out []Set
+	for _, f := range []family{ipv4, ipv6} {
+		for i := range EndpointsMaps {
+			out = append(out, Set{Name: fmt.Sprintf("endpoints%d-%02x", f, i), Type: endpointsKeyType,
+				Data: f.word()[:2] + "v" + strconv.Itoa(int(f)) + "_addr . inet_service", family: f, concat: true})
+		}
+	}
+	return out
+}
+
+// dispatchSets are the dispatch maps and the no-endpoints sets.
+func dispatchSets() []Set {
 	t4, t6 := "ipv4_addr . inet_proto . inet_service", "ipv6_addr . inet_proto . inet_service"
 	return []Set{
 		{Name: ServicesMap4, Type: t4, Map: true, family: ipv4, concat: true},
@@ -223,6 +288,9 @@ type serviceObjects struct {
 // another service, and that service.
 func (o *serviceObjects) conflict(owner map[string]string) (string, string) {
 	for _, e := range o.elements {
+		if e.endpoint() {
+			continue
+		}
 		k := e.key()[len(e.Set)+1:]
 		if other, ok := owner[k]; ok && other != o.key {
 			return k, other
@@ -271,9 +339,10 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 				if f == ipv6 {
 					set = ServicesMap6
 				}
-				c, sets := portChain(chain, f, eps, s, opts)
+				c, sets, elems := portChain(chain, f, eps, s, opts)
 				o.chains = append(o.chains, c)
 				o.sets = append(o.sets, sets...)
+				o.elements = append(o.elements, elems...)
 			}
 			for _, ip := range vips {
 				o.elements = append(o.elements, Element{Set: set, Addr: ip, Proto: p.Protocol, Port: p.Port, Chain: chain})
@@ -284,11 +353,20 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 }
 
 // portChain renders the chain of one service port and family with ready
-// endpoints, and its affinity sets: the source-range check, the mark,
-// then for ClientIP affinity one rule per endpoint that sends a known
-// client back, then the spread: rule i of n DNATs with probability
-// 1/(n-i), the last one always, so each endpoint gets 1/n.
-func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options) (Chain, []Set) {
+// endpoints, its affinity sets and its endpoints map elements: the
+// source-range check, the mark, then the spread. Without affinity the
+// spread is one rule, "dnat to <chain id> . numgen random mod n map
+// @endpoints4", the map holding the chain's n endpoints (one endpoint:
+// a plain dnat). With ClientIP affinity it is one rule per endpoint that
+// sends a known client back, then rule i of n DNATs with probability
+// 1/(n-i) and records the client, the last one always, so each endpoint
+// gets 1/n.
+//
+// Why one rule: the kernel's cost of a transaction grows with the rules
+// and expressions of the whole table (it parses each expression, and
+// every commit walks all the table's rules to validate them), while map
+// elements are cheap and their changes need no validation.
+func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options) (Chain, []Set, []Element) {
 	c := Chain{Name: name}
 	m := opts.mark()
 	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
@@ -315,8 +393,19 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 	} else {
 		c.Rules = append(c.Rules, mark)
 	}
+	if s.Affinity != lb.AffinityClientIP {
+		c.Rules = append(c.Rules, spreadRule(name, f, eps))
+		if len(eps) == 1 {
+			return c, nil, nil
+		}
+		elems := make([]Element, len(eps))
+		set := EndpointsMap(name, f == ipv6)
+		for i, e := range eps {
+			elems[i] = Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port)}
+		}
+		return c, nil, elems
+	}
 	var sets []Set
-	affinity := s.Affinity == lb.AffinityClientIP
 	timeout := s.AffinityTimeout
 	if timeout <= 0 {
 		timeout = lb.DefaultAffinityTimeout
@@ -334,15 +423,13 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 	dnat := func(e lb.Endpoint) string {
 		return "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String()
 	}
-	if affinity {
-		for _, e := range eps {
-			set := setName(e)
-			sets = append(sets, Set{Name: set, Type: typ, Timeout: timeout, family: f})
-			c.Rules = append(c.Rules, Rule{
-				Text:  fmt.Sprintf("%s saddr @%s update @%s { %s saddr } %s", f.word(), set, set, f.word(), dnat(e)),
-				exprs: append(affinityHit(f, set), dnatTo(e)...),
-			})
-		}
+	for _, e := range eps {
+		set := setName(e)
+		sets = append(sets, Set{Name: set, Type: typ, Timeout: timeout, family: f})
+		c.Rules = append(c.Rules, Rule{
+			Text:  fmt.Sprintf("%s saddr @%s update @%s { %s saddr } %s", f.word(), set, set, f.word(), dnat(e)),
+			exprs: append(affinityHit(f, set), dnatTo(e)...),
+		})
 	}
 	n := len(eps)
 	for i, e := range eps {
@@ -352,16 +439,39 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 			text = append(text, fmt.Sprintf("numgen random mod %d == 0", n-i))
 			ex = append(ex, numgenIs(uint32(n-i))...)
 		}
-		if affinity {
-			set := setName(e)
-			text = append(text, fmt.Sprintf("update @%s { %s saddr }", set, f.word()))
-			ex = append(ex, affinityRecord(f, set)...)
-		}
-		text = append(text, dnat(e))
+		set := setName(e)
+		text = append(text, fmt.Sprintf("update @%s { %s saddr }", set, f.word()), dnat(e))
+		ex = append(ex, affinityRecord(f, set)...)
 		ex = append(ex, dnatTo(e)...)
 		c.Rules = append(c.Rules, Rule{Text: strings.Join(text, " "), exprs: ex})
 	}
-	return c, sets
+	return c, sets, nil
+}
+
+// spreadRule is the DNAT of a chain without affinity: to the only
+// endpoint, or through the endpoints map.
+func spreadRule(chain string, f family, eps []lb.Endpoint) Rule {
+	if len(eps) == 1 {
+		e := eps[0]
+		return Rule{Text: "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String(), exprs: dnatTo(e)}
+	}
+	set := EndpointsMap(chain, f == ipv6)
+	id := chainID(chain)
+	return Rule{
+		Text:  fmt.Sprintf("dnat %s to %#08x . %#08x . numgen random mod %d map @%s", f.word(), id[0], id[1], len(eps), set),
+		exprs: dnatSpread(f, id, uint32(len(eps)), set),
+	}
+}
+
+// endpointsKeyType is the key of the endpoints maps: the chain id, two
+// 32-bit words, and the endpoint's index.
+const endpointsKeyType = "mark . mark . mark"
+
+// chainID is the id of a service-port chain in the endpoints maps: the
+// first 64 bits of the SHA-256 of its name, as two host-order words.
+func chainID(chain string) [2]uint32 {
+	sum := sha256.Sum256([]byte(chain))
+	return [2]uint32{binary.BigEndian.Uint32(sum[0:4]), binary.BigEndian.Uint32(sum[4:8])}
 }
 
 // ServicePortChain returns the name of the chain of the service port with
@@ -391,8 +501,11 @@ func (rs Ruleset) Text() string {
 	}
 	for _, s := range rs.Sets {
 		kind, typ := "set", s.Type
-		if s.Map {
+		switch {
+		case s.Map:
 			kind, typ = "map", s.Type+" : verdict"
+		case s.Data != "":
+			kind, typ = "map", s.Type+" : "+s.Data
 		}
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
 		if s.Timeout > 0 {
