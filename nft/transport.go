@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -56,31 +57,45 @@ func sendBatch(ns int, req []netlink.Message) error {
 		return fmt.Errorf("netlink dial: %w", err)
 	}
 	defer nc.Close()
+	// The batch is marshalled here into one buffer of the exact size,
+	// and written with one sendmsg: the kernel reads a batch from one
+	// buffer only, begin to end. The last message before the batch end
+	// asks for an ack; echo (set on rules, to learn their handles) would
+	// send a copy of every rule back.
 	size := 0
-	msgs := make([]netlink.Message, len(req))
-	for i, m := range req {
-		m.Header.PID, m.Header.Sequence = 0, 0
-		// Echo (set on rules, to learn their handles) would send a copy
-		// of every rule back.
-		m.Header.Flags &^= netlink.Acknowledge | netlink.Echo
-		msgs[i] = m
-		size += 16 + len(m.Data)
+	for _, m := range req {
+		size += nlmsgAlign(unix.SizeofNlMsghdr + len(m.Data))
 	}
-	last := len(msgs) - 2 // the message before the batch end
-	msgs[last].Header.Flags |= netlink.Acknowledge
-	// The batch goes in one sendmsg, which must fit the send buffer; as
-	// root the size is forced past net.core.wmem_max.
+	last := len(req) - 2
+	const seq0 = 1
+	buf := make([]byte, 0, size)
+	for i, m := range req {
+		flags := m.Header.Flags &^ (netlink.Acknowledge | netlink.Echo)
+		if i == last {
+			flags |= netlink.Acknowledge
+		}
+		n := unix.SizeofNlMsghdr + len(m.Data)
+		buf = binary.NativeEndian.AppendUint32(buf, uint32(n))
+		buf = binary.NativeEndian.AppendUint16(buf, uint16(m.Header.Type))
+		buf = binary.NativeEndian.AppendUint16(buf, uint16(flags))
+		buf = binary.NativeEndian.AppendUint32(buf, uint32(seq0+i))
+		buf = binary.NativeEndian.AppendUint32(buf, 0)
+		buf = append(buf, m.Data...)
+		buf = append(buf, make([]byte, nlmsgAlign(n)-n)...)
+		req[i].Data = nil // what the kernel has needs no second copy here
+	}
+	// The batch must fit the send buffer; as root the size is forced
+	// past net.core.wmem_max.
 	if err := nc.SetWriteBuffer(size + 1<<16); err != nil {
 		return fmt.Errorf("netlink send buffer of %d bytes: %w", size, err)
 	}
 	if err := nc.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
 		return err
 	}
-	sent, err := nc.SendMessages(msgs)
-	if err != nil {
-		return fmt.Errorf("send batch of %d messages, %d bytes: %w", len(msgs), size, err)
+	if err := writeAll(nc, buf); err != nil {
+		return fmt.Errorf("send batch of %d messages, %d bytes: %w", len(req), size, err)
 	}
-	want := sent[last].Header.Sequence
+	want := uint32(seq0 + last)
 	var errs error
 	for {
 		got, err := nc.Receive()
@@ -107,4 +122,27 @@ func sendBatch(ns int, req []netlink.Message) error {
 			}
 		}
 	}
+}
+
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// writeAll sends buf in one write on nc's socket.
+func writeAll(nc *netlink.Conn, buf []byte) error {
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		var n int
+		n, werr = unix.Write(int(fd), buf)
+		if werr == unix.EAGAIN {
+			return false
+		}
+		if werr == nil && n != len(buf) {
+			werr = fmt.Errorf("short write: %d of %d bytes", n, len(buf))
+		}
+		return true
+	})
+	return errors.Join(err, werr)
 }
