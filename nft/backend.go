@@ -86,12 +86,13 @@ func New(opts Options, log *slog.Logger) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nft: open network namespace: %w", err)
 	}
+	sock := &batchSocket{ns: ns}
 	return &Backend{
 		opts:  opts,
 		log:   log,
 		table: &nftables.Table{Name: opts.Table, Family: nftables.TableFamilyINet},
 		dial: func() (conn, func() error) {
-			c, res := batchConn(ns)
+			c, res := batchConn(sock)
 			return c, func() error { return res.err }
 		},
 		dialRead: func() (conn, error) {
