@@ -281,7 +281,7 @@ func TestLab(t *testing.T) {
 		chain := ServicePortChain("default/web:80/TCP", false)
 		run(l.LBNS, "nft", "flush", "chain", "inet", "lbd", chain)
 		d := verify()
-		want := "table inet lbd: chain " + chain + " has 0 rules, want 4 (missing \"meta mark set meta mark | 0x00002000\")"
+		want := "table inet lbd: chain " + chain + " has 0 rules, want 2 (missing \"meta mark set meta mark | 0x00002000\")"
 		if len(d) != 1 || d[0] != want {
 			t.Errorf("Verify = %q, want [%q]", d, want)
 		}

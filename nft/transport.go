@@ -7,44 +7,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// batchConn returns an *nftables.Conn whose Flush sends its batch over a
-// real netlink socket in namespace ns, asking the kernel to acknowledge
-// only the last message.
-//
-// Why: google/nftables marks every message of a batch NLM_F_ACK and
-// reads the acks one by one. A full program of 10,000 services x 10
-// endpoints is about 130,000 messages, and those acks took 4.6 s of a
-// 5.7 s sync (and need a socket buffer of 100 MB or more, or the kernel
-// drops them and reports ENOBUFS after committing). Without the flag the
-// kernel reports only errors, and the ack of the last message says the
-// batch was read to its end. The library still builds every message;
-// only the sending is done here, through its test-dial hook, which hands
-// over the marshalled batch.
-func batchConn(sock *batchSocket) (*nftables.Conn, *batchResult) {
-	res := &batchResult{}
-	ack := []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 20)}}
-	c, _ := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req != nil && !res.sent {
-			res.sent = true
-			res.err = sock.send(req)
-		}
-		// Flush waits for one ack per message: it gets them here, in
-		// process; the real outcome is in res.
-		return ack, nil
-	}))
-	return c, res
-}
-
-// batchResult is the outcome of the batch a batchConn sent.
-type batchResult struct {
-	sent bool
-	err  error
-}
 
 // batchSocket is the netlink socket batches go through, in namespace ns.
 // It stays open from one batch to the next: closing a netlink socket made
@@ -58,10 +23,18 @@ type batchSocket struct {
 	seq uint32
 }
 
-// send sends req (a batch, begin and end messages included) and waits
-// for the kernel's verdict.
-func (s *batchSocket) send(req []netlink.Message) (err error) {
-	if len(req) < 3 {
+// send sends b and waits for the kernel's verdict.
+//
+// Only the last message before the batch end asks for an ack. Why:
+// google/nftables marks every message of a batch NLM_F_ACK and reads the
+// acks one by one; at 10,000 services x 10 endpoints (then 130,000
+// messages) those acks took 4.6 s of a 5.7 s sync, and they need a
+// socket buffer of 100 MB or more, or the kernel drops them and reports
+// ENOBUFS after committing. Without the flag the kernel reports only
+// errors, and the ack of the last message says the batch was read to its
+// end.
+func (s *batchSocket) send(b *batch) (err error) {
+	if b.msgs < 3 {
 		return nil
 	}
 	if s.nc == nil {
@@ -77,52 +50,32 @@ func (s *batchSocket) send(req []netlink.Message) (err error) {
 			s.nc = nil
 		}
 	}()
-	return sendBatch(s.nc, req, &s.seq)
-}
-
-// sendBatch sends req on nc, numbering its messages from *seq on, and
-// waits for the kernel's verdict.
-func sendBatch(nc *netlink.Conn, req []netlink.Message, seq *uint32) error {
-	// The batch is marshalled here into one buffer of the exact size,
-	// and written with one sendmsg: the kernel reads a batch from one
-	// buffer only, begin to end. The last message before the batch end
-	// asks for an ack; echo (set on rules, to learn their handles) would
-	// send a copy of every rule back.
-	size := 0
-	for _, m := range req {
-		size += nlmsgAlign(unix.SizeofNlMsghdr + len(m.Data))
-	}
-	last := len(req) - 2
-	seq0 := *seq + 1
-	*seq += uint32(len(req))
-	buf := make([]byte, 0, size)
-	for i, m := range req {
-		flags := m.Header.Flags &^ (netlink.Acknowledge | netlink.Echo)
-		if i == last {
-			flags |= netlink.Acknowledge
+	// Number the messages and ask for the one ack.
+	buf := b.buf
+	var want uint32
+	for off := 0; off < len(buf); {
+		s.seq++
+		binary.NativeEndian.PutUint32(buf[off+8:], s.seq)
+		if off == b.last {
+			flags := binary.NativeEndian.Uint16(buf[off+6:])
+			binary.NativeEndian.PutUint16(buf[off+6:], flags|uint16(netlink.Acknowledge))
+			want = s.seq
 		}
-		n := unix.SizeofNlMsghdr + len(m.Data)
-		buf = binary.NativeEndian.AppendUint32(buf, uint32(n))
-		buf = binary.NativeEndian.AppendUint16(buf, uint16(m.Header.Type))
-		buf = binary.NativeEndian.AppendUint16(buf, uint16(flags))
-		buf = binary.NativeEndian.AppendUint32(buf, seq0+uint32(i))
-		buf = binary.NativeEndian.AppendUint32(buf, 0)
-		buf = append(buf, m.Data...)
-		buf = append(buf, make([]byte, nlmsgAlign(n)-n)...)
-		req[i].Data = nil // what the kernel has needs no second copy here
+		off += nlmsgAlign(int(binary.NativeEndian.Uint32(buf[off:])))
 	}
-	// The batch must fit the send buffer; as root the size is forced
-	// past net.core.wmem_max.
-	if err := nc.SetWriteBuffer(size + 1<<16); err != nil {
-		return fmt.Errorf("netlink send buffer of %d bytes: %w", size, err)
+	nc := s.nc
+	// The batch goes in one write (the kernel reads a batch from one
+	// buffer only), which must fit the send buffer; as root the size is
+	// forced past net.core.wmem_max.
+	if err := nc.SetWriteBuffer(len(buf) + 1<<16); err != nil {
+		return fmt.Errorf("netlink send buffer of %d bytes: %w", len(buf), err)
 	}
 	if err := nc.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
 		return err
 	}
 	if err := writeAll(nc, buf); err != nil {
-		return fmt.Errorf("send batch of %d messages, %d bytes: %w", len(req), size, err)
+		return fmt.Errorf("send batch of %d messages, %d bytes: %w", b.msgs, len(buf), err)
 	}
-	want := seq0 + uint32(last)
 	var errs error
 	for {
 		got, err := nc.Receive()

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -15,9 +17,8 @@ import (
 // applied and returns one line per difference: a missing table, chain or
 // set, a chain whose rules differ (rules are compared by the hash of
 // their text that each carries as its comment), an unexpected chain or
-// set, a missing or unexpected map element, or an endpoints map element
-// with another endpoint (a dispatch element's verdict is not compared:
-// the library does not decode it). When it finds any,
+// set, a missing or unexpected map element, or a map element with
+// another verdict or endpoint. When it finds any,
 // the next Apply rewrites the whole table, which repairs them. It reads
 // one dump per chain plus a few; it changes nothing.
 func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
@@ -124,8 +125,11 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 		got := map[string]string{}
 		for _, e := range elems {
 			v := string(e.Val)
-			if e.VerdictData != nil {
+			switch {
+			case e.VerdictData != nil:
 				v = e.VerdictData.Chain
+			case fixed.Map:
+				v = verdictChain(e.Val)
 			}
 			got[string(e.Key)] = v
 		}
@@ -141,10 +145,7 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 				diffs = append(diffs, fmt.Sprintf("%s: %s element %s maps to %x", name, setName, e.text(), v))
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s: %s lacks element %s", name, setName, e.text()))
-			case !e.endpoint() && v != "" && v != e.Chain:
-				// google/nftables v0.3.0 does not decode the verdict of
-				// an element it reads (v is then empty): only the keys
-				// are compared there.
+			case !e.endpoint() && v != e.Chain:
 				diffs = append(diffs, fmt.Sprintf("%s: %s element %s goes to %q", name, setName, e.text(), v))
 			}
 			delete(got, k)
@@ -170,4 +171,20 @@ func firstDiff(ch Chain, got []string) string {
 		}
 	}
 	return "same rules"
+}
+
+// verdictChain returns the chain of a verdict map element's data as
+// google/nftables v0.3.0 reads it: the attributes of NFTA_DATA_VERDICT
+// undecoded (it fills no VerdictData).
+func verdictChain(data []byte) string {
+	ad, err := netlink.NewAttributeDecoder(data)
+	if err != nil {
+		return ""
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+			return ad.String()
+		}
+	}
+	return ""
 }
