@@ -434,17 +434,17 @@ func (t *tx) marshal(table *nftables.Table) (*batch, error) {
 		del   bool
 	}{{t.delElements, true}, {t.addElements, false}} {
 		// By set, keeping the order of first appearance.
-		bySet := map[string][]Element{}
+		bySet := map[string][]int32{}
 		var order []string
-		for _, e := range op.elems {
+		for i, e := range op.elems {
 			if _, ok := bySet[e.Set]; !ok {
 				order = append(order, e.Set)
 			}
-			bySet[e.Set] = append(bySet[e.Set], e)
+			bySet[e.Set] = append(bySet[e.Set], int32(i))
 		}
 		for _, name := range order {
 			for chunk := range slices.Chunk(bySet[name], elementsPerMessage) {
-				b.elements(table, name, chunk, op.del)
+				b.elements(table, name, op.elems, chunk, op.del)
 			}
 		}
 	}
@@ -516,7 +516,7 @@ func nfChain(c Chain, table *nftables.Table) *nftables.Chain {
 
 func nfElement(e Element) nftables.SetElement {
 	if e.endpoint() {
-		return nftables.SetElement{Key: endpointKeyBytes(e.Chain, e.Index), Val: endpointBytes(e.To)}
+		return nftables.SetElement{Key: endpointKeyBytes(e.id, e.Index), Val: endpointBytes(e.To)}
 	}
 	el := nftables.SetElement{Key: serviceKeyBytes(e.Addr, e.Proto, e.Port)}
 	if e.Chain != "" {

@@ -148,8 +148,9 @@ func (b *batch) rule(table *nftables.Table, chain string, r Rule) error {
 	return nil
 }
 
-// elements appends the addition (or deletion) of elems, all of one set.
-func (b *batch) elements(table *nftables.Table, set string, elems []Element, del bool) {
+// elements appends the addition (or deletion) of the elements of all at
+// indices, all of one set.
+func (b *batch) elements(table *nftables.Table, set string, all []Element, indices []int32, del bool) {
 	typ, flags := uint16(unix.NFT_MSG_NEWSETELEM), netlink.Request|netlink.Create
 	if del {
 		typ, flags = unix.NFT_MSG_DELSETELEM, netlink.Request
@@ -158,11 +159,14 @@ func (b *batch) elements(table *nftables.Table, set string, elems []Element, del
 	b.str(unix.NFTA_SET_ELEM_LIST_TABLE, table.Name)
 	b.str(unix.NFTA_SET_ELEM_LIST_SET, set)
 	list := b.nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
-	for _, e := range elems {
+	for _, i := range indices {
+		e := &all[i]
 		item := b.nest(unix.NFTA_LIST_ELEM)
 		key := b.nest(unix.NFTA_SET_ELEM_KEY)
 		if e.endpoint() {
-			b.attr(unix.NFTA_DATA_VALUE, endpointKeyBytes(e.Chain, e.Index))
+			b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.SizeofNlAttr+12)
+			b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.NFTA_DATA_VALUE)
+			b.buf = appendEndpointKey(b.buf, e.id, e.Index)
 		} else {
 			b.attr(unix.NFTA_DATA_VALUE, serviceKeyBytes(e.Addr, e.Proto, e.Port))
 		}

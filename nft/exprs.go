@@ -249,9 +249,12 @@ func dnatSpread(f family, id [2]uint32, n uint32, set string) []expr.Any {
 
 // endpointKeyBytes is the key of an endpoints map element: the chain id
 // and the index, as the registers hold them (host order).
-func endpointKeyBytes(chain string, i uint32) []byte {
-	id := chainID(chain)
-	k := binary.NativeEndian.AppendUint32(nil, id[0])
+func endpointKeyBytes(id [2]uint32, i uint32) []byte {
+	return appendEndpointKey(make([]byte, 0, 12), id, i)
+}
+
+func appendEndpointKey(k []byte, id [2]uint32, i uint32) []byte {
+	k = binary.NativeEndian.AppendUint32(k, id[0])
 	k = binary.NativeEndian.AppendUint32(k, id[1])
 	return binary.NativeEndian.AppendUint32(k, i)
 }

@@ -45,12 +45,22 @@ const (
 
 // EndpointsMap returns the name of the endpoints map of a service-port
 // chain of the given family.
-func EndpointsMap(chain string, v6 bool) string {
-	f := "4"
-	if v6 {
-		f = "6"
+func EndpointsMap(chain string, v6 bool) string { return endpointsMap(chainID(chain), v6) }
+
+var endpointsMapNames = func() (names [2][EndpointsMaps]string) {
+	for i := range EndpointsMaps {
+		names[0][i] = fmt.Sprintf("endpoints4-%02x", i)
+		names[1][i] = fmt.Sprintf("endpoints6-%02x", i)
 	}
-	return fmt.Sprintf("endpoints%s-%02x", f, chainID(chain)[0]%EndpointsMaps)
+	return names
+}()
+
+func endpointsMap(id [2]uint32, v6 bool) string {
+	f := 0
+	if v6 {
+		f = 1
+	}
+	return endpointsMapNames[f][id[0]%EndpointsMaps]
 }
 
 // Hook makes a chain a base chain.
@@ -115,6 +125,8 @@ type Element struct {
 	// Index and To: the endpoint of an endpoints map element.
 	Index uint32
 	To    netip.AddrPort
+	// id is chainID(Chain) in an endpoints map element.
+	id [2]uint32
 }
 
 // endpoint reports whether e is an element of an endpoints map.
@@ -133,7 +145,7 @@ func (e Element) sameValue(o Element) bool { return e.Chain == o.Chain && e.To =
 
 func (e Element) text() string {
 	if e.endpoint() {
-		id := chainID(e.Chain)
+		id := e.id
 		return fmt.Sprintf("%#08x . %#08x . %d : %s . %d", id[0], id[1], e.Index, e.To.Addr(), e.To.Port())
 	}
 	s := fmt.Sprintf("%s . %s . %d", e.Addr, strings.ToLower(string(e.Proto)), e.Port)
@@ -193,7 +205,8 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: k + " is already served by " + other})
 			continue
 		}
-		if ch, other := o.idConflict(ids); other != "" {
+		chainIDs := o.chainIDs()
+		if ch, other := o.idConflict(ids, chainIDs); other != "" {
 			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: "chain " + ch + " has the endpoints map id of chain " + other})
 			continue
 		}
@@ -202,8 +215,8 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 				owner[e.key()[len(e.Set)+1:]] = o.key
 			}
 		}
-		for _, c := range o.chains {
-			ids[chainID(c.Name)] = c.Name
+		for i, c := range o.chains {
+			ids[chainIDs[i]] = c.Name
 		}
 		rs.Sets = append(rs.Sets, o.sets...)
 		rs.Chains = append(rs.Chains, o.chains...)
@@ -320,13 +333,22 @@ func (o *serviceObjects) conflict(owner map[string]string) (string, string) {
 
 // idConflict returns the first chain of o whose id ids gives to another
 // chain, and that chain.
-func (o *serviceObjects) idConflict(ids map[[2]uint32]string) (string, string) {
-	for _, c := range o.chains {
-		if other, ok := ids[chainID(c.Name)]; ok && other != c.Name {
+func (o *serviceObjects) idConflict(ids map[[2]uint32]string, chainIDs [][2]uint32) (string, string) {
+	for i, c := range o.chains {
+		if other, ok := ids[chainIDs[i]]; ok && other != c.Name {
 			return c.Name, other
 		}
 	}
 	return "", ""
+}
+
+// chainIDs returns the id of each chain of o.
+func (o *serviceObjects) chainIDs() [][2]uint32 {
+	out := make([][2]uint32, len(o.chains))
+	for i, c := range o.chains {
+		out[i] = chainID(c.Name)
+	}
+	return out
 }
 
 // renderService renders one service. A nil or unexposed service renders
@@ -336,6 +358,11 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 		return serviceObjects{}
 	}
 	o := serviceObjects{key: s.Key()}
+	n := 0
+	for _, p := range s.Ports {
+		n += len(p.Endpoints) + len(s.ExternalIPs)
+	}
+	o.elements = make([]Element, 0, n)
 	for _, p := range s.Ports {
 		if protoNumber(p.Protocol) == 0 {
 			o.skipped = &lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("port %s: protocol %q is not TCP, UDP or SCTP", p, p.Protocol)}
@@ -429,9 +456,10 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 			return c, nil, nil
 		}
 		elems := make([]Element, len(eps))
-		set := EndpointsMap(name, f == ipv6)
+		id := chainID(name)
+		set := endpointsMap(id, f == ipv6)
 		for i, e := range eps {
-			elems[i] = Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port)}
+			elems[i] = Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port), id: id}
 		}
 		return c, nil, elems
 	}
@@ -485,8 +513,8 @@ func spreadRule(chain string, f family, eps []lb.Endpoint) Rule {
 		e := eps[0]
 		return Rule{Text: "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String(), exprs: dnatTo(e)}
 	}
-	set := EndpointsMap(chain, f == ipv6)
 	id := chainID(chain)
+	set := endpointsMap(id, f == ipv6)
 	return Rule{
 		Text:  fmt.Sprintf("dnat %s to %#08x . %#08x . numgen random mod %d map @%s", f.word(), id[0], id[1], len(eps), set),
 		exprs: dnatSpread(f, id, uint32(len(eps)), set),
