@@ -451,7 +451,14 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 		c.Rules = append(c.Rules, mark)
 	}
 	if s.Affinity != lb.AffinityClientIP {
-		c.Rules = append(c.Rules, spreadRule(name, f, eps))
+		spread := spreadRule(name, f, eps)
+		if len(s.SourceRanges) == 0 {
+			// One rule marks and DNATs: a rule costs the kernel more
+			// than its expressions do.
+			c.Rules = c.Rules[:0]
+			spread = Rule{Text: mark.Text + " " + spread.Text, exprs: slices.Concat(mark.exprs, spread.exprs)}
+		}
+		c.Rules = append(c.Rules, spread)
 		if len(eps) == 1 {
 			return c, nil, nil
 		}
