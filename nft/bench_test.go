@@ -95,6 +95,34 @@ func BenchmarkOneServiceChange(b *testing.B) {
 	}
 }
 
+// BenchmarkOneServiceScale adds or removes one endpoint of one service
+// among 10,000 x 10: its chain is rewritten (the spread's modulus
+// changes), which makes the kernel validate the whole table.
+func BenchmarkOneServiceScale(b *testing.B) {
+	ns := newNetns(b)
+	desired := bigServices(10000, 10)
+	be := nsBackend(b, ns, DefaultOptions())
+	inNS(b, ns, func() error { _, err := be.Apply(b.Context(), desired, creates(desired)); return err })
+	i := 0
+	for b.Loop() {
+		old := desired[5000].Clone()
+		s := desired[5000].Clone()
+		if i%2 == 0 {
+			e := s.Ports[0].Endpoints[0]
+			e.IP = netip.AddrFrom4([4]byte{10, 247, 0, 1})
+			s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, e)
+		} else {
+			s.Ports[0].Endpoints = s.Ports[0].Endpoints[:10]
+		}
+		i++
+		desired[5000] = *s
+		inNS(b, ns, func() error {
+			_, err := be.Apply(b.Context(), desired, []lb.Change{{Kind: lb.Update, Old: old, New: s}})
+			return err
+		})
+	}
+}
+
 // BenchmarkNoChange is a sync with nothing to change: no netlink call.
 func BenchmarkNoChange(b *testing.B) {
 	ns := newNetns(b)
