@@ -464,7 +464,7 @@ func (t *tx) marshal(table *nftables.Table) (*batch, error) {
 	}
 	b.lib(tail)
 	b.close()
-	return b, nil
+	return b, b.err
 }
 
 func nfSet(s Set, table *nftables.Table) *nftables.Set {

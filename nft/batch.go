@@ -32,6 +32,8 @@ type batch struct {
 	// exprs caches the marshalled expressions of a rule by its text,
 	// which determines them: most chains share their first rule.
 	exprs map[string][]byte
+	// err is the first attribute too long for its 16-bit length.
+	err error
 }
 
 // gotoCode is NFT_GOTO (-4) as the kernel reads it, a big-endian u32.
@@ -104,7 +106,11 @@ func (b *batch) nest(typ uint16) int {
 }
 
 func (b *batch) end(start int) {
-	binary.NativeEndian.PutUint16(b.buf[start:], uint16(len(b.buf)-start))
+	n := len(b.buf) - start
+	if n > 0xffff && b.err == nil {
+		b.err = fmt.Errorf("netlink attribute of %d bytes, more than 65535", n)
+	}
+	binary.NativeEndian.PutUint16(b.buf[start:], uint16(n))
 }
 
 // lib copies in messages built by google/nftables, without the acks and

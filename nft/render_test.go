@@ -1,11 +1,13 @@
 package nft
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
 
 	"github.com/lbd/lbd/internal/testkit"
 	"github.com/lbd/lbd/lb"
@@ -98,5 +100,27 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	none.diff(renderService(&old, opts), renderService(&old, opts))
 	if !none.empty() {
 		t.Errorf("no change: %+v, want empty", none)
+	}
+}
+
+// The largest element messages fit the 16-bit length of their element
+// list: IPv6 dispatch elements with their verdicts, and IPv6 endpoints.
+func TestBatchElementListFits(t *testing.T) {
+	var elems []Element
+	for i := range elementsPerMessage {
+		a := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: byte(i)})
+		elems = append(elems, Element{Set: ServicesMap6, Addr: a, Proto: lb.SCTP, Port: 65535, Chain: ServicePortChain(fmt.Sprint(i), true)})
+	}
+	ch := ServicePortChain("x", true)
+	for i := range elementsPerMessage {
+		elems = append(elems, Element{Set: EndpointsMap(ch, true), Chain: ch, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535), id: chainID(ch)})
+	}
+	tx := &tx{addElements: elems}
+	b, err := tx.marshal(&nftables.Table{Name: "lbd", Family: nftables.TableFamilyINet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.msgs != 4 {
+		t.Errorf("%d messages, want 4 (begin, two element lists, end)", b.msgs)
 	}
 }
