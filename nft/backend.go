@@ -396,7 +396,9 @@ func (t *tx) marshal(table *nftables.Table) (*batch, error) {
 	for _, ch := range slices.Concat(t.addChains, t.fillChains) {
 		rules += len(ch.Rules)
 	}
-	b := newBatch(4096 + 512*rules + 96*(len(t.addElements)+len(t.delElements)))
+	// About what a rule and an element of a full program take; more
+	// grows the buffer.
+	b := newBatch(4096 + 384*rules + 64*(len(t.addElements)+len(t.delElements)))
 	head, err := libMessages(func(c *nftables.Conn) error {
 		if t.full {
 			// Adding first makes the delete valid when the table is absent.

@@ -396,10 +396,11 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 				if f == ipv6 {
 					set = ServicesMap6
 				}
-				c, sets, elems := portChain(chain, f, eps, s, opts)
+				var c Chain
+				var sets []Set
+				c, sets, o.elements = portChain(chain, f, eps, s, opts, o.elements)
 				o.chains = append(o.chains, c)
 				o.sets = append(o.sets, sets...)
-				o.elements = append(o.elements, elems...)
 			}
 			for _, ip := range vips {
 				o.elements = append(o.elements, Element{Set: set, Addr: ip, Proto: p.Protocol, Port: p.Port, Chain: chain})
@@ -423,7 +424,8 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 // and expressions of the whole table (it parses each expression, and
 // every commit walks all the table's rules to validate them), while map
 // elements are cheap and their changes need no validation.
-func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options) (Chain, []Set, []Element) {
+// The elements are appended to elems.
+func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options, elems []Element) (Chain, []Set, []Element) {
 	c := Chain{Name: name}
 	m := opts.mark()
 	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
@@ -460,13 +462,12 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 		}
 		c.Rules = append(c.Rules, spread)
 		if len(eps) == 1 {
-			return c, nil, nil
+			return c, nil, elems
 		}
-		elems := make([]Element, len(eps))
 		id := chainID(name)
 		set := endpointsMap(id, f == ipv6)
 		for i, e := range eps {
-			elems[i] = Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port), id: id}
+			elems = append(elems, Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port), id: id})
 		}
 		return c, nil, elems
 	}
@@ -510,7 +511,7 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 		ex = append(ex, dnatTo(e)...)
 		c.Rules = append(c.Rules, Rule{Text: strings.Join(text, " "), exprs: ex})
 	}
-	return c, sets, nil
+	return c, sets, elems
 }
 
 // spreadRule is the DNAT of a chain without affinity: to the only
