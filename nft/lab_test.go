@@ -281,11 +281,39 @@ func TestLab(t *testing.T) {
 		chain := ServicePortChain("default/web:80/TCP", false)
 		run(l.LBNS, "nft", "flush", "chain", "inet", "lbd", chain)
 		d := verify()
-		want := "table inet lbd: chain " + chain + " has 0 rules, want 4 (missing \"meta mark set meta mark | 0x00002000\")"
-		if len(d) != 1 || d[0] != want {
-			t.Errorf("Verify = %q, want [%q]", d, want)
+		want := "table inet lbd: chain " + chain + " has 0 rules, want 1 (missing \"meta mark set meta mark | 0x00002000 dnat ip to "
+		if len(d) != 1 || !strings.HasPrefix(d[0], want) {
+			t.Errorf("Verify = %q, want [%q...]", d, want)
 		}
 		apply() // the reconciler's full sync after drift, here with no change
+		if d := verify(); len(d) > 0 {
+			t.Errorf("Verify after repair:\n%s", strings.Join(d, "\n"))
+		}
+		if got := hits(t, l, none, web80, 30); len(got) != 3 {
+			t.Errorf("after repair: %v, want three pods", got)
+		}
+	})
+	t.Run("endpoint and verdict drift repaired", func(t *testing.T) {
+		webChain := ServicePortChain("default/web:80/TCP", false)
+		var ep, dispatch Element
+		for _, e := range Render(desired, b.opts).Elements {
+			switch {
+			case e.endpoint() && e.Chain == webChain && e.Index == 0:
+				ep = e
+			case e.Set == ServicesMap4 && e.Proto == lb.UDP:
+				dispatch = e
+			}
+		}
+		key, _, _ := strings.Cut(ep.text(), " : ")
+		run(l.LBNS, "nft", "delete element inet lbd "+ep.Set+" { "+key+" }; add element inet lbd "+ep.Set+" { "+key+" : 10.246.99.99 . 80 }")
+		key, _, _ = strings.Cut(dispatch.text(), " : ")
+		run(l.LBNS, "nft", "delete element inet lbd "+ServicesMap4+" { "+key+" }; add element inet lbd "+ServicesMap4+" { "+key+" : goto "+webChain+" }")
+		d := verify()
+		if len(d) != 2 || !strings.Contains(d[0], ep.text()+" maps to") && !strings.Contains(d[1], ep.text()+" maps to") ||
+			!strings.Contains(d[0], dispatch.text()+" goes to \""+webChain) && !strings.Contains(d[1], dispatch.text()+" goes to \""+webChain) {
+			t.Errorf("Verify = %q, want the endpoint %s and the verdict of %s", d, ep.text(), dispatch.text())
+		}
+		apply()
 		if d := verify(); len(d) > 0 {
 			t.Errorf("Verify after repair:\n%s", strings.Join(d, "\n"))
 		}

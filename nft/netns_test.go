@@ -18,9 +18,9 @@ import (
 var nsSeq atomic.Int64
 
 // nsPrefix starts the name of every namespace these tests make.
-const nsPrefix = "lbd-nft-t"
+const nsPrefix = "lbd-nfp-t"
 
-// newNetns creates an empty network namespace lbd-nft-t<pid>-<n> and
+// newNetns creates an empty network namespace lbd-nfp-t<pid>-<n> and
 // removes it when tb ends. Leftovers of earlier runs are swept first.
 func newNetns(tb testing.TB) string {
 	tb.Helper()
@@ -36,7 +36,7 @@ func newNetns(tb testing.TB) string {
 
 var swept atomic.Bool
 
-// sweepOnce removes lbd-nft-t* namespaces and lbd-nftt* labs of
+// sweepOnce removes lbd-nfp-t* namespaces and lbd-nfpt* labs of
 // processes that are gone.
 func sweepOnce(tb testing.TB) {
 	if swept.Swap(true) {
@@ -58,9 +58,9 @@ func sweepOnce(tb testing.TB) {
 	}
 }
 
-// labPrefix starts the lab names of these tests ("nftt<pid>"); lab names
+// labPrefix starts the lab names of these tests ("nfpt<pid>"); lab names
 // allow no dash.
-const labPrefix = "nftt"
+const labPrefix = "nfpt"
 
 // nsBackend creates a Backend inside ns.
 func nsBackend(tb testing.TB, ns string, opts Options) *Backend {

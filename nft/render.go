@@ -3,9 +3,11 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +29,39 @@ const (
 	NoEndpointsSet6 = "noendpoints6"
 	// NoEndpointsChain rejects them (TCP reset, ICMP port unreachable).
 	NoEndpointsChain = "noendpoints"
+	// EndpointsMaps maps, "endpoints4-00" to "endpoints4-7f" and
+	// "endpoints6-00" to "endpoints6-7f", hold the endpoints of every
+	// service port without affinity, "chain id . index : address .
+	// port", where the chain's spread rule looks up "id . numgen random
+	// mod n". A chain's map is chosen by its id (see [EndpointsMap]).
+	//
+	// Why shards: the kernel checks every element of a map against
+	// every rule that looks it up, once when either is added, so one
+	// map for 10,000 services of 10 endpoints costs 10^9 checks (17 s);
+	// 128 maps cost 1/128 of that, while each lookup of a map by name
+	// walks the table's list of sets, which 256 sets keep short.
+	EndpointsMaps = 128
 )
+
+// EndpointsMap returns the name of the endpoints map of a service-port
+// chain of the given family.
+func EndpointsMap(chain string, v6 bool) string { return endpointsMap(chainID(chain), v6) }
+
+var endpointsMapNames = func() (names [2][EndpointsMaps]string) {
+	for i := range EndpointsMaps {
+		names[0][i] = fmt.Sprintf("endpoints4-%02x", i)
+		names[1][i] = fmt.Sprintf("endpoints6-%02x", i)
+	}
+	return names
+}()
+
+func endpointsMap(id [2]uint32, v6 bool) string {
+	f := 0
+	if v6 {
+		f = 1
+	}
+	return endpointsMapNames[f][id[0]%EndpointsMaps]
+}
 
 // Hook makes a chain a base chain.
 type Hook struct {
@@ -65,6 +99,9 @@ type Set struct {
 	Type string
 	// Map: a verdict map ("Type : verdict").
 	Map bool
+	// Data, when not empty, makes the set a map to values of this nft
+	// type, e.g. "ipv4_addr . inet_service".
+	Data string
 	// Timeout, when not zero, makes the set dynamic (updated from the
 	// packet path) with this default element timeout: a ClientIP
 	// affinity set.
@@ -73,23 +110,44 @@ type Set struct {
 	concat  bool
 }
 
-// Element is one element of a dispatch map or a no-endpoints set: an
-// external address, protocol and port.
+// Element is one element of a dispatch map or a no-endpoints set (an
+// external address, protocol and port), or of an endpoints map (the
+// Index-th endpoint To of the service-port chain Chain).
 type Element struct {
 	Set   string
 	Addr  netip.Addr
 	Proto lb.Protocol
 	Port  uint16
 	// Chain is the verdict ("goto Chain") of a dispatch map element;
-	// empty in a set.
+	// empty in a set. In an endpoints map, the chain whose endpoint
+	// this is.
 	Chain string
+	// Index and To: the endpoint of an endpoints map element.
+	Index uint32
+	To    netip.AddrPort
+	// id is chainID(Chain) in an endpoints map element.
+	id [2]uint32
 }
 
+// endpoint reports whether e is an element of an endpoints map.
+func (e Element) endpoint() bool { return e.To.IsValid() }
+
+// key identifies e within its set: what the kernel keys it by.
 func (e Element) key() string {
+	if e.endpoint() {
+		return e.Set + " " + e.Chain + "#" + strconv.FormatUint(uint64(e.Index), 10)
+	}
 	return e.Set + " " + netip.AddrPortFrom(e.Addr, e.Port).String() + "/" + string(e.Proto)
 }
 
+// sameValue reports whether e and o, of the same key, map to the same.
+func (e Element) sameValue(o Element) bool { return e.Chain == o.Chain && e.To == o.To }
+
 func (e Element) text() string {
+	if e.endpoint() {
+		id := e.id
+		return fmt.Sprintf("%#08x . %#08x . %d : %s . %d", id[0], id[1], e.Index, e.To.Addr(), e.To.Port())
+	}
 	s := fmt.Sprintf("%s . %s . %d", e.Addr, strings.ToLower(string(e.Proto)), e.Port)
 	if e.Chain != "" {
 		s += " : goto " + e.Chain
@@ -122,10 +180,22 @@ func Render(svcs []lb.Service, opts Options) Ruleset {
 
 // assemble joins rendered services and the fixed objects into a Ruleset.
 // A service claiming an address, protocol and port that an earlier one
-// holds is skipped whole.
+// holds is skipped whole, and so is one whose chain id (see
+// [EndpointsMap]) an earlier chain has, which 64 bits make unlikely
+// (about 10^-11 at 10,000 chains) but not impossible.
 func assemble(objs []serviceObjects, opts Options) Ruleset {
 	rs := Ruleset{Table: opts.table(), Sets: fixedSets(), Chains: fixedChains(opts)}
-	owner := map[string]string{}
+	// Sized in advance: growing these slices of structs with pointers
+	// was a third of the user time of a full program at 10,000 services.
+	nSets, nChains, nElems := len(rs.Sets), len(rs.Chains), 0
+	for _, o := range objs {
+		nSets, nChains, nElems = nSets+len(o.sets), nChains+len(o.chains), nElems+len(o.elements)
+	}
+	rs.Sets = slices.Grow(rs.Sets, nSets-len(rs.Sets))
+	rs.Chains = slices.Grow(rs.Chains, nChains-len(rs.Chains))
+	rs.Elements = make([]Element, 0, nElems)
+	owner := make(map[string]string, len(objs))
+	ids := make(map[[2]uint32]string, nChains)
 	for _, o := range objs {
 		if o.skipped != nil {
 			rs.Skipped = append(rs.Skipped, *o.skipped)
@@ -135,8 +205,18 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: k + " is already served by " + other})
 			continue
 		}
+		chainIDs := o.chainIDs()
+		if ch, other := o.idConflict(ids, chainIDs); other != "" {
+			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: "chain " + ch + " has the endpoints map id of chain " + other})
+			continue
+		}
 		for _, e := range o.elements {
-			owner[e.key()[len(e.Set)+1:]] = o.key
+			if !e.endpoint() {
+				owner[e.key()[len(e.Set)+1:]] = o.key
+			}
+		}
+		for i, c := range o.chains {
+			ids[chainIDs[i]] = c.Name
 		}
 		rs.Sets = append(rs.Sets, o.sets...)
 		rs.Chains = append(rs.Chains, o.chains...)
@@ -146,6 +226,23 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 }
 
 func fixedSets() []Set {
+	return append(dispatchSets(), endpointsMaps()...)
+}
+
+// endpointsMaps are the shards of the endpoints maps, IPv4 then IPv6.
+func endpointsMaps() []Set {
+	var out []Set
+	for _, f := range []family{ipv4, ipv6} {
+		for i := range EndpointsMaps {
+			out = append(out, Set{Name: fmt.Sprintf("endpoints%d-%02x", f, i), Type: endpointsKeyType,
+				Data: f.word()[:2] + "v" + strconv.Itoa(int(f)) + "_addr . inet_service", family: f, concat: true})
+		}
+	}
+	return out
+}
+
+// dispatchSets are the dispatch maps and the no-endpoints sets.
+func dispatchSets() []Set {
 	t4, t6 := "ipv4_addr . inet_proto . inet_service", "ipv6_addr . inet_proto . inet_service"
 	return []Set{
 		{Name: ServicesMap4, Type: t4, Map: true, family: ipv4, concat: true},
@@ -223,12 +320,35 @@ type serviceObjects struct {
 // another service, and that service.
 func (o *serviceObjects) conflict(owner map[string]string) (string, string) {
 	for _, e := range o.elements {
+		if e.endpoint() {
+			continue
+		}
 		k := e.key()[len(e.Set)+1:]
 		if other, ok := owner[k]; ok && other != o.key {
 			return k, other
 		}
 	}
 	return "", ""
+}
+
+// idConflict returns the first chain of o whose id ids gives to another
+// chain, and that chain.
+func (o *serviceObjects) idConflict(ids map[[2]uint32]string, chainIDs [][2]uint32) (string, string) {
+	for i, c := range o.chains {
+		if other, ok := ids[chainIDs[i]]; ok && other != c.Name {
+			return c.Name, other
+		}
+	}
+	return "", ""
+}
+
+// chainIDs returns the id of each chain of o.
+func (o *serviceObjects) chainIDs() [][2]uint32 {
+	out := make([][2]uint32, len(o.chains))
+	for i, c := range o.chains {
+		out[i] = chainID(c.Name)
+	}
+	return out
 }
 
 // renderService renders one service. A nil or unexposed service renders
@@ -238,6 +358,11 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 		return serviceObjects{}
 	}
 	o := serviceObjects{key: s.Key()}
+	n := 0
+	for _, p := range s.Ports {
+		n += len(p.Endpoints) + len(s.ExternalIPs)
+	}
+	o.elements = make([]Element, 0, n)
 	for _, p := range s.Ports {
 		if protoNumber(p.Protocol) == 0 {
 			o.skipped = &lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("port %s: protocol %q is not TCP, UDP or SCTP", p, p.Protocol)}
@@ -271,7 +396,9 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 				if f == ipv6 {
 					set = ServicesMap6
 				}
-				c, sets := portChain(chain, f, eps, s, opts)
+				var c Chain
+				var sets []Set
+				c, sets, o.elements = portChain(chain, f, eps, s, opts, o.elements)
 				o.chains = append(o.chains, c)
 				o.sets = append(o.sets, sets...)
 			}
@@ -284,11 +411,21 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 }
 
 // portChain renders the chain of one service port and family with ready
-// endpoints, and its affinity sets: the source-range check, the mark,
-// then for ClientIP affinity one rule per endpoint that sends a known
-// client back, then the spread: rule i of n DNATs with probability
-// 1/(n-i), the last one always, so each endpoint gets 1/n.
-func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options) (Chain, []Set) {
+// endpoints, its affinity sets and its endpoints map elements: the
+// source-range check, the mark, then the spread. Without affinity the
+// spread is one rule, "dnat to <chain id> . numgen random mod n map
+// @endpoints4", the map holding the chain's n endpoints (one endpoint:
+// a plain dnat). With ClientIP affinity it is one rule per endpoint that
+// sends a known client back, then rule i of n DNATs with probability
+// 1/(n-i) and records the client, the last one always, so each endpoint
+// gets 1/n.
+//
+// Why one rule: the kernel's cost of a transaction grows with the rules
+// and expressions of the whole table (it parses each expression, and
+// every commit walks all the table's rules to validate them), while map
+// elements are cheap and their changes need no validation.
+// The elements are appended to elems.
+func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options, elems []Element) (Chain, []Set, []Element) {
 	c := Chain{Name: name}
 	m := opts.mark()
 	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
@@ -315,8 +452,26 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 	} else {
 		c.Rules = append(c.Rules, mark)
 	}
+	if s.Affinity != lb.AffinityClientIP {
+		spread := spreadRule(name, f, eps)
+		if len(s.SourceRanges) == 0 {
+			// One rule marks and DNATs: a rule costs the kernel more
+			// than its expressions do.
+			c.Rules = c.Rules[:0]
+			spread = Rule{Text: mark.Text + " " + spread.Text, exprs: slices.Concat(mark.exprs, spread.exprs)}
+		}
+		c.Rules = append(c.Rules, spread)
+		if len(eps) == 1 {
+			return c, nil, elems
+		}
+		id := chainID(name)
+		set := endpointsMap(id, f == ipv6)
+		for i, e := range eps {
+			elems = append(elems, Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port), id: id})
+		}
+		return c, nil, elems
+	}
 	var sets []Set
-	affinity := s.Affinity == lb.AffinityClientIP
 	timeout := s.AffinityTimeout
 	if timeout <= 0 {
 		timeout = lb.DefaultAffinityTimeout
@@ -334,15 +489,13 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 	dnat := func(e lb.Endpoint) string {
 		return "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String()
 	}
-	if affinity {
-		for _, e := range eps {
-			set := setName(e)
-			sets = append(sets, Set{Name: set, Type: typ, Timeout: timeout, family: f})
-			c.Rules = append(c.Rules, Rule{
-				Text:  fmt.Sprintf("%s saddr @%s update @%s { %s saddr } %s", f.word(), set, set, f.word(), dnat(e)),
-				exprs: append(affinityHit(f, set), dnatTo(e)...),
-			})
-		}
+	for _, e := range eps {
+		set := setName(e)
+		sets = append(sets, Set{Name: set, Type: typ, Timeout: timeout, family: f})
+		c.Rules = append(c.Rules, Rule{
+			Text:  fmt.Sprintf("%s saddr @%s update @%s { %s saddr } %s", f.word(), set, set, f.word(), dnat(e)),
+			exprs: append(affinityHit(f, set), dnatTo(e)...),
+		})
 	}
 	n := len(eps)
 	for i, e := range eps {
@@ -352,16 +505,39 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 			text = append(text, fmt.Sprintf("numgen random mod %d == 0", n-i))
 			ex = append(ex, numgenIs(uint32(n-i))...)
 		}
-		if affinity {
-			set := setName(e)
-			text = append(text, fmt.Sprintf("update @%s { %s saddr }", set, f.word()))
-			ex = append(ex, affinityRecord(f, set)...)
-		}
-		text = append(text, dnat(e))
+		set := setName(e)
+		text = append(text, fmt.Sprintf("update @%s { %s saddr }", set, f.word()), dnat(e))
+		ex = append(ex, affinityRecord(f, set)...)
 		ex = append(ex, dnatTo(e)...)
 		c.Rules = append(c.Rules, Rule{Text: strings.Join(text, " "), exprs: ex})
 	}
-	return c, sets
+	return c, sets, elems
+}
+
+// spreadRule is the DNAT of a chain without affinity: to the only
+// endpoint, or through the endpoints map.
+func spreadRule(chain string, f family, eps []lb.Endpoint) Rule {
+	if len(eps) == 1 {
+		e := eps[0]
+		return Rule{Text: "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String(), exprs: dnatTo(e)}
+	}
+	id := chainID(chain)
+	set := endpointsMap(id, f == ipv6)
+	return Rule{
+		Text:  fmt.Sprintf("dnat %s to %#08x . %#08x . numgen random mod %d map @%s", f.word(), id[0], id[1], len(eps), set),
+		exprs: dnatSpread(f, id, uint32(len(eps)), set),
+	}
+}
+
+// endpointsKeyType is the key of the endpoints maps: the chain id, two
+// 32-bit words, and the endpoint's index.
+const endpointsKeyType = "mark . mark . mark"
+
+// chainID is the id of a service-port chain in the endpoints maps: the
+// first 64 bits of the SHA-256 of its name, as two host-order words.
+func chainID(chain string) [2]uint32 {
+	sum := sha256.Sum256([]byte(chain))
+	return [2]uint32{binary.BigEndian.Uint32(sum[0:4]), binary.BigEndian.Uint32(sum[4:8])}
 }
 
 // ServicePortChain returns the name of the chain of the service port with
@@ -391,8 +567,11 @@ func (rs Ruleset) Text() string {
 	}
 	for _, s := range rs.Sets {
 		kind, typ := "set", s.Type
-		if s.Map {
+		switch {
+		case s.Map:
 			kind, typ = "map", s.Type+" : verdict"
+		case s.Data != "":
+			kind, typ = "map", s.Type+" : "+s.Data
 		}
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
 		if s.Timeout > 0 {

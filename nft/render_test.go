@@ -1,11 +1,13 @@
 package nft
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
 
 	"github.com/lbd/lbd/internal/testkit"
 	"github.com/lbd/lbd/lb"
@@ -60,8 +62,9 @@ func TestOptionsValidate(t *testing.T) {
 	}
 }
 
-// A change of one service's endpoints refills only that service's chain
-// and touches no element; a new service adds its chain and elements only.
+// A change of one service's endpoints touches only that service's
+// endpoints map elements, and its chain only when their number changes;
+// a new service adds its chain and elements only.
 func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	svcs := goldenServices()
 	opts := DefaultOptions()
@@ -70,8 +73,17 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	var ch tx
 	ch.diff(renderService(&old, opts), renderService(&nw, opts))
 	chain := ServicePortChain("default/web:80/TCP", false)
-	if len(ch.fillChains) != 1 || ch.fillChains[0].Name != chain || len(ch.addChains)+len(ch.delChains)+len(ch.addElements)+len(ch.delElements)+len(ch.addSets)+len(ch.delSets) != 0 {
-		t.Errorf("endpoint change: %+v, want only %s refilled", ch, chain)
+	if len(ch.fillChains) != 1 || ch.fillChains[0].Name != chain || len(ch.delElements) != 1 || ch.delElements[0].Index != 2 ||
+		len(ch.addChains)+len(ch.delChains)+len(ch.addElements)+len(ch.addSets)+len(ch.delSets) != 0 {
+		t.Errorf("endpoint removed: %+v, want only %s refilled and its endpoint 2 deleted", ch, chain)
+	}
+	moved := svc("web", 80, 8080, lb.TCP, []netip.Addr{pod0, pod1, pod2}, "192.168.121.201")
+	moved.Ports[0].Endpoints[0].Port = 9000
+	var mv tx
+	mv.diff(renderService(&old, opts), renderService(&moved, opts))
+	if len(mv.delElements) != 1 || len(mv.addElements) != 1 || mv.addElements[0].To.Port() != 9000 ||
+		len(mv.fillChains)+len(mv.addChains)+len(mv.delChains)+len(mv.addSets)+len(mv.delSets) != 0 {
+		t.Errorf("endpoint port changed: %+v, want one endpoints map element replaced and no chain touched", mv)
 	}
 	var add tx
 	n := svc("new", 90, 90, lb.UDP, []netip.Addr{pod2}, "192.168.121.209")
@@ -88,5 +100,27 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	none.diff(renderService(&old, opts), renderService(&old, opts))
 	if !none.empty() {
 		t.Errorf("no change: %+v, want empty", none)
+	}
+}
+
+// The largest element messages fit the 16-bit length of their element
+// list: IPv6 dispatch elements with their verdicts, and IPv6 endpoints.
+func TestBatchElementListFits(t *testing.T) {
+	var elems []Element
+	for i := range elementsPerMessage {
+		a := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: byte(i)})
+		elems = append(elems, Element{Set: ServicesMap6, Addr: a, Proto: lb.SCTP, Port: 65535, Chain: ServicePortChain(fmt.Sprint(i), true)})
+	}
+	ch := ServicePortChain("x", true)
+	for i := range elementsPerMessage {
+		elems = append(elems, Element{Set: EndpointsMap(ch, true), Chain: ch, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535), id: chainID(ch)})
+	}
+	tx := &tx{addElements: elems}
+	b, err := tx.marshal(&nftables.Table{Name: "lbd", Family: nftables.TableFamilyINet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.msgs != 4 {
+		t.Errorf("%d messages, want 4 (begin, two element lists, end)", b.msgs)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -15,8 +17,8 @@ import (
 // applied and returns one line per difference: a missing table, chain or
 // set, a chain whose rules differ (rules are compared by the hash of
 // their text that each carries as its comment), an unexpected chain or
-// set, a missing or unexpected map element (its verdict is not
-// compared: the library does not decode it). When it finds any,
+// set, a missing or unexpected map element, or a map element with
+// another verdict or endpoint. When it finds any,
 // the next Apply rewrites the whole table, which repairs them. It reads
 // one dump per chain plus a few; it changes nothing.
 func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, error) {
@@ -109,7 +111,8 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 			diffs = append(diffs, fmt.Sprintf("%s: set %s is not lbd's current state (stale)", name, s.Name))
 		}
 	}
-	for _, setName := range []string{ServicesMap4, ServicesMap6, NoEndpointsSet4, NoEndpointsSet6} {
+	for _, fixed := range fixedSets() {
+		setName := fixed.Name
 		s := haveSets[setName]
 		if s == nil {
 			continue
@@ -121,9 +124,12 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 		}
 		got := map[string]string{}
 		for _, e := range elems {
-			v := ""
-			if e.VerdictData != nil {
+			v := string(e.Val)
+			switch {
+			case e.VerdictData != nil:
 				v = e.VerdictData.Chain
+			case fixed.Map:
+				v = verdictChain(e.Val)
 			}
 			got[string(e.Key)] = v
 		}
@@ -131,15 +137,15 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 			if e.Set != setName {
 				continue
 			}
-			k := string(nfElement(e).Key)
+			el := nfElement(e)
+			k := string(el.Key)
 			v, ok := got[k]
 			switch {
+			case ok && e.endpoint() && v != string(el.Val):
+				diffs = append(diffs, fmt.Sprintf("%s: %s element %s maps to %x", name, setName, e.text(), v))
 			case !ok:
 				diffs = append(diffs, fmt.Sprintf("%s: %s lacks element %s", name, setName, e.text()))
-			case v != "" && v != e.Chain:
-				// google/nftables v0.3.0 does not decode the verdict of
-				// an element it reads (v is then empty): only the keys
-				// are compared there.
+			case !e.endpoint() && v != e.Chain:
 				diffs = append(diffs, fmt.Sprintf("%s: %s element %s goes to %q", name, setName, e.text(), v))
 			}
 			delete(got, k)
@@ -165,4 +171,20 @@ func firstDiff(ch Chain, got []string) string {
 		}
 	}
 	return "same rules"
+}
+
+// verdictChain returns the chain of a verdict map element's data as
+// google/nftables v0.3.0 reads it: the attributes of NFTA_DATA_VERDICT
+// undecoded (it fills no VerdictData).
+func verdictChain(data []byte) string {
+	ad, err := netlink.NewAttributeDecoder(data)
+	if err != nil {
+		return ""
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+			return ad.String()
+		}
+	}
+	return ""
 }
