@@ -39,7 +39,7 @@
 //	    port"; a change of endpoints that keeps their number changes only
 //	    elements here, which the kernel applies without revalidating the
 //	    table
-//	nat-postrouting: masquerade (fully random) marked packets, clearing
+//	nat-postrouting: masquerade (without fully-random: it stalls new connections on the pods' TIME_WAIT tuples) marked packets, clearing
 //	    the mark
 //	filter-input, -forward, -output -> noendpoints: reject service ports
 //	    without a ready endpoint (@noendpoints4/6: TCP reset, ICMP port

@@ -274,8 +274,11 @@ func fixedChains(opts Options) []Chain {
 		// Clearing the bit keeps a packet that is routed again from
 		// being masqueraded twice.
 		post = []Rule{{
-			Text:  fmt.Sprintf("meta mark & %#08x == %#08x meta mark set meta mark & %#08x masquerade fully-random", m, m, ^m),
-			exprs: slices.Concat(markIs(m, true), markClear(m), []expr.Any{&expr.Masq{FullyRandom: true}}),
+			// Not fully-random: a random source port lands on tuples
+			// the pod still holds in TIME_WAIT and stalls new
+			// connections for a second (see netfilter's doc).
+			Text:  fmt.Sprintf("meta mark & %#08x == %#08x meta mark set meta mark & %#08x masquerade", m, m, ^m),
+			exprs: slices.Concat(markIs(m, true), markClear(m), []expr.Any{&expr.Masq{}}),
 		}}
 	}
 	reject := func(f family, set string) []Rule {
