@@ -58,9 +58,18 @@ func portMatch(chain string, p lb.Port, addr netip.Addr) string {
 func describePort(t *saved, s *lb.Service, p lb.Port, addr netip.Addr) lb.Live {
 	l := lb.Live{Affinity: lb.AffinityNone}
 	chain := ServicePortChain(p.Key(s))
-	jump := lb.LiveObject{Kind: "jump", Name: "nat " + ServicesChain + " -> " + chain}
+	// LBD-SERVICES jumps to the chain of addr's /24, which jumps to the
+	// service-port chain.
+	dispatch := NetChain(addr)
+	netJump := lb.LiveObject{Kind: "jump", Name: "nat " + ServicesChain + " -> " + dispatch}
 	for _, r := range t.nat.rules[ServicesChain] {
-		if strings.HasPrefix(r, portMatch(ServicesChain, p, addr)) && strings.HasSuffix(r, " -j "+chain) {
+		if strings.HasSuffix(r, " -j "+dispatch) {
+			netJump.Present, netJump.Detail = true, r
+		}
+	}
+	jump := lb.LiveObject{Kind: "jump", Name: "nat " + dispatch + " -> " + chain}
+	for _, r := range t.nat.rules[dispatch] {
+		if strings.HasPrefix(r, portMatch(dispatch, p, addr)) && strings.HasSuffix(r, " -j "+chain) {
 			jump.Present, jump.Detail = true, r
 		}
 	}
@@ -74,7 +83,7 @@ func describePort(t *saved, s *lb.Service, p lb.Port, addr netip.Addr) lb.Live {
 	if !jump.Present && !ok {
 		return l
 	}
-	l.Objects = append(l.Objects, jump,
+	l.Objects = append(l.Objects, netJump, jump,
 		lb.LiveObject{Kind: "chain", Name: "nat " + chain, Present: ok, Detail: strconv.Itoa(len(rules)) + " rules"})
 	seen := map[netip.AddrPort]bool{}
 	for _, r := range rules {
@@ -116,7 +125,7 @@ func portDrift(want, have *saved, s *lb.Service, p lb.Port, addr netip.Addr) []s
 		name       string
 		want, have *savedTable
 		chain      string
-	}{{"nat", &want.nat, &have.nat, ServicesChain}, {"filter", &want.filter, &have.filter, FilterChain}} {
+	}{{"nat", &want.nat, &have.nat, NetChain(addr)}, {"filter", &want.filter, &have.filter, FilterChain}} {
 		m := portMatch(t.chain, p, addr)
 		mine := func(rs []string) []string {
 			var out []string
@@ -133,6 +142,12 @@ func portDrift(want, have *saved, s *lb.Service, p lb.Port, addr netip.Addr) []s
 		}
 		for _, r := range without(h, w) {
 			out = append(out, fmt.Sprintf("%s %s: unexpected rule %q", t.name, t.chain, r))
+		}
+	}
+	if d := NetChain(addr); len(want.nat.rules[d]) > 0 {
+		jump := "-A " + ServicesChain + " -d " + netOf(addr).String() + " -j " + d
+		if slices.Contains(want.nat.rules[ServicesChain], jump) && !slices.Contains(have.nat.rules[ServicesChain], jump) {
+			out = append(out, fmt.Sprintf("nat %s: missing rule %q", ServicesChain, jump))
 		}
 	}
 	chain := ServicePortChain(p.Key(s))

@@ -72,7 +72,11 @@ func TestDaemonHAProxy(t *testing.T) {
 			}
 		}()
 	}
-	reloads := func() float64 { return metric(t, l, "lbd_haproxy_reloads_total") }
+	// Endpoint changes go through haproxy's runtime API: each change is
+	// a runtime change, not a reload.
+	reloads := func() float64 {
+		return metric(t, l, "lbd_haproxy_reloads_total") + metric(t, l, "lbd_haproxy_runtime_changes_total")
+	}
 	var took []time.Duration
 	pod2 := netip.AddrPortFrom(l.PodIPs[2], 80).String()
 	for i := range 6 {

@@ -103,20 +103,16 @@ func healthz(t *testing.T, l *lab.Lab) int {
 }
 
 // natTargets returns the DNAT targets ("ip:port") that traffic can reach
-// in the LB namespace's nat table, sorted: those in the chains that
-// LBD-SERVICES jumps to. A full sync fills the service-port chains before
-// it adds the jumps, so a DNAT rule alone does not mean traffic flows.
+// in the LB namespace's nat table, sorted: those in the chains reached
+// from LBD-SERVICES (through the per-/24 LBD-NET chains). A full sync
+// fills the service-port chains before it adds the jumps, so a DNAT rule
+// alone does not mean traffic flows.
 func natTargets(l *lab.Lab) ([]string, error) {
 	out, err := l.Run(context.Background(), l.LBNS, "iptables-save", "-t", "nat")
 	if err != nil {
 		return nil, err
 	}
-	reached := map[string]bool{}
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[0] == "-A" && f[1] == "LBD-SERVICES" {
-			reached[f[len(f)-1]] = true
-		}
-	}
+	reached := reachedFrom(out, "LBD-SERVICES")
 	var got []string
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
@@ -126,6 +122,31 @@ func natTargets(l *lab.Lab) ([]string, error) {
 	}
 	slices.Sort(got)
 	return got, nil
+}
+
+// reachedFrom returns the chains of an iptables-save text that jumps lead
+// to from chain start, start included.
+func reachedFrom(save, start string) map[string]bool {
+	edges := map[string][]string{}
+	for _, line := range strings.Split(save, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[0] == "-A" && f[len(f)-2] == "-j" {
+			edges[f[1]] = append(edges[f[1]], f[len(f)-1])
+		}
+	}
+	reached := map[string]bool{start: true}
+	todo := []string{start}
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		for _, n := range edges[c] {
+			if !reached[n] {
+				reached[n] = true
+				todo = append(todo, n)
+			}
+		}
+	}
+	return reached
 }
 
 var dnatTo = regexp.MustCompile(`-j DNAT --to-destination (\S+)`)

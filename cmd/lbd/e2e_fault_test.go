@@ -160,26 +160,28 @@ func checkHealed(t *testing.T, l *lab.Lab, db, backend string, args []string, h 
 	switch backend {
 	case "iptables":
 		// Every LBD chain of the nat table is reached from LBD-SERVICES
-		// or is one of lbd's fixed chains, and each service port has
-		// exactly one jump.
+		// or is one of lbd's fixed chains, and exactly two service-port
+		// chains (fi-a's, fi-b's) carry DNAT rules.
 		rules := iptablesSave(t, l)
-		jumps := regexp.MustCompile(`(?m)^-A LBD-SERVICES .* -j (LBD-\S+)$`).FindAllStringSubmatch(rules, -1)
-		reached := map[string]int{}
-		for _, j := range jumps {
-			reached[j[1]]++
-		}
+		reached := reachedFrom(rules, "LBD-SERVICES")
 		for _, m := range regexp.MustCompile(`(?m)^:(LBD-\S+) `).FindAllStringSubmatch(rules, -1) {
 			name := m[1]
 			switch name {
 			case "LBD-SERVICES", "LBD-POSTROUTING", "LBD-FILTER", "LBD-FORWARD":
 				continue
 			}
-			if reached[name] == 0 {
+			if !reached[name] {
 				t.Errorf("orphan chain %s after healing", name)
 			}
 		}
-		if len(jumps) != 2 {
-			t.Errorf("%d jumps in LBD-SERVICES after healing, want 2 (fi-a, fi-b):\n%s", len(jumps), rules)
+		dnat := map[string]bool{}
+		for _, line := range strings.Split(rules, "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "-A" && strings.Contains(line, "-j DNAT") && reached[f[1]] {
+				dnat[f[1]] = true
+			}
+		}
+		if len(dnat) != 2 {
+			t.Errorf("%d service-port chains with DNAT rules reached after healing, want 2 (fi-a, fi-b):\n%s", len(dnat), rules)
 		}
 	case "haproxy":
 		entries, err := os.ReadDir(h.services)

@@ -120,14 +120,17 @@ func TestHAProxyEndToEnd(t *testing.T) {
 		t.Logf("note: the load ran at %.0f requests/s, below the 200/s aimed for (slow machine)", rate)
 	}
 
-	// A broken base file: the sync fails with haproxy's words, traffic
-	// keeps flowing on the old configuration.
+	// A broken base file: a structural change (a new service, which
+	// goes through validate, swap and reload; endpoint changes go through
+	// the runtime API and never re-read the base) fails with haproxy's
+	// words, and traffic keeps flowing on the old configuration.
 	good, _ := os.ReadFile(base)
 	os.WriteFile(base, append(good, []byte("\ndefaults\n    not-a-keyword\n")...), 0o644)
-	web.Ready = podsExcept(l, "pod0")
-	if err := l.Apply(ctx, lab.ServiceManifest(web)); err != nil {
+	added := lab.ServiceSpec{Name: "added", ExternalIPs: []netip.Addr{ext}, Ports: []lab.ServicePort{{Port: 83, TargetPort: 80}}, Ready: podsExcept(l, "pod0")}
+	if err := l.Apply(ctx, lab.ServiceManifest(added)); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { deleteService(t, l, "default", "added") })
 	_, stderr, code := lbdRun(t, l, db, hp...)
 	if code == 0 || !strings.Contains(stderr, "not-a-keyword") {
 		t.Errorf("sync with a broken base: exit %d, stderr %q; want failure quoting haproxy", code, stderr)
@@ -135,11 +138,15 @@ func TestHAProxyEndToEnd(t *testing.T) {
 	if got := hits(t, l, ext.String()+":80", 30); sum(got, l.PodNames) != 30 || got["pod0"] == 0 {
 		t.Errorf("with a broken base the old configuration must keep serving (pod0 included): %v", got)
 	}
+	if why, _ := dialFails(l, ext.String()+":83"); why == "" {
+		t.Error("the new service is served although its configuration was refused")
+	}
 	os.WriteFile(base, good, 0o644)
 	syncOnce(t)
-	if got := hits(t, l, ext.String()+":80", 30); sum(got, l.PodNames) != 30 || got["pod0"] != 0 {
-		t.Errorf("after the base is fixed the change must apply (no pod0): %v", got)
-	}
+	lab.WaitFor(t, 10*time.Second, "the new service to be served once the base is fixed", func() bool {
+		got := hits(t, l, ext.String()+":83", 6)
+		return sum(got, l.PodNames) == 6 && got["pod0"] == 0
+	})
 
 	// A deleted service stops listening.
 	deleteService(t, l, "default", "gone")

@@ -133,7 +133,7 @@ func TestExplainLab(t *testing.T) {
 		if code != exitOK {
 			t.Fatalf("explain exit %d, want 0 (matches)", code)
 		}
-		must(t, out, append(served, "jump", "nat LBD-SERVICES -> "+chain, "present", "nat "+chain,
+		must(t, out, append(served, "jump", "nat "+netfilter.NetChain(vip)+" -> "+chain, "nat LBD-SERVICES -> "+netfilter.NetChain(vip), "present", "nat "+chain,
 			"yes", "affinity: ClientIP (timeout 1h0m0s); live: ClientIP (timeout 1h0m0s)", "data plane: matches")...)
 		checkJSON(t, explainOut(t, explain, db), true)
 
