@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lbd/lbd/lb"
 )
@@ -96,10 +97,17 @@ func readProxy(file []byte, path, proxy string, addr netip.Addr, port uint16) (l
 					l.SourceRanges = append(l.SourceRanges, pr)
 				}
 			}
-		case section == "backend "+proxy && len(f) == 2 && f[0] == "balance" && f[1] == "source":
+		case section == "backend "+proxy && len(f) == 3 && f[0] == "stick" && f[1] == "on" && f[2] == "src":
 			l.Affinity = lb.AffinityClientIP
+		case section == "backend "+proxy && f[0] == "stick-table":
+			if i := slices.Index(f, "expire"); i >= 0 && i+1 < len(f) {
+				if d, err := time.ParseDuration(f[i+1]); err == nil {
+					l.AffinityTimeout = d
+				}
+			}
 		case section == "backend "+proxy && f[0] == "server" && len(f) > 2:
-			if ap, err := netip.ParseAddrPort(f[2]); err == nil {
+			// A free slot holds the placeholder address, disabled.
+			if ap, err := netip.ParseAddrPort(f[2]); err == nil && ap != placeholder && !slices.Contains(f, "disabled") {
 				l.Endpoints = append(l.Endpoints, lb.LiveEndpoint{Addr: ap})
 				servers = append(servers, f[1])
 			}
@@ -143,6 +151,9 @@ func (b *Backend) runtimeState(ctx context.Context, l *lb.Live, proxy string, se
 	}
 	l.Endpoints = l.Endpoints[:0]
 	for _, r := range running {
+		if r.addr == placeholder {
+			continue // a free slot
+		}
 		if !inFile[r.name] {
 			l.Drift = append(l.Drift, "the running haproxy has server "+r.name+", which the file has not (not reloaded?)")
 		}
