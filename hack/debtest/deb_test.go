@@ -34,6 +34,9 @@ var packaged = map[string]string{
 	"/usr/share/doc/lbd/CHANGELOG.md":              "-rw-r--r--",
 	"/usr/share/doc/lbd/copyright":                 "-rw-r--r--",
 	"/usr/share/lbd/cron.d-lbd":                    "-rw-r--r--",
+	"/usr/share/lbd/remote/lbd-remote":             "-rwxr-xr-x",
+	"/usr/share/lbd/remote/rbac.yaml":              "-rw-r--r--",
+	"/usr/share/lbd/remote/kubeconfig.sh":          "-rwxr-xr-x",
 	"/usr/share/lbd/haproxy.service.d/10-lbd.conf": "-rw-r--r--",
 }
 

@@ -42,6 +42,10 @@ trap 'rm -rf "$stage"' EXIT
 
 (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH "$GO" build -trimpath \
 	-ldflags "-s -w -X main.version=$VERSION" -o "$stage/lbd" ./cmd/lbd)
+# lbd-remote is for the master (the forced command of lbd's SSH key); the
+# package carries it so the operator can copy it there.
+(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH "$GO" build -trimpath \
+	-ldflags "-s -w" -o "$stage/lbd-remote" ./cmd/lbd-remote)
 # The package's paths, as `make install` rewrites them for its PREFIX.
 sed -e 's|/usr/local/sbin/lbd|/usr/sbin/lbd|g' -e 's|/usr/local/share/doc/lbd|/usr/share/doc/lbd|g' \
 	"$root/hack/systemd/lbd.service" >"$stage/lbd.service"
