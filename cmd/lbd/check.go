@@ -63,8 +63,29 @@ func (a *app) check(ctx context.Context) int {
 	verdicts = append(verdicts, pf.PodRoutes(svcs)...)
 	ok := true
 	for _, v := range verdicts {
-		fmt.Fprintln(a.stdout, v)
 		ok = ok && v.OK
+	}
+	switch a.cfg.output {
+	case "json":
+		type jsonVerdict struct {
+			Check  string `json:"check"`
+			OK     bool   `json:"ok"`
+			Detail string `json:"detail"`
+		}
+		out := struct {
+			OK       bool          `json:"ok"`
+			Verdicts []jsonVerdict `json:"verdicts"`
+		}{OK: ok, Verdicts: []jsonVerdict{}}
+		for _, v := range verdicts {
+			out.Verdicts = append(out.Verdicts, jsonVerdict{v.Check, v.OK, v.Detail})
+		}
+		if err := writeJSON(a.stdout, out); err != nil {
+			return a.exit(err)
+		}
+	default:
+		for _, v := range verdicts {
+			fmt.Fprintln(a.stdout, v)
+		}
 	}
 	if !ok {
 		return exitFail

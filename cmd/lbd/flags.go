@@ -97,6 +97,7 @@ type config struct {
 	// output
 	logFile   string
 	logFormat string
+	logLevel  string
 	output    string
 }
 
@@ -227,6 +228,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 
 	fs.StringVar(&c.logFile, "log-file", "/var/log/loadbalancer.log", "log `file`, written beside stderr; empty for stderr only")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.output, "o", "table", "output format of status and plan: table or json")
 	return fs
 }
@@ -261,7 +263,7 @@ func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd
 	}
 	for {
 		if err := fs.Parse(args); err != nil {
-			return "", nil, err
+			return cmd, nil, err // the command, for its help
 		}
 		args = fs.Args()
 		if len(args) == 0 {

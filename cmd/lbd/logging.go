@@ -22,12 +22,17 @@ func (a *app) openLog() (func(), error) {
 // log file and opens --log-file again (after logrotate moved it away; lbd
 // run calls it on SIGUSR1). Without a log file reopen does nothing.
 func (a *app) openLogRotatable() (reopen func() error, closer func(), err error) {
+	var level slog.Level // "" is info
+	if err := level.UnmarshalText([]byte(a.cfg.logLevel)); a.cfg.logLevel != "" && err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", a.cfg.logLevel)
+	}
+	ho := &slog.HandlerOptions{Level: level}
 	newHandler := func(w io.Writer) (slog.Handler, error) {
 		switch a.cfg.logFormat {
 		case "text":
-			return slog.NewTextHandler(w, nil), nil
+			return slog.NewTextHandler(w, ho), nil
 		case "json":
-			return slog.NewJSONHandler(w, nil), nil
+			return slog.NewJSONHandler(w, ho), nil
 		}
 		return nil, fmt.Errorf("--log-format %q: want text or json", a.cfg.logFormat)
 	}
@@ -46,7 +51,9 @@ func (a *app) openLogRotatable() (reopen func() error, closer func(), err error)
 		}
 		fh, _ := newHandler(f)
 		h = slog.NewMultiHandler(h, fh)
-		reopen, closer = f.Reopen, func() { f.Close() }
+		a.fileLog = slog.New(fh)
+		// The file closes when run returns, after its last error line.
+		reopen, a.closeLog = f.Reopen, func() { f.Close() }
 	}
 	a.log = slog.New(h)
 	return reopen, closer, nil

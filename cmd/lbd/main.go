@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/lbd/lbd/reconcile"
+	"github.com/lbd/lbd/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -29,6 +30,8 @@ const (
 	exitFail    = 1
 	exitPending = 2
 	exitHeld    = 3
+	// exitLocked: another lbd holds the store's lock (--lock-wait ran out).
+	exitLocked = 4
 )
 
 func main() {
@@ -41,17 +44,25 @@ func main() {
 // subcommand and returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var c config
-	fs := newFlagSet(&c, stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHead)
+	// Help goes to stdout; the flag package's own error messages are
+	// dropped, and the one error line goes to stderr below.
+	fs := newFlagSet(&c, io.Discard)
+	usage := func(cmd string) {
+		if d, ok := commandHelp[cmd]; ok {
+			fmt.Fprintf(stdout, "lbd %s: %s\n\n", cmd, d)
+		}
+		fmt.Fprint(stdout, usageHead)
+		fs.SetOutput(stdout)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	cmd, rest, err := parseArgs(fs, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		usage(cmd)
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "lbd: %v\n", err)
+		fmt.Fprintf(stderr, "lbd: %v (lbd --help lists the flags)\n", err)
 		return exitFail
 	}
 	c.given = givenFlags(fs)
@@ -63,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "explain" {
 		targets, rest = rest, nil
 	}
-	if len(rest) > 0 {
+	if len(rest) > 0 && cmd != "help" {
 		fmt.Fprintf(stderr, "lbd %s: unexpected arguments %q\n", cmd, rest)
 		return exitFail
 	}
@@ -72,6 +83,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitFail
 	}
 	a := &app{cfg: c, stdout: stdout, stderr: stderr}
+	defer func() {
+		if a.closeLog != nil {
+			a.closeLog()
+		}
+	}()
 	switch cmd {
 	case "", "sync", "apply":
 		return a.passExit(a.sync(ctx))
@@ -91,7 +107,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "lbd", versionString())
 		return exitOK
 	case "help":
-		fs.Usage()
+		if len(rest) > 0 {
+			usage(rest[0])
+		} else {
+			usage("")
+		}
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "lbd: unknown command %q (try lbd --help)\n", cmd)
@@ -104,6 +124,12 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// fileLog writes to --log-file only (nil without one): errors that
+	// are printed on stderr are recorded there without a second stderr
+	// line.
+	fileLog *slog.Logger
+	// closeLog closes the log file; run calls it last.
+	closeLog func()
 }
 
 // exit logs err, if any, and turns it into an exit code.
@@ -111,11 +137,29 @@ func (a *app) exit(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	if a.log != nil {
-		a.log.Error("lbd failed", "err", err)
+	// Once on stderr; the log file (not stderr again) gets it too.
+	if a.fileLog != nil {
+		a.fileLog.Error("lbd failed", "err", err)
 	}
 	fmt.Fprintf(a.stderr, "lbd: %v\n", err)
+	if errors.Is(err, store.ErrLocked) {
+		return exitLocked
+	}
 	return exitFail
+}
+
+// commandHelp is one line per command for `lbd help CMD` and
+// `lbd CMD --help`.
+var commandHelp = map[string]string{
+	"sync":    "one sync pass (what cron runs; also the default): lock, discover, plan, apply, store. Exit 0 ok, 3 guard held deletions, 4 locked, 1 error",
+	"apply":   "one sync pass that releases the held-back deletions of the services named (ns/name ...)",
+	"run":     "the daemon: watch the master over SSH and sync within --debounce of each change, resync every --resync",
+	"plan":    "print what a sync would change, changing nothing. Exit 0 nothing, 2 changes pending, 3 only held deletions, 1 error",
+	"status":  "the stored mapping (the notes' columns), every address with its state, each service's state per backend, the last sync",
+	"check":   "preflight: privileges, iptables, forwarding, pools, HA, SSH, kubectl, the pod route of every endpoint (-o json too)",
+	"explain": "ADDRESS:PORT[/PROTO]: which service and which backend objects carry it, read live, compared with the store",
+	"cleanup": "remove everything lbd programmed in the chosen backend, and the addresses it added",
+	"version": "print the version",
 }
 
 // passExit turns the outcome of one pass into an exit code: exitHeld when

@@ -77,6 +77,12 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 			e.close()
 		}
 	}()
+	// Flags first: nothing is read, dialled or created for a bad one.
+	switch a.cfg.backend {
+	case "haproxy", "iptables", "nftables":
+	default:
+		return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
+	}
 	if e.pools, err = ipam.ParsePools(a.cfg.pools); err != nil {
 		return nil, err
 	}
@@ -86,6 +92,9 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 	}
 	if haOpts != nil {
 		e.ha = keepalived.New(*haOpts, a.log)
+	}
+	if a.cfg.master == "" {
+		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
 	}
 	if len(e.pools) == 0 {
 		a.log.Warn("no address pool is configured: lbd serves nothing until --pool (or LBD_POOL) names the addresses it may serve")
