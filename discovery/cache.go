@@ -88,7 +88,7 @@ func decodeEvent(data []byte, kind string) (ev cacheEvent, ok bool, err error) {
 	default:
 		return cacheEvent{}, false, fmt.Errorf("watch event of type %q", Printable(string(truncate([]byte(e.Type), 40))))
 	}
-	key, raw, err := identify(e.Object)
+	key, raw, err := identify(withKind(e.Object, kind))
 	if err != nil {
 		return cacheEvent{}, false, fmt.Errorf("watch event %s: %w", e.Type, err)
 	}
@@ -99,6 +99,25 @@ func decodeEvent(data []byte, kind string) (ev cacheEvent, ok bool, err error) {
 		return cacheEvent{key: key, deleted: true}, true, nil
 	}
 	return cacheEvent{key: key, raw: raw}, true, nil
+}
+
+// withKind returns obj with "kind" set to kind when it has none: kubectl
+// prints the objects of its initial listing without their kind once the
+// listing comes in pages (more than 500 objects).
+func withKind(obj []byte, kind string) []byte {
+	var h struct {
+		Kind *string `json:"kind"`
+	}
+	rest := bytes.TrimLeft(obj, " \t\r\n")
+	if json.Unmarshal(obj, &h) != nil || h.Kind != nil || len(rest) < 2 || rest[0] != '{' {
+		return obj
+	}
+	out := make([]byte, 0, len(rest)+len(kind)+12)
+	out = append(out, `{"kind":"`+kind+`"`...)
+	if body := bytes.TrimLeft(rest[1:], " \t\r\n"); body[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, rest[1:]...)
 }
 
 // identify returns obj's key and obj compacted. An object without a kind

@@ -261,6 +261,7 @@ func TestDecodeEvent(t *testing.T) {
 		{name: "error event", data: `{"type":"ERROR","object":{"kind":"Status","message":"too old resource version"}}`, kind: "Service", wantErr: "too old resource version"},
 		{name: "unknown type", data: `{"type":"EXPLODED","object":{}}`, kind: "Service", wantErr: `type "EXPLODED"`},
 		{name: "wrong kind", data: string(event(evAdded, sliceObj("a", "web"))), kind: "Service", wantErr: `kind "EndpointSlice", want Service`},
+		{name: "no kind: the watched one", data: `{"type":"ADDED","object":{"metadata":{"name":"web","namespace":"a"}}}`, kind: "Service", wantKey: objKey{"Service", "a", "web"}, wantOK: true},
 		{name: "no name", data: `{"type":"ADDED","object":{"kind":"Service","metadata":{}}}`, kind: "Service", wantErr: "without kind or metadata.name"},
 		{name: "not JSON", data: `{"type":`, kind: "Service", wantErr: "watch event"},
 	}
@@ -275,6 +276,9 @@ func TestDecodeEvent(t *testing.T) {
 			}
 			if err != nil || ok != tt.wantOK || ev.key != tt.wantKey || ev.deleted != tt.wantDel {
 				t.Errorf("decodeEvent = %+v, %v, %v", ev, ok, err)
+			}
+			if k, _, err := identify(ev.raw); ok && !tt.wantDel && (err != nil || k != tt.wantKey) {
+				t.Errorf("the cached object names %+v, %v; want %+v", k, err, tt.wantKey)
 			}
 			if ok && !tt.wantDel && strings.ContainsAny(string(ev.raw), "\n ") {
 				t.Errorf("object not compacted: %s", ev.raw)
