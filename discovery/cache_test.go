@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -450,4 +452,76 @@ func TestCached(t *testing.T) {
 	if f.lists() != 5 {
 		t.Errorf("lists after the watch ended = %d, want 5", f.lists())
 	}
+}
+
+// TestCachedLegacyEndpoints: on a cluster without EndpointSlices, Cached
+// watches Endpoints and lists services,endpoints; the cache answers with
+// the Endpoints objects the watch delivered.
+func TestCachedLegacyEndpoints(t *testing.T) {
+	eps := func(ips ...string) string {
+		var a []string
+		for _, ip := range ips {
+			a = append(a, fmt.Sprintf(`{"ip":%q}`, ip))
+		}
+		return `{"kind":"Endpoints","metadata":{"name":"web","namespace":"a"},"subsets":[{"addresses":[` +
+			strings.Join(a, ",") + `],"ports":[{"port":8080,"protocol":"TCP"}]}]}`
+	}
+	var mu sync.Mutex
+	var cmds []string
+	changes := make(chan []byte, 4)
+	s := &Source{
+		kubectl: "k", master: "root@m", log: slog.New(slog.NewTextHandler(io.Discard, nil)), legacy: true,
+		run: func(_ context.Context, cmd string) ([]byte, error) {
+			mu.Lock()
+			cmds = append(cmds, cmd)
+			mu.Unlock()
+			return listOf(svcObj("a", "web", 80), eps("10.244.1.1")), nil
+		},
+		streamEvents: func(ctx context.Context, cmd string, _ time.Duration, ev func([]byte) error) error {
+			mu.Lock()
+			cmds = append(cmds, cmd)
+			mu.Unlock()
+			first := event(evAdded, svcObj("a", "web", 80))
+			if strings.Contains(cmd, " endpoints ") {
+				first = event(evAdded, eps("10.244.1.1"))
+			}
+			if err := ev(first); err != nil {
+				return err
+			}
+			if !strings.Contains(cmd, " endpoints ") {
+				<-ctx.Done()
+				return nil
+			}
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case b := <-changes:
+					if err := ev(b); err != nil {
+						return err
+					}
+				}
+			}
+		},
+	}
+	c := NewCached(s)
+	var n atomic.Int64
+	go c.Watch(t.Context(), time.Hour, func(string) { n.Add(1) })
+	waitFor(t, 5*time.Second, "both listings", func() bool { return n.Load() == 2 })
+	if _, _, err := c.Discover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	changes <- event(evModified, eps("10.244.1.1", "10.244.1.2"))
+	waitFor(t, 5*time.Second, "the change", func() bool { return n.Load() == 3 })
+	svcs, _, err := c.Discover(t.Context())
+	if err != nil || len(svcs) != 1 || len(svcs[0].Ports[0].Endpoints) != 2 {
+		t.Fatalf("Discover = %+v, %v; want web with 2 endpoints", svcs, err)
+	}
+	mu.Lock()
+	slices.Sort(cmds)
+	want := []string{"k get endpoints" + watchEventsTail, "k get services" + watchEventsTail, "k" + legacyArgs}
+	if diff := cmp.Diff(want, cmds); diff != "" {
+		t.Errorf("commands (-want +got):\n%s", diff)
+	}
+	mu.Unlock()
 }
