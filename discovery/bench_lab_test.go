@@ -108,7 +108,7 @@ func BenchmarkEndpointChangeLab(b *testing.B) {
 
 // createServices creates n ClusterIP services without endpoints and the
 // service web with one EndpointSlice, kubectl create of Lists of 500.
-func createServices(b *testing.B, l *lab.Lab, n int) {
+func createServices(b testing.TB, l *lab.Lab, n int) {
 	for from := 0; from < n; from += 500 {
 		var items []string
 		for i := from; i < min(n, from+500); i++ {
@@ -137,7 +137,7 @@ func sliceManifest(ip string) string {
 
 // labSource is a Source for the lab's master whose SSH connection leaves
 // from the LB namespace.
-func labSource(b *testing.B, l *lab.Lab) *Source {
+func labSource(b testing.TB, l *lab.Lab) *Source {
 	cfg := Config{Master: l.Master, KeyFiles: []string{l.SSHKey}, NoAgent: true, KnownHosts: l.KnownHosts,
 		ConnectTimeout: 10 * time.Second, CommandTimeout: 60 * time.Second, Kubectl: l.KubectlRemote,
 		Log: slog.New(slog.DiscardHandler)}
@@ -194,3 +194,5 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck
 }
+
+var createServicesT, labSourceT = createServices, labSource

@@ -13,10 +13,10 @@ import (
 
 // Limits of the object cache that [Cached] keeps from the watch.
 const (
-	// maxWatchEvent caps one watch event as kubectl prints it (indented
-	// JSON). The API server refuses objects over 1.5 MiB (etcd's default
-	// request size); the indentation adds less than the margin.
-	maxWatchEvent = 8 << 20
+	// maxWatchEvent caps one watch event as kubectl prints it: a LIST's
+	// cap, since kubectl prints an initial listing of over 500 objects as
+	// one event holding them all.
+	maxWatchEvent = maxStdout
 	// maxCacheBytes caps the objects the cache holds, compacted: the cap of
 	// one LIST's output, which holds the same objects indented.
 	maxCacheBytes = maxStdout
@@ -68,37 +68,54 @@ type header struct {
 }
 
 // decodeEvent decodes one watch event of the resource type whose objects
-// are of kind. A BOOKMARK gives ok false and no error; an ERROR event (the
-// API server ending the watch, "too old resource version") is an error.
-// The object must be of kind and name itself.
-func decodeEvent(data []byte, kind string) (ev cacheEvent, ok bool, err error) {
+// are of kind into the changes it makes. A BOOKMARK makes none; an ERROR
+// event (the API server ending the watch, "too old resource version") is
+// an error. Every object must be of kind and name itself. kubectl prints
+// an initial listing that came in pages (over 500 objects) as one ADDED
+// event whose object is the list: each item is then one change.
+func decodeEvent(data []byte, kind string) ([]cacheEvent, error) {
 	var e struct {
 		Type   string          `json:"type"`
 		Object json.RawMessage `json:"object"`
 	}
 	if err := json.Unmarshal(data, &e); err != nil {
-		return cacheEvent{}, false, fmt.Errorf("watch event: %w", err)
+		return nil, fmt.Errorf("watch event: %w", err)
 	}
 	switch e.Type {
 	case evAdded, evModified, evDeleted:
 	case evBookmark:
-		return cacheEvent{}, false, nil
+		return nil, nil
 	case evError:
-		return cacheEvent{}, false, fmt.Errorf("watch event of type ERROR: %s", Printable(string(truncate(e.Object, 300))))
+		return nil, fmt.Errorf("watch event of type ERROR: %s", Printable(string(truncate(e.Object, 300))))
 	default:
-		return cacheEvent{}, false, fmt.Errorf("watch event of type %q", Printable(string(truncate([]byte(e.Type), 40))))
+		return nil, fmt.Errorf("watch event of type %q", Printable(string(truncate([]byte(e.Type), 40))))
 	}
-	key, raw, err := identify(withKind(e.Object, kind))
-	if err != nil {
-		return cacheEvent{}, false, fmt.Errorf("watch event %s: %w", e.Type, err)
+	var list struct {
+		Kind  string             `json:"kind"`
+		Items *[]json.RawMessage `json:"items"`
 	}
-	if key.kind != kind {
-		return cacheEvent{}, false, fmt.Errorf("watch event %s: object of kind %q, want %s", e.Type, Printable(string(truncate([]byte(key.kind), 40))), kind)
+	if err := json.Unmarshal(e.Object, &list); err != nil {
+		return nil, fmt.Errorf("watch event %s: %w", e.Type, err)
 	}
-	if e.Type == evDeleted {
-		return cacheEvent{key: key, deleted: true}, true, nil
+	objs := []json.RawMessage{e.Object}
+	if list.Items != nil && (list.Kind == "" || strings.HasSuffix(list.Kind, "List")) && e.Type == evAdded {
+		objs = *list.Items
 	}
-	return cacheEvent{key: key, raw: raw}, true, nil
+	evs := make([]cacheEvent, 0, len(objs))
+	for _, obj := range objs {
+		key, raw, err := identify(withKind(obj, kind))
+		if err != nil {
+			return nil, fmt.Errorf("watch event %s: %w", e.Type, err)
+		}
+		if key.kind != kind {
+			return nil, fmt.Errorf("watch event %s: object of kind %q, want %s", e.Type, Printable(string(truncate([]byte(key.kind), 40))), kind)
+		}
+		if e.Type == evDeleted {
+			raw = nil
+		}
+		evs = append(evs, cacheEvent{key: key, deleted: e.Type == evDeleted, raw: raw})
+	}
+	return evs, nil
 }
 
 // withKind returns obj with "kind" set to kind when it has none: kubectl

@@ -53,11 +53,11 @@ func event(typ, obj string) []byte {
 // mustApply decodes data as an event of kind and applies it as res's.
 func mustApply(t *testing.T, c *objectCache, res string, data []byte) {
 	t.Helper()
-	ev, ok, err := decodeEvent(data, kindOf[res])
-	if err != nil || !ok {
-		t.Fatalf("decodeEvent = %v, %v", ok, err)
+	evs, err := decodeEvent(data, kindOf[res])
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("decodeEvent = %v, %v", evs, err)
 	}
-	c.apply(res, ev)
+	c.apply(res, evs[0])
 }
 
 // cachedNames returns the snapshot's items as kind/ns/name, or nil when the
@@ -248,42 +248,59 @@ func mustCompact(t *testing.T, obj string) []byte {
 }
 
 func TestDecodeEvent(t *testing.T) {
+	web, db := objKey{"Service", "a", "web"}, objKey{"Service", "a", "db"}
 	tests := []struct {
 		name    string
 		data    string
 		kind    string
-		wantKey objKey
+		want    []objKey
 		wantDel bool
-		wantOK  bool
 		wantErr string
 	}{
-		{name: "added", data: string(event(evAdded, svcObj("a", "web", 80))), kind: "Service", wantKey: objKey{"Service", "a", "web"}, wantOK: true},
-		{name: "deleted", data: string(event(evDeleted, svcObj("a", "web", 80))), kind: "Service", wantKey: objKey{"Service", "a", "web"}, wantDel: true, wantOK: true},
+		{name: "added", data: string(event(evAdded, svcObj("a", "web", 80))), kind: "Service", want: []objKey{web}},
+		{name: "deleted", data: string(event(evDeleted, svcObj("a", "web", 80))), kind: "Service", want: []objKey{web}, wantDel: true},
+		{name: "a paged initial listing: one event holding the list", kind: "Service", want: []objKey{web, db},
+			data: `{"type":"ADDED","object":{"apiVersion":"v1","items":[` + svcObj("a", "web", 80) + `,` + svcObj("a", "db", 81) + `],"metadata":{"resourceVersion":"9"}}}`},
 		{name: "bookmark skipped", data: `{"type":"BOOKMARK","object":{"kind":"Service","metadata":{"resourceVersion":"9"}}}`, kind: "Service"},
 		{name: "error event", data: `{"type":"ERROR","object":{"kind":"Status","message":"too old resource version"}}`, kind: "Service", wantErr: "too old resource version"},
 		{name: "unknown type", data: `{"type":"EXPLODED","object":{}}`, kind: "Service", wantErr: `type "EXPLODED"`},
 		{name: "wrong kind", data: string(event(evAdded, sliceObj("a", "web"))), kind: "Service", wantErr: `kind "EndpointSlice", want Service`},
-		{name: "no kind: the watched one", data: `{"type":"ADDED","object":{"metadata":{"name":"web","namespace":"a"}}}`, kind: "Service", wantKey: objKey{"Service", "a", "web"}, wantOK: true},
+		{name: "wrong kind in a list", kind: "Service", wantErr: `kind "EndpointSlice", want Service`,
+			data: `{"type":"ADDED","object":{"items":[` + sliceObj("a", "web") + `]}}`},
+		{name: "no kind: the watched one", data: `{"type":"ADDED","object":{"metadata":{"name":"web","namespace":"a"}}}`, kind: "Service", want: []objKey{web}},
 		{name: "no name", data: `{"type":"ADDED","object":{"kind":"Service","metadata":{}}}`, kind: "Service", wantErr: "without kind or metadata.name"},
 		{name: "not JSON", data: `{"type":`, kind: "Service", wantErr: "watch event"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, ok, err := decodeEvent([]byte(tt.data), tt.kind)
+			evs, err := decodeEvent([]byte(tt.data), tt.kind)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
 				}
 				return
 			}
-			if err != nil || ok != tt.wantOK || ev.key != tt.wantKey || ev.deleted != tt.wantDel {
-				t.Errorf("decodeEvent = %+v, %v, %v", ev, ok, err)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if k, _, err := identify(ev.raw); ok && !tt.wantDel && (err != nil || k != tt.wantKey) {
-				t.Errorf("the cached object names %+v, %v; want %+v", k, err, tt.wantKey)
+			var got []objKey
+			for _, ev := range evs {
+				got = append(got, ev.key)
+				if ev.deleted != tt.wantDel {
+					t.Errorf("%v: deleted = %v", ev.key, ev.deleted)
+				}
+				if tt.wantDel {
+					continue
+				}
+				if k, _, err := identify(ev.raw); err != nil || k != ev.key {
+					t.Errorf("the cached object names %+v, %v; want %+v", k, err, ev.key)
+				}
+				if strings.ContainsAny(string(ev.raw), "\n ") {
+					t.Errorf("object not compacted: %s", ev.raw)
+				}
 			}
-			if ok && !tt.wantDel && strings.ContainsAny(string(ev.raw), "\n ") {
-				t.Errorf("object not compacted: %s", ev.raw)
+			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(objKey{})); diff != "" {
+				t.Errorf("keys (-want +got):\n%s", diff)
 			}
 		})
 	}

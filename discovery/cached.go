@@ -117,7 +117,7 @@ func (s *Source) watchResources() []string {
 // (endpoints instead of endpointslices on a cluster without the
 // EndpointSlice API) on the Source's SSH connection, applies every event
 // to the cache, then calls event with the resource type. It returns as
-// [Source.Watch] does. An event over 8 MiB, or one that is not a
+// [Source.Watch] does. An event over 256 MiB (a LIST's cap), or one that is not a
 // well-formed ADDED, MODIFIED or DELETED event of the watched kind, ends
 // the watch with a *CommandError. The end of either session makes the
 // cache untrusted until the next list.
@@ -138,12 +138,14 @@ func (c *Cached) Watch(ctx context.Context, keepAlive time.Duration, event func(
 		go func() {
 			kind := kindOf[r]
 			err := s.streamEvents(wctx, s.kubectl+" get "+r+watchEventsTail, keepAlive, func(data []byte) error {
-				ev, ok, err := decodeEvent(data, kind)
-				if err != nil || !ok {
+				evs, err := decodeEvent(data, kind)
+				if err != nil {
 					return err
 				}
-				c.cache.apply(r, ev)
-				event(r)
+				for _, ev := range evs {
+					c.cache.apply(r, ev)
+					event(r)
+				}
 				return nil
 			})
 			c.cache.ended(r)
