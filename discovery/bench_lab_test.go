@@ -26,7 +26,11 @@ import (
 // 2000) without endpoints and one with an EndpointSlice, which each change
 // patches. Run as root:
 //
-//	go test -run XXX -bench EndpointChangeLab -benchtime 1x ./discovery
+//	LBD_BENCH_SERVICES=10000 go test -run XXX -bench EndpointChangeLab -benchtime 1x ./discovery
+//
+// Measured at 10,000 services (2 cores, kube-apiserver v1.32): before,
+// 10.8 MB and 370 ms of kube-apiserver CPU per change; after, 1.3 kB and
+// 12 ms (the patch itself and the idle load; idle is 26 ms/s).
 func BenchmarkEndpointChangeLab(b *testing.B) {
 	n := 2000
 	if v, err := strconv.Atoi(os.Getenv("LBD_BENCH_SERVICES")); err == nil && v > 0 {
