@@ -57,6 +57,11 @@ type Options struct {
 	// Watch blocks while it reports changes through event, and returns
 	// why it stopped (nil once ctx ends). nil: poll every Interval.
 	Watch func(ctx context.Context, event func(resource string)) error
+	// Relist is called before every full sync (the first with FirstFull,
+	// every Resync, SIGHUP), so that a source answering from what the
+	// watch delivered lists the cluster afresh (discovery.Cached.Relist):
+	// the full sync is the safety net for the watch too. nil: nothing.
+	Relist func()
 	// WatchEnded is the error (matched with errors.Is) with which Watch
 	// says the master ended the watch, which is no failure
 	// (discovery.ErrWatchEnded).
@@ -137,6 +142,9 @@ func New(rec Syncer, o Options) *Daemon {
 		watchDown:  m.watchRestarts.Inc,
 	}
 	d.sync = func(ctx context.Context, full bool) error {
+		if full && o.Relist != nil {
+			o.Relist()
+		}
 		start := time.Now()
 		res, err := lockedSync(ctx, d.log, lock, rec, full)
 		m.ObserveSync(time.Since(start), res, err)

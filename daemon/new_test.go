@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
 )
@@ -60,4 +62,35 @@ func TestNewSyncsUnderLock(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// TestNewRelistsBeforeFullSyncs: Options.Relist runs before each full sync
+// and before no other, so a caching source lists on the resync.
+func TestNewRelistsBeforeFullSyncs(t *testing.T) {
+	var locked bool
+	var order []string
+	rec := &recordingSyncer{fakeSyncer: fakeSyncer{locked: &locked}, order: &order}
+	d := New(rec, Options{Interval: time.Minute, Resync: time.Hour, Log: slog.New(slog.DiscardHandler),
+		Relist: func() { order = append(order, "relist") }})
+	ctx := context.Background()
+	for _, full := range []bool{true, false, false, true} {
+		if err := d.sync(ctx, full); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"relist", "sync full", "sync", "sync", "relist", "sync full"}
+	if diff := cmp.Diff(want, order); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+}
+
+// recordingSyncer notes each Sync in order.
+type recordingSyncer struct {
+	fakeSyncer
+	order *[]string
+}
+
+func (r *recordingSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
+	*r.order = append(*r.order, map[bool]string{true: "sync full", false: "sync"}[full])
+	return r.fakeSyncer.Sync(ctx, full)
 }

@@ -91,6 +91,11 @@ type Source struct {
 	// stream runs a long-lived remote command on the same connection and
 	// calls line for each line it prints (see watch.go). Tests replace it.
 	stream func(ctx context.Context, cmd string, keepAlive time.Duration, line func([]byte)) error
+	// streamEvents is stream calling event with each JSON object printed
+	// (see cached.go). Tests replace it.
+	streamEvents func(ctx context.Context, cmd string, keepAlive time.Duration, event func([]byte) error) error
+	// received returns the bytes of command output read so far.
+	received func() int64
 
 	mu sync.Mutex
 	// legacy is set once the cluster turned out to have no EndpointSlice
@@ -152,6 +157,8 @@ func New(cfg Config) (*Source, error) {
 		connect:        r.Connect,
 		close:          r.Close,
 		stream:         r.stream,
+		streamEvents:   r.streamEvents,
+		received:       r.received.Load,
 	}, nil
 }
 
@@ -262,6 +269,16 @@ func (s *Source) ConnAddrs() (master, local netip.Addr, ok bool) {
 		return netip.Addr{}, netip.Addr{}, false
 	}
 	return s.addrs()
+}
+
+// Received returns how many bytes of command output (kubectl's stdout,
+// watches included) this Source has read from the master since New: the
+// cost of discovery on the wire.
+func (s *Source) Received() int64 {
+	if s.received == nil {
+		return 0
+	}
+	return s.received()
 }
 
 // Close closes the connection to the master. A later Discover dials again.

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -157,6 +159,9 @@ type sshRunner struct {
 	dialAgent      func(socket string) (net.Conn, error)
 	mu             sync.Mutex
 	client         *ssh.Client
+	// received counts the bytes of command output read from the master
+	// (stdout of every command and watch), for [Source.Received].
+	received atomic.Int64
 }
 
 func newSSHRunner(cfg Config, defaultKeys bool) (*sshRunner, error) {
@@ -468,7 +473,7 @@ func (r *sshRunner) runInput(ctx context.Context, cmd string, stdin []byte) ([]b
 
 	stdout := &capBuffer{max: maxStdout}
 	stderr := &capBuffer{max: maxStderr}
-	sess.Stdout, sess.Stderr = stdout, stderr
+	sess.Stdout, sess.Stderr = &countingWriter{w: stdout, n: &r.received}, stderr
 	if stdin != nil {
 		sess.Stdin = bytes.NewReader(stdin)
 	}
@@ -569,6 +574,17 @@ func newSession(ctx context.Context, c *ssh.Client) (*ssh.Session, error) {
 		}
 		return nil, context.Cause(ctx)
 	}
+}
+
+// countingWriter adds the bytes written through it to n.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return c.w.Write(p)
 }
 
 // capBuffer keeps the first max bytes written to it and notes the rest.

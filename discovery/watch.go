@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -112,6 +114,28 @@ const (
 // timeout: a watch runs for as long as it lasts. While it runs the
 // connection is probed every keepAlive.
 func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Duration, line func([]byte)) error {
+	return r.streamWith(ctx, cmd, keepAlive, func(out io.Reader, note func(string)) error {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 4096), maxWatchLine)
+		for sc.Scan() {
+			b := []byte(strings.TrimRight(sc.Text(), "\r"))
+			if len(b) == 0 {
+				continue
+			}
+			note(string(b))
+			line(b)
+		}
+		return sc.Err()
+	})
+}
+
+// streamWith is stream with the reading of the output left to consume,
+// which runs in its own goroutine and reads out until it ends or fails;
+// note keeps a line for the error message (the last watchTailLines lines
+// are kept). An error from consume ends the stream: it is returned as a
+// *CommandError with no exit status, the remote command being hung up.
+// Every byte read from out counts in the runner's received bytes.
+func (r *sshRunner) streamWith(ctx context.Context, cmd string, keepAlive time.Duration, consume func(out io.Reader, note func(string)) error) error {
 	cctx, cancel := context.WithTimeout(ctx, r.connectTimeout)
 	c, sess, err := r.openSession(cctx, cmd)
 	cancel()
@@ -121,6 +145,12 @@ func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Durat
 	defer sess.Close()
 
 	var tail []string
+	note := func(l string) {
+		if len(tail) == watchTailLines {
+			tail = tail[1:]
+		}
+		tail = append(tail, l)
+	}
 	fail := func(status int, err error) error {
 		return &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: Printable(strings.Join(tail, "\n")), Err: err}
 	}
@@ -141,31 +171,21 @@ func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Durat
 	// caller or a failed keepalive.
 	readDone := make(chan error, 1)
 	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 4096), maxWatchLine)
-		for sc.Scan() {
-			b := []byte(strings.TrimRight(sc.Text(), "\r"))
-			if len(b) == 0 {
-				continue
-			}
-			if len(tail) == watchTailLines {
-				tail = tail[1:]
-			}
-			tail = append(tail, string(b))
-			line(b)
-		}
-		readDone <- sc.Err()
+		readDone <- consume(&countingReader{r: out, n: &r.received}, note)
 	}()
 	probe := time.NewTicker(keepAlive)
 	defer probe.Stop()
 	for {
 		select {
 		case rerr := <-readDone:
-			// Output is done: the command ended or the channel closed.
-			err := sess.Wait()
 			if rerr != nil {
+				// The output is bad (or unreadable): hang up the
+				// command rather than wait for it.
+				_ = sess.Close()
 				return fail(-1, fmt.Errorf("read output: %w", rerr))
 			}
+			// Output is done: the command ended or the channel closed.
+			err := sess.Wait()
 			if err == nil {
 				return fmt.Errorf("ssh %s: %q: %w", r.addr, cmd, ErrWatchEnded)
 			}
@@ -192,6 +212,18 @@ func (r *sshRunner) stream(ctx context.Context, cmd string, keepAlive time.Durat
 			}
 		}
 	}
+}
+
+// countingReader adds the bytes read through it to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 // keepAliveOnce sends one keepalive@openssh.com request on c and waits at

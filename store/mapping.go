@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -18,14 +21,20 @@ import (
 // history. On any error nothing changes. The services are stored in
 // normalized form; the caller's values are not modified.
 //
+// Commit writes only what changed: the rows of a service whose normalized
+// form is the one stored (by its digest in the mapping, by its JSON in the
+// applied state) stay untouched, so a pass that changed one endpoint of
+// 10,000 services rewrites one service's rows. What the view and Applied
+// return is the same as if everything had been rewritten.
+//
 // The mapping keeps ClientIP affinity timeouts in whole seconds, as
 // Kubernetes does; the applied state keeps every field exactly.
 func (db *DB) Commit(ctx context.Context, backend string, mapping, applied []lb.Service, rec lb.SyncRecord) error {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		if err := replaceMapping(ctx, tx, mapping); err != nil {
+		if err := commitMapping(ctx, tx, mapping); err != nil {
 			return fmt.Errorf("mapping: %w", err)
 		}
-		if err := replaceApplied(ctx, tx, backend, applied); err != nil {
+		if err := commitApplied(ctx, tx, backend, applied); err != nil {
 			return fmt.Errorf("applied: %w", err)
 		}
 		if err := db.insertSync(ctx, tx, rec); err != nil {
@@ -48,19 +57,88 @@ func (db *DB) RecordSync(ctx context.Context, rec lb.SyncRecord) error {
 	return nil
 }
 
-// replaceMapping deletes the whole mapping and inserts svcs. Row ids are
-// assigned here, so every insert is a plain prepared statement with no
-// round trip for the new id.
-func replaceMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
-	// Children first: deleting a parent row then finds no child to cascade to.
-	for _, table := range []string{"endpoints", "ports", "service_ips", "services"} {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
-			return fmt.Errorf("clear %s: %w", table, err)
+// digestSQL is schema step 6: a digest of each mapped service, so that a
+// commit can tell which services changed without reading their rows.
+// Rows written before it have an empty digest, which matches nothing.
+const digestSQL = `ALTER TABLE services ADD COLUMN digest BLOB NOT NULL DEFAULT x'';`
+
+// errListedTwice rejects a commit that names a service twice.
+var errListedTwice = errors.New("listed twice")
+
+// commitMapping makes svcs the mapping: it deletes the services that are
+// gone or changed (their ports, endpoints and IPs go by cascade) and
+// inserts the changed and new ones. A service is unchanged when the
+// SHA-256 of its normalized JSON is the digest stored with it.
+func commitMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
+	type stored struct {
+		id     int64
+		digest []byte
+		keep   bool
+	}
+	old := map[string]*stored{}
+	var maxSvc, maxPort int64
+	err := scanAll(ctx, tx, `SELECT id, namespace, name, digest FROM services`, func(rows *sql.Rows) error {
+		var ns, name string
+		r := &stored{}
+		if err := rows.Scan(&r.id, &ns, &name, &r.digest); err != nil {
+			return err
+		}
+		old[ns+"/"+name] = r
+		maxSvc = max(maxSvc, r.id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read services: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT ifnull(max(id), 0) FROM ports`).Scan(&maxPort); err != nil {
+		return fmt.Errorf("read ports: %w", err)
+	}
+	var write []lb.Service
+	var digests [][]byte
+	seen := make(map[string]bool, len(svcs))
+	for i := range svcs {
+		s := svcs[i].Clone()
+		s.Normalize()
+		key := s.Key()
+		if seen[key] {
+			return fmt.Errorf("service %s: %w", key, errListedTwice)
+		}
+		seen[key] = true
+		spec, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+		d := sha256.Sum256(spec)
+		if r := old[key]; r != nil && bytes.Equal(r.digest, d[:]) {
+			r.keep = true
+			continue
+		}
+		write = append(write, *s)
+		digests = append(digests, d[:])
+	}
+	del, err := tx.PrepareContext(ctx, `DELETE FROM services WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("prepare delete: %w", err)
+	}
+	defer del.Close()
+	for key, r := range old {
+		if r.keep {
+			continue
+		}
+		if _, err := del.ExecContext(ctx, r.id); err != nil {
+			return fmt.Errorf("delete service %s: %w", key, err)
 		}
 	}
+	return insertMapping(ctx, tx, write, digests, maxSvc, maxPort)
+}
+
+// insertMapping inserts svcs, normalized, with their digests; their row
+// ids follow lastSvc and lastPort. Row ids are assigned here, so every
+// insert is a plain prepared statement with no round trip for the new id.
+func insertMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service, digests [][]byte, lastSvc, lastPort int64) error {
 	ins, err := prepareAll(ctx, tx,
-		`INSERT INTO services (id, namespace, name, type, cluster_ip, affinity, affinity_timeout_s, exposed)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO services (id, namespace, name, type, cluster_ip, affinity, affinity_timeout_s, exposed, digest)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		`INSERT INTO ports (id, service_id, ordinal, name, port, protocol, target_port)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 	)
@@ -79,17 +157,16 @@ func replaceMapping(ctx context.Context, tx *sql.Tx, svcs []lb.Service) error {
 		cols: []string{"port_id", "ordinal", "ip", "port", "ready", "serving", "terminating"}}
 	defer insEP.close()
 
-	portID := int64(0)
+	portID := lastPort
 	for i := range svcs {
-		s := svcs[i].Clone()
-		s.Normalize()
-		svcID := int64(i + 1)
+		s := &svcs[i]
+		svcID := lastSvc + int64(i) + 1
 		clusterIP := ""
 		if s.ClusterIP.IsValid() {
 			clusterIP = s.ClusterIP.String()
 		}
 		if _, err := insSvc.ExecContext(ctx, svcID, s.Namespace, s.Name, s.Type, clusterIP,
-			string(s.Affinity), int64(s.AffinityTimeout/time.Second), s.Exposed()); err != nil {
+			string(s.Affinity), int64(s.AffinityTimeout/time.Second), s.Exposed(), digests[i]); err != nil {
 			return fmt.Errorf("service %s: %w", s.Key(), err)
 		}
 		for j, ip := range s.ExternalIPs {
@@ -189,25 +266,60 @@ func (b *batchInsert) query(rows int) string {
 	return q.String()
 }
 
-// replaceApplied makes svcs the applied state of backend.
-func replaceApplied(ctx context.Context, tx *sql.Tx, backend string, svcs []lb.Service) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM applied WHERE backend = ?`, backend); err != nil {
-		return fmt.Errorf("clear: %w", err)
-	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO applied (backend, namespace, name, spec) VALUES (?, ?, ?, ?)`)
+// commitApplied makes svcs the applied state of backend, writing only the
+// services whose normalized JSON differs from the one stored and deleting
+// those that are gone.
+func commitApplied(ctx context.Context, tx *sql.Tx, backend string, svcs []lb.Service) error {
+	old := map[string][]byte{}
+	err := scanAll(ctx, tx, `SELECT namespace, name, spec FROM applied WHERE backend = ?`, func(rows *sql.Rows) error {
+		var ns, name string
+		var spec []byte
+		if err := rows.Scan(&ns, &name, &spec); err != nil {
+			return err
+		}
+		old[ns+"/"+name] = spec
+		return nil
+	}, backend)
 	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
+		return fmt.Errorf("read: %w", err)
 	}
-	defer ins.Close()
+	stmts, err := prepareAll(ctx, tx,
+		`INSERT INTO applied (backend, namespace, name, spec) VALUES (?, ?, ?, ?)
+			ON CONFLICT (backend, namespace, name) DO UPDATE SET spec = excluded.spec`,
+		`DELETE FROM applied WHERE backend = ? AND namespace = ? AND name = ?`,
+	)
+	if err != nil {
+		return err
+	}
+	defer closeAll(stmts)
+	upsert, del := stmts[0], stmts[1]
+	seen := make(map[string]bool, len(svcs))
 	for i := range svcs {
 		s := svcs[i].Clone()
 		s.Normalize()
+		key := s.Key()
+		if seen[key] {
+			return fmt.Errorf("service %s: %w", key, errListedTwice)
+		}
+		seen[key] = true
 		spec, err := json.Marshal(s)
 		if err != nil {
-			return fmt.Errorf("service %s: %w", s.Key(), err)
+			return fmt.Errorf("service %s: %w", key, err)
 		}
-		if _, err := ins.ExecContext(ctx, backend, s.Namespace, s.Name, spec); err != nil {
-			return fmt.Errorf("service %s: %w", s.Key(), err)
+		if prev, ok := old[key]; ok && bytes.Equal(prev, spec) {
+			continue
+		}
+		if _, err := upsert.ExecContext(ctx, backend, s.Namespace, s.Name, spec); err != nil {
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+	for key := range old {
+		if seen[key] {
+			continue
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		if _, err := del.ExecContext(ctx, backend, ns, name); err != nil {
+			return fmt.Errorf("delete service %s: %w", key, err)
 		}
 	}
 	return nil

@@ -22,11 +22,12 @@ var migrations = []migration{
 	{name: "pool allocations, owned addresses and the address report", up: execAll(addressesSQL)},
 	{name: "deletions let through by the max-delete guard", up: execAll(deletionsSQL)},
 	{name: "service states per backend", up: execAll(statesSQL)},
+	{name: "a digest per mapped service, for commits that write only what changed", up: execAll(digestSQL)},
 }
 
 // SchemaVersion is the schema version this lbd creates and understands:
 // the number of migrations.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // legacyTable is where a hand-made ServiceToEndPointsMapping table from the
 // notes is kept, rows intact, when its name is taken over by the view.

@@ -57,7 +57,14 @@ func (a *app) runDaemon(ctx context.Context) error {
 	}
 	defer env.close()
 	m := newMetrics(env, 3*c.resync)
-	rec := a.newReconciler(env, m.CountSource(env.source, c.backend), m.CountBackend(env.backend, c.backend))
+	// With the watch, syncs answer from the objects it delivered and list
+	// only on the full resync (or when the watch broke).
+	var src reconcile.Source = env.source
+	cached := discovery.NewCached(env.source)
+	if c.watch {
+		src = cached
+	}
+	rec := a.newReconciler(env, m.CountSource(src, c.backend), m.CountBackend(env.backend, c.backend))
 	if c.metricsAddr != "" {
 		stop, err := m.Serve(c.metricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.metricsAddr, "err", err) })
 		if err != nil {
@@ -69,7 +76,8 @@ func (a *app) runDaemon(ctx context.Context) error {
 		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.db, c.lockWait) },
 		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.metricsFile, Log: a.log}
 	if c.watch {
-		o.Watch = func(ctx context.Context, event func(string)) error { return env.source.Watch(ctx, 0, event) }
+		o.Watch = func(ctx context.Context, event func(string)) error { return cached.Watch(ctx, 0, event) }
+		o.Relist = cached.Relist
 	}
 	d := daemon.New(hookedSyncer{rec, func(res *reconcile.Result, err error) {
 		env.afterSync(a)(res, err)

@@ -22,6 +22,8 @@ import (
 // Compile-time checks that the parts satisfy the reconciler's interfaces.
 var (
 	_ reconcile.Source       = (*discovery.Source)(nil)
+	_ reconcile.Source       = (*discovery.Cached)(nil)
+	_ reconcile.ParseTimer   = (*discovery.Cached)(nil)
 	_ reconcile.Store        = (*store.DB)(nil)
 	_ reconcile.Backend      = (*netfilter.Backend)(nil)
 	_ reconcile.Verifier     = (*netfilter.Backend)(nil)
