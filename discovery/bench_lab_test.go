@@ -198,5 +198,3 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck
 }
-
-var createServicesT, labSourceT = createServices, labSource
