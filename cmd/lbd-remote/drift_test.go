@@ -17,7 +17,7 @@ import (
 // commands are checked too, which the lab never reaches.
 func TestShapesFollowDiscovery(t *testing.T) {
 	c := discoveryConsts(t)
-	for _, name := range []string{"slicesArgs", "legacyArgs", "statusArgs", "watchTail", "resServices", "resSlices", "resEndpoints"} {
+	for _, name := range []string{"slicesArgs", "legacyArgs", "statusArgs", "watchTail", "watchEventsTail", "resServices", "resSlices", "resEndpoints"} {
 		if _, ok := c[name]; !ok {
 			t.Fatalf("discovery has no string constant %s any more: update this test and lbd-remote's shapes", name)
 		}
@@ -30,7 +30,8 @@ func TestShapesFollowDiscovery(t *testing.T) {
 		"kubectl" + c["statusArgs"] + timeout,
 	}
 	for _, res := range []string{c["resServices"], c["resSlices"], c["resEndpoints"]} {
-		cmds = append(cmds, "kubectl get "+res+c["watchTail"]) // as in Source.Watch
+		cmds = append(cmds, "kubectl get "+res+c["watchTail"])       // as in Source.Watch
+		cmds = append(cmds, "kubectl get "+res+c["watchEventsTail"]) // as in Cached.Watch
 	}
 	for _, cmd := range cmds {
 		if _, err := allow(cmd); err != nil {

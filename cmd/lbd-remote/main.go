@@ -52,7 +52,7 @@ const timeoutWord = "\x00timeout"
 var timeoutRE = regexp.MustCompile(`^--request-timeout=[1-9][0-9]{0,5}s$`)
 
 // shapes are the commands lbd sends (discovery/source.go, watch.go,
-// status.go), after the "kubectl" prefix, one word each.
+// cached.go, status.go), after the "kubectl" prefix, one word each.
 var shapes = [][]string{
 	// Discover, and Discover on a cluster without EndpointSlices.
 	{"get", "services,endpointslices.discovery.k8s.io", "--all-namespaces", "-o", "json", timeoutWord},
@@ -61,6 +61,10 @@ var shapes = [][]string{
 	{"get", "services", "--all-namespaces", "--watch", "-o", "name"},
 	{"get", "endpointslices.discovery.k8s.io", "--all-namespaces", "--watch", "-o", "name"},
 	{"get", "endpoints", "--all-namespaces", "--watch", "-o", "name"},
+	// Watch that delivers the changed objects (lbd run's cache).
+	{"get", "services", "--all-namespaces", "--watch", "-o", "json", "--output-watch-events"},
+	{"get", "endpointslices.discovery.k8s.io", "--all-namespaces", "--watch", "-o", "json", "--output-watch-events"},
+	{"get", "endpoints", "--all-namespaces", "--watch", "-o", "json", "--output-watch-events"},
 	// WriteStatus: server-side apply of the status subresource, objects
 	// on stdin. What they may change is RBAC's to limit (services/status).
 	{"apply", "--server-side", "--subresource=status", "--field-manager=lbd", "--force-conflicts", "-o", "name", "-f", "-", timeoutWord},
