@@ -37,12 +37,13 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
 // run is lbd without the process around it: it parses args, runs one
-// subcommand and returns the exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// subcommand and returns the exit code. lookupEnv is os.LookupEnv or a
+// stand-in: it tells an unset variable from an empty one.
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	var c config
 	// Help goes to stdout; the flag package's own error messages are
 	// dropped, and the one error line goes to stderr below.
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	cmd, rest, err := parseArgs(fs, args, getenv)
+	cmd, rest, err := parseArgs(fs, args, lookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		usage(cmd)
 		return exitOK
