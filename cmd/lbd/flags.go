@@ -300,9 +300,13 @@ Usage:
   lbd cleanup [flags]    remove everything lbd programmed in the chosen backend
   lbd explain [flags] ADDRESS:PORT[/PROTO]  its service and backend objects, read live; exit 2 if they differ from the store
   lbd version
+  lbd completion bash|zsh  a shell completion script: source <(lbd completion bash)
+  lbd man                a roff man page: lbd man > lbd.1; man -l lbd.1
+  lbd help [CMD]         this help, or one command's (lbd CMD --help too)
 
 Every flag can also be set as LBD_<NAME> in the environment,
-e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%.
+e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%;
+an empty value sets the flag empty (LBD_LOG_FILE= turns the log file off).
 
 Flags:
 `

@@ -53,9 +53,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			fmt.Fprintf(stdout, "lbd %s: %s\n\n", cmd, d)
 		}
 		fmt.Fprint(stdout, usageHead)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		printFlags(stdout, fs)
 	}
 	cmd, rest, err := parseArgs(fs, args, lookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -75,7 +73,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if cmd == "explain" {
 		targets, rest = rest, nil
 	}
-	if len(rest) > 0 && cmd != "help" {
+	if len(rest) > 0 && cmd != "help" && cmd != "completion" {
 		fmt.Fprintf(stderr, "lbd %s: unexpected arguments %q\n", cmd, rest)
 		return exitFail
 	}
@@ -106,6 +104,19 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return a.exit(a.cleanup(ctx))
 	case "version":
 		fmt.Fprintln(stdout, "lbd", versionString())
+		return exitOK
+	case "completion":
+		if len(rest) != 1 {
+			fmt.Fprintln(stderr, "lbd completion: want one shell: bash or zsh")
+			return exitFail
+		}
+		if err := writeCompletion(stdout, rest[0], fs); err != nil {
+			fmt.Fprintf(stderr, "lbd completion: %v\n", err)
+			return exitFail
+		}
+		return exitOK
+	case "man":
+		writeMan(stdout, fs)
 		return exitOK
 	case "help":
 		if len(rest) > 0 {
@@ -161,6 +172,9 @@ var commandHelp = map[string]string{
 	"explain": "ADDRESS:PORT[/PROTO]: which service and which backend objects carry it, read live, compared with the store",
 	"cleanup": "remove everything lbd programmed in the chosen backend, and the addresses it added",
 	"version": "print the version",
+	"help":       "this help, or one command's with lbd help CMD (lbd CMD --help too)",
+	"completion": "print a completion script for bash or zsh: source <(lbd completion bash)",
+	"man":        "print the man page lbd(1) in roff: lbd man > lbd.1; man -l lbd.1",
 }
 
 // passExit turns the outcome of one pass into an exit code: exitHeld when
