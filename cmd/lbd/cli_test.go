@@ -13,7 +13,7 @@ import (
 func runLBD(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errs strings.Builder
-	code := run(t.Context(), args, func(string) string { return "" }, &out, &errs)
+	code := run(t.Context(), args, noEnv, &out, &errs)
 	return out.String(), errs.String(), code
 }
 

@@ -249,13 +249,20 @@ func givenFlags(fs *flag.FlagSet) map[string]bool {
 // parseArgs fills c from the environment, then from args, and returns the
 // subcommand ("" for a sync pass) and its remaining arguments. Flags may
 // stand before or after the subcommand.
-func parseArgs(fs *flag.FlagSet, args []string, getenv func(string) string) (cmd string, rest []string, err error) {
+//
+// A variable set to the empty string sets its flag to empty
+// (LBD_LOG_FILE= turns the log file off); only an unset one is ignored.
+// An empty value for a flag whose default is already empty changes
+// nothing; for a number, a duration or a boolean it is an error.
+func parseArgs(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) (cmd string, rest []string, err error) {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
-			}
+		v, ok := lookupEnv(envName(f.Name))
+		if !ok || envErr != nil || (v == "" && f.DefValue == "") {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
 		}
 	})
 	if envErr != nil {
@@ -293,9 +300,13 @@ Usage:
   lbd cleanup [flags]    remove everything lbd programmed in the chosen backend
   lbd explain [flags] ADDRESS:PORT[/PROTO]  its service and backend objects, read live; exit 2 if they differ from the store
   lbd version
+  lbd completion bash|zsh  a shell completion script: source <(lbd completion bash)
+  lbd man                a roff man page: lbd man > lbd.1; man -l lbd.1
+  lbd help [CMD]         this help, or one command's (lbd CMD --help too)
 
 Every flag can also be set as LBD_<NAME> in the environment,
-e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%.
+e.g. LBD_MASTER=root@10.245.1.10 or LBD_MAX_DELETE=25%;
+an empty value sets the flag empty (LBD_LOG_FILE= turns the log file off).
 
 Flags:
 `

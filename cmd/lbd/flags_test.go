@@ -49,6 +49,13 @@ func TestParseArgs(t *testing.T) {
 			name: "command line wins over environment", args: []string{"--master", "root@a"}, env: map[string]string{"LBD_MASTER": "root@b"},
 			check: func(c config) string { return ifNot(c.master == "root@a", "env won") },
 		},
+		{
+			name: "an empty env value means empty", env: map[string]string{"LBD_LOG_FILE": "", "LBD_KUBECTL": "", "LBD_POOL": ""},
+			check: func(c config) string {
+				return ifNot(c.logFile == "" && c.kubectl == "" && len(c.pools) == 0, "empty env values ignored")
+			},
+		},
+		{name: "an empty env value is no boolean", env: map[string]string{"LBD_FULL": ""}, wantErr: `LBD_FULL=""`},
 		{name: "bad env value", env: map[string]string{"LBD_FORCE": "maybe"}, wantErr: `LBD_FORCE="maybe"`},
 		{name: "bad percent", args: []string{"--max-delete=150%"}, wantErr: "outside"},
 		{name: "bare number above 1 is refused, not guessed", args: []string{"--max-delete=25"}, wantErr: "ambiguous"},
@@ -68,7 +75,7 @@ func TestParseArgs(t *testing.T) {
 			var c config
 			var out bytes.Buffer
 			fs := newFlagSet(&c, &out)
-			cmd, rest, err := parseArgs(fs, tt.args, func(k string) string { return tt.env[k] })
+			cmd, rest, err := parseArgs(fs, tt.args, envMap(tt.env))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -93,6 +100,17 @@ func TestParseArgs(t *testing.T) {
 	}
 }
 
+// noEnv is an environment with nothing set.
+func noEnv(string) (string, bool) { return "", false }
+
+// envMap is an environment holding exactly the variables of m.
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
 func ifNot(ok bool, msg string) string {
 	if ok {
 		return ""
@@ -103,7 +121,7 @@ func ifNot(ok bool, msg string) string {
 // TestHelpDocumentsEveryFlag: --help names every flag with its default.
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var out bytes.Buffer
-	code := run(t.Context(), []string{"--help"}, func(string) string { return "" }, &out, &out)
+	code := run(t.Context(), []string{"--help"}, noEnv, &out, &out)
 	if code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}

@@ -48,7 +48,7 @@ func TestAllowDeleteArgs(t *testing.T) {
 			// --master is left empty, so a command that gets past the
 			// argument checks fails on it (or on the missing store).
 			args := append([]string{"--db", t.TempDir() + "/db", "--log-file", ""}, tt.args...)
-			code := run(t.Context(), args, func(string) string { return "" }, io.Discard, &stderr)
+			code := run(t.Context(), args, noEnv, io.Discard, &stderr)
 			if tt.wantErr == "" {
 				if strings.Contains(stderr.String(), "allow-delete") || strings.Contains(stderr.String(), "unexpected arguments") {
 					t.Errorf("arguments refused: %s", stderr.String())

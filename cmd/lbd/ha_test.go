@@ -23,7 +23,7 @@ func TestHAFlags(t *testing.T) {
 			var out, errs strings.Builder
 			// No master: a flag error must come before SSH is tried.
 			args := append([]string{"--log-file", "", "--db", t.TempDir() + "/x.db", "--pool", "10.0.0.0/28"}, tt.args...)
-			code := run(t.Context(), args, func(string) string { return "" }, &out, &errs)
+			code := run(t.Context(), args, noEnv, &out, &errs)
 			if code == exitOK || !strings.Contains(errs.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want a failure naming %s", code, errs.String(), tt.want)
 			}

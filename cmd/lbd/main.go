@@ -37,12 +37,13 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
 // run is lbd without the process around it: it parses args, runs one
-// subcommand and returns the exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// subcommand and returns the exit code. lookupEnv is os.LookupEnv or a
+// stand-in: it tells an unset variable from an empty one.
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	var c config
 	// Help goes to stdout; the flag package's own error messages are
 	// dropped, and the one error line goes to stderr below.
@@ -52,11 +53,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stdout, "lbd %s: %s\n\n", cmd, d)
 		}
 		fmt.Fprint(stdout, usageHead)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		printFlags(stdout, fs)
 	}
-	cmd, rest, err := parseArgs(fs, args, getenv)
+	cmd, rest, err := parseArgs(fs, args, lookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		usage(cmd)
 		return exitOK
@@ -74,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "explain" {
 		targets, rest = rest, nil
 	}
-	if len(rest) > 0 && cmd != "help" {
+	if len(rest) > 0 && cmd != "help" && cmd != "completion" {
 		fmt.Fprintf(stderr, "lbd %s: unexpected arguments %q\n", cmd, rest)
 		return exitFail
 	}
@@ -105,6 +104,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return a.exit(a.cleanup(ctx))
 	case "version":
 		fmt.Fprintln(stdout, "lbd", versionString())
+		return exitOK
+	case "completion":
+		if len(rest) != 1 {
+			fmt.Fprintln(stderr, "lbd completion: want one shell: bash or zsh")
+			return exitFail
+		}
+		if err := writeCompletion(stdout, rest[0], fs); err != nil {
+			fmt.Fprintf(stderr, "lbd completion: %v\n", err)
+			return exitFail
+		}
+		return exitOK
+	case "man":
+		writeMan(stdout, fs)
 		return exitOK
 	case "help":
 		if len(rest) > 0 {
@@ -151,15 +163,18 @@ func (a *app) exit(err error) int {
 // commandHelp is one line per command for `lbd help CMD` and
 // `lbd CMD --help`.
 var commandHelp = map[string]string{
-	"sync":    "one sync pass (what cron runs; also the default): lock, discover, plan, apply, store. Exit 0 ok, 3 guard held deletions, 4 locked, 1 error",
-	"apply":   "one sync pass that releases the held-back deletions of the services named (ns/name ...)",
-	"run":     "the daemon: watch the master over SSH and sync within --debounce of each change, resync every --resync",
-	"plan":    "print what a sync would change, changing nothing. Exit 0 nothing, 2 changes pending, 3 only held deletions, 1 error",
-	"status":  "the stored mapping (the notes' columns), every address with its state, each service's state per backend, the last sync",
-	"check":   "preflight: privileges, iptables, forwarding, pools, HA, SSH, kubectl, the pod route of every endpoint (-o json too)",
-	"explain": "ADDRESS:PORT[/PROTO]: which service and which backend objects carry it, read live, compared with the store",
-	"cleanup": "remove everything lbd programmed in the chosen backend, and the addresses it added",
-	"version": "print the version",
+	"sync":       "one sync pass (what cron runs; also the default): lock, discover, plan, apply, store. Exit 0 ok, 3 guard held deletions, 4 locked, 1 error",
+	"apply":      "one sync pass that releases the held-back deletions of the services named (ns/name ...)",
+	"run":        "the daemon: watch the master over SSH and sync within --debounce of each change, resync every --resync",
+	"plan":       "print what a sync would change, changing nothing. Exit 0 nothing, 2 changes pending, 3 only held deletions, 1 error",
+	"status":     "the stored mapping (the notes' columns), every address with its state, each service's state per backend, the last sync",
+	"check":      "preflight: privileges, iptables, forwarding, pools, HA, SSH, kubectl, the pod route of every endpoint (-o json too)",
+	"explain":    "ADDRESS:PORT[/PROTO]: which service and which backend objects carry it, read live, compared with the store",
+	"cleanup":    "remove everything lbd programmed in the chosen backend, and the addresses it added",
+	"version":    "print the version",
+	"help":       "this help, or one command's with lbd help CMD (lbd CMD --help too)",
+	"completion": "print a completion script for bash or zsh: source <(lbd completion bash)",
+	"man":        "print the man page lbd(1) in roff: lbd man > lbd.1; man -l lbd.1",
 }
 
 // passExit turns the outcome of one pass into an exit code: exitHeld when

@@ -66,7 +66,7 @@ func TestRunFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var c config
 			fs := newFlagSet(&c, io.Discard)
-			cmd, _, err := parseArgs(fs, tt.args, func(k string) string { return tt.env[k] })
+			cmd, _, err := parseArgs(fs, tt.args, envMap(tt.env))
 			if err != nil || cmd != "run" {
 				t.Fatalf("parseArgs = %q, %v", cmd, err)
 			}
@@ -79,7 +79,7 @@ func TestRunFlags(t *testing.T) {
 	t.Run("bad values are refused before anything runs", func(t *testing.T) {
 		for _, args := range [][]string{{"run", "--interval=0"}, {"run", "--resync=-1s"}, {"run", "--debounce=-1ms"}} {
 			var stderr bytes.Buffer
-			code := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr)
+			code := run(context.Background(), args, noEnv, io.Discard, &stderr)
 			flagName, _, _ := strings.Cut(args[1], "=")
 			if code != exitFail || !strings.Contains(stderr.String(), flagName) {
 				t.Errorf("lbd %v: exit %d, stderr %q", args, code, stderr.String())
@@ -128,7 +128,7 @@ func TestDefaultFile(t *testing.T) {
 			t.Errorf("hack/default/lbd sets %s, which is no flag", k)
 		}
 	}
-	if _, _, err := parseArgs(fs, []string{"run"}, func(k string) string { return env[k] }); err != nil {
+	if _, _, err := parseArgs(fs, []string{"run"}, envMap(env)); err != nil {
 		t.Errorf("hack/default/lbd does not parse: %v", err)
 	}
 	if c.master != "root@kubernetes-master" || c.kubectl != "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf" || c.metricsAddr != "127.0.0.1:9720" {

@@ -46,7 +46,7 @@ func statusDB(t *testing.T, backend string) string {
 func runStatus(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errs strings.Builder
-	code := run(t.Context(), append([]string{"status", "--log-file", ""}, args...), func(string) string { return "" }, &out, &errs)
+	code := run(t.Context(), append([]string{"status", "--log-file", ""}, args...), noEnv, &out, &errs)
 	if code != exitOK {
 		t.Fatalf("lbd status %v: exit %d: %s", args, code, errs.String())
 	}
@@ -91,12 +91,7 @@ func TestStatusUsesTheLastSyncsBackend(t *testing.T) {
 		t.Errorf("status --backend haproxy shows iptables' states:\n%s", out)
 	}
 	var stdout, stderr strings.Builder
-	env := func(k string) string {
-		if k == "LBD_BACKEND" {
-			return "haproxy"
-		}
-		return ""
-	}
+	env := envMap(map[string]string{"LBD_BACKEND": "haproxy"})
 	if code := run(t.Context(), []string{"status", "--db", db, "--log-file", ""}, env, &stdout, &stderr); code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
@@ -131,7 +126,7 @@ func TestStatusEscapesLastError(t *testing.T) {
 	}
 	db.Close()
 	var stdout, stderr strings.Builder
-	if code := run(ctx, []string{"status", "--db", path}, func(string) string { return "" }, &stdout, &stderr); code != 0 {
+	if code := run(ctx, []string{"status", "--db", path}, noEnv, &stdout, &stderr); code != 0 {
 		t.Fatalf("status exited %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
