@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,31 +131,70 @@ func TestSighup(t *testing.T) {
 	if err := k.sighup(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("no pid file: %v, want ErrNotRunning", err)
 	}
-	// a child that records SIGHUP
-	cmd := exec.Command("sh", "-c", `trap 'echo hup; exit 0' HUP; echo ready; while :; do sleep 0.05; done`)
+	// A child that records SIGHUP: this test binary in helper mode. Go's
+	// signal.Notify catches SIGHUP even when the test runs under nohup,
+	// where a shell's trap could not (an ignored signal stays ignored).
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSighupHelper$")
+	cmd.Env = append(os.Environ(), "LBD_SIGHUP_HELPER=1")
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	buf := make([]byte, 64)
-	n, _ := out.Read(buf) // "ready": the trap is set
-	if !strings.Contains(string(buf[:n]), "ready") {
-		t.Fatalf("child said %q", buf[:n])
+	lines := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := out.Read(buf)
+			if n > 0 {
+				lines <- string(buf[:n])
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	read := func() string {
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(10 * time.Second):
+			return "(nothing within 10s)"
+		}
+	}
+	if got := read(); !strings.Contains(got, "ready") {
+		t.Fatalf("child said %q", got)
 	}
 	os.MkdirAll(filepath.Dir(k.o.PIDFile), 0o755)
 	os.WriteFile(k.o.PIDFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	if err := k.sighup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	n, _ = out.Read(buf)
-	if got := strings.TrimSpace(string(buf[:n])); got != "hup" {
+	if got := strings.TrimSpace(read()); !strings.Contains(got, "hup") {
 		t.Errorf("child got %q, want hup", got)
 	}
 	cmd.Wait()
 	if err := k.sighup(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("dead pid: %v, want ErrNotRunning", err)
 	}
+}
+
+// TestSighupHelper is TestSighup's child: it prints "ready", then "hup"
+// when SIGHUP arrives, and exits. It does nothing in a normal run.
+func TestSighupHelper(t *testing.T) {
+	if os.Getenv("LBD_SIGHUP_HELPER") != "1" {
+		t.Skip("helper process of TestSighup")
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	os.Stdout.WriteString("ready\n")
+	select {
+	case <-c:
+		os.Stdout.WriteString("hup\n")
+	case <-time.After(30 * time.Second):
+	}
+	os.Exit(0)
 }
 
 func TestWriteHealthAndState(t *testing.T) {
