@@ -126,42 +126,22 @@ func (c *Cached) Watch(ctx context.Context, keepAlive time.Duration, event func(
 	if keepAlive <= 0 {
 		keepAlive = DefaultKeepAlive
 	}
-	res := s.watchResources()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	type result struct {
-		res string
-		err error
-	}
-	done := make(chan result, 2)
-	for _, r := range res {
-		go func() {
-			kind := kindOf[r]
-			err := s.streamEvents(wctx, s.kubectl+" get "+r+watchEventsTail, keepAlive, func(data []byte) error {
-				evs, err := decodeEvent(data, kind)
-				if err != nil {
-					return err
-				}
-				for _, ev := range evs {
-					c.cache.apply(r, ev)
-					event(r)
-				}
-				return nil
-			})
-			c.cache.ended(r)
-			done <- result{r, err}
-		}()
-	}
-	first := <-done
-	stop()
-	<-done
-	if ctx.Err() != nil {
-		return nil
-	}
-	if first.res == resSlices {
-		s.fallBack(first.err)
-	}
-	return fmt.Errorf("watch %s on %s: %w", first.res, s.master, first.err)
+	return s.watchEach(ctx, s.watchResources(), func(ctx context.Context, r string) error {
+		kind := kindOf[r]
+		err := s.streamEvents(ctx, s.kubectl+" get "+r+watchEventsTail, keepAlive, func(data []byte) error {
+			evs, err := decodeEvent(data, kind)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				c.cache.apply(r, ev)
+				event(r)
+			}
+			return nil
+		})
+		c.cache.ended(r)
+		return err
+	})
 }
 
 // streamEvents runs cmd as stream does and calls event with each JSON

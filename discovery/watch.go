@@ -74,22 +74,31 @@ func (s *Source) Watch(ctx context.Context, keepAlive time.Duration, event func(
 		endpoints = resEndpoints
 	}
 
+	return s.watchEach(ctx, []string{resServices, endpoints}, func(ctx context.Context, res string) error {
+		return s.stream(ctx, s.kubectl+" get "+res+watchTail, keepAlive, func([]byte) { event(res) })
+	})
+}
+
+// watchEach runs one watch session per resource with watch, until the
+// first ends; then it stops the others. A cancelled ctx returns nil;
+// otherwise the error names the resource whose session ended first, and
+// a failed EndpointSlice watch may switch the Source to Endpoints.
+func (s *Source) watchEach(ctx context.Context, resources []string, watch func(ctx context.Context, res string) error) error {
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	type result struct {
 		res string
 		err error
 	}
-	done := make(chan result, 2)
-	for _, res := range []string{resServices, endpoints} {
-		go func() {
-			err := s.stream(wctx, s.kubectl+" get "+res+watchTail, keepAlive, func([]byte) { event(res) })
-			done <- result{res, err}
-		}()
+	done := make(chan result, len(resources))
+	for _, res := range resources {
+		go func() { done <- result{res, watch(wctx, res)} }()
 	}
 	first := <-done
 	stop()
-	<-done
+	for range len(resources) - 1 {
+		<-done
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
