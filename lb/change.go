@@ -31,6 +31,29 @@ func (c Change) Key() string {
 	return c.Old.Key()
 }
 
+// Programmed returns, by key, what a backend last programmed as the
+// reconciler's applied state describes it through one Apply's arguments:
+// the exposed services of desired that did not change, plus the exposed
+// Old side of each change. A backend in a new process (a cron pass) uses
+// it to sync only the changes instead of rewriting everything. The
+// services are copies.
+func Programmed(desired []Service, changes []Change) map[string]*Service {
+	out := make(map[string]*Service, len(desired))
+	changed := make(map[string]bool, len(changes))
+	for _, c := range changes {
+		changed[c.Key()] = true
+		if c.Old != nil && c.Old.Exposed() {
+			out[c.Key()] = c.Old.Clone()
+		}
+	}
+	for i := range desired {
+		if s := &desired[i]; !changed[s.Key()] && s.Exposed() {
+			out[s.Key()] = s.Clone()
+		}
+	}
+	return out
+}
+
 // Skipped is a service a backend did not program, and why (for example a
 // pod not reachable through the pod interface, or a UDP port that haproxy
 // cannot serve). A skipped service is not recorded as applied, so the next

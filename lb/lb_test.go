@@ -164,3 +164,30 @@ func TestInvalidServiceErrorQuotesRawNames(t *testing.T) {
 		t.Errorf("Error() = %q, want the raw name quoted on one line", got)
 	}
 }
+
+// TestProgrammed: the unchanged exposed services plus the exposed Old
+// side of each change; unexposed ones and the New side are not programmed.
+func TestProgrammed(t *testing.T) {
+	a, b, c := good(), good(), good()
+	b.Name, c.Name = "b", "c"
+	hidden := good()
+	hidden.Name, hidden.ExternalIPs = "hidden", nil
+	bNew := b.Clone()
+	bNew.ExternalIPs = nil
+	got := Programmed([]Service{a, *bNew, hidden}, []Change{{Kind: Update, Old: &b, New: bNew}, {Kind: Delete, Old: &c}})
+	keys := []string{}
+	for k := range got {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if want := []string{b.Key(), c.Key(), a.Key()}; !slices.Equal(keys, want) {
+		t.Errorf("Programmed keys %v, want %v", keys, want)
+	}
+	if !got[b.Key()].Exposed() {
+		t.Error("the changed service is not its Old side")
+	}
+	got[a.Key()].Ports[0].Endpoints[0].Ready = !got[a.Key()].Ports[0].Endpoints[0].Ready
+	if a.Ports[0].Endpoints[0].Ready == got[a.Key()].Ports[0].Endpoints[0].Ready {
+		t.Error("Programmed shares endpoints with desired")
+	}
+}

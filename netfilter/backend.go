@@ -216,23 +216,8 @@ func lineDiff(have, want []string) (adds, dels []string) {
 // reports whether anything is programmed at all; with nothing, the first
 // sync is a full one.
 func (b *Backend) trustStore(desired []lb.Service, changes []lb.Change) bool {
-	changed := make(map[string]bool, len(changes))
-	for _, c := range changes {
-		changed[c.Key()] = true
-		if c.Old != nil && c.Old.Exposed() {
-			b.applied[c.Key()] = c.Old.Clone()
-		}
-	}
-	for i := range desired {
-		if s := &desired[i]; !changed[s.Key()] && s.Exposed() {
-			b.applied[s.Key()] = s.Clone()
-		}
-	}
-	b.nets = map[string]int{}
-	for _, s := range b.applied {
-		for _, j := range renderService(s, b.opts).jumps {
-			b.nets[jumpChain(j)]++
-		}
+	for k, s := range lb.Programmed(desired, changes) {
+		b.applied[k] = s
 	}
 	return len(b.applied) > 0
 }

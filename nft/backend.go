@@ -137,17 +137,8 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 // the unchanged services of desired plus the Old side of each change. It
 // reports whether anything is programmed at all.
 func (b *Backend) trustStore(desired []lb.Service, changes []lb.Change) bool {
-	changed := make(map[string]bool, len(changes))
-	for _, c := range changes {
-		changed[c.Key()] = true
-		if c.Old != nil && c.Old.Exposed() {
-			b.applied[c.Key()] = c.Old.Clone()
-		}
-	}
-	for i := range desired {
-		if s := &desired[i]; !changed[s.Key()] && s.Exposed() {
-			b.applied[s.Key()] = s.Clone()
-		}
+	for k, s := range lb.Programmed(desired, changes) {
+		b.applied[k] = s
 	}
 	return len(b.applied) > 0
 }
