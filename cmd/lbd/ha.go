@@ -124,10 +124,18 @@ func idleAddress(pools ipam.Pools, ex ipam.Excluder, family4 bool) netip.Addr {
 // haFollower reports whether this LB is not the VRRP master (or does not
 // know): it then serves what the master allocated and writes no status.
 func haFollower(k *keepalived.Keepalived) func() bool {
-	return func() bool {
-		st, err := k.State()
-		return err != nil || st != keepalived.StateMaster
+	return func() bool { return !haMaster(k) }
+}
+
+// haMaster reports whether keepalived runs and its hook last said MASTER:
+// a keepalived killed with SIGKILL leaves MASTER in the state file, and
+// its lbd must not go on writing status as the master.
+func haMaster(k *keepalived.Keepalived) bool {
+	if k.Running() != nil {
+		return false
 	}
+	st, err := k.State()
+	return err == nil && st == keepalived.StateMaster
 }
 
 // haHealth writes keepalived's track file after each pass: a pass that
@@ -159,8 +167,7 @@ func haWatch(ctx context.Context, k *keepalived.Keepalived, poll time.Duration, 
 			return
 		case <-t.C:
 		}
-		st, err := k.State()
-		is := err == nil && st == keepalived.StateMaster
+		is := haMaster(k)
 		if is == was {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,11 +103,14 @@ func TestIdleAddress(t *testing.T) {
 }
 
 // TestHAWatch: a change to MASTER asks for a full resync (SIGHUP) and
-// reports it; leaving MASTER reports it without a resync.
+// reports it; leaving MASTER reports it without a resync, and so does a
+// keepalived that died leaving MASTER in its state file.
 func TestHAWatch(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	k := keepalived.New(keepalived.Options{StateFile: state}, slog.New(slog.DiscardHandler))
+	pid := filepath.Join(dir, "keepalived.pid")
+	os.WriteFile(pid, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644) // a live keepalived
+	k := keepalived.New(keepalived.Options{StateFile: state, PIDFile: pid}, slog.New(slog.DiscardHandler))
 	sigs := make(chan os.Signal, 4)
 	changes := make(chan bool, 4)
 	ctx, cancel := context.WithCancel(t.Context())
