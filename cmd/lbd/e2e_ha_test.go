@@ -367,10 +367,32 @@ func (p *haPair) setAdvert(d time.Duration) {
 }
 
 // probeLoop sends a UDP probe to ha-web from the client every 10 ms, each
-// waiting 100 ms for its answer, and records answers with their TTL.
+// waiting 100 ms for its answer, and records answers with their TTL. The
+// probes take turns on 20 sockets, so that they add 20 flows to the
+// conntrack tables the LBs sync, not thousands.
 func (p *haPair) probeLoop(ctx context.Context) {
 	udp := netip.AddrPortFrom(p.webIP, probePort).String()
 	http := netip.AddrPortFrom(p.webIP, 80).String()
+	var socks [20]*net.UDPConn
+	for i := range socks {
+		c, err := p.l.Dial(ctx, p.l.ClientNS, "udp", udp)
+		if err != nil {
+			p.t.Errorf("probe socket: %v", err)
+			return
+		}
+		defer c.Close()
+		socks[i] = c.(*net.UDPConn)
+		raw, err := socks[i].SyscallConn()
+		if err != nil {
+			p.t.Errorf("probe socket: %v", err)
+			return
+		}
+		raw.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVTTL, 1) })
+		if err != nil {
+			p.t.Errorf("probe socket: IP_RECVTTL: %v", err)
+			return
+		}
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var wg sync.WaitGroup
@@ -381,6 +403,7 @@ func (p *haPair) probeLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		sock := socks[n%len(socks)]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -389,7 +412,7 @@ func (p *haPair) probeLoop(ctx context.Context) {
 			if p.httpProbes.Load() {
 				lb, err = p.httpProbe(ctx, http)
 			} else {
-				lb, err = p.udpProbe(ctx, udp)
+				lb, err = p.udpProbe(sock)
 			}
 			if err != nil || lb < 0 {
 				return
@@ -429,27 +452,20 @@ func (p *haPair) httpProbe(ctx context.Context, addr string) (int, error) {
 
 // udpProbe asks addr once over UDP from the client and returns the LB
 // that forwarded the answer, by its TTL.
-func (p *haPair) udpProbe(ctx context.Context, addr string) (int, error) {
-	c, err := p.l.Dial(ctx, p.l.ClientNS, "udp", addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	uc := c.(*net.UDPConn)
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var serr error
-	raw.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVTTL, 1) })
-	if serr != nil {
-		return 0, serr
+// uc is used by one probe at a time (every 200 ms, each waiting 100 ms);
+// a late answer to an earlier probe is drained first.
+func (p *haPair) udpProbe(uc *net.UDPConn) (int, error) {
+	buf, oob := make([]byte, 64), make([]byte, 128)
+	uc.SetReadDeadline(time.Now())
+	for k := 0; k < 10; k++ {
+		if _, _, _, _, err := uc.ReadMsgUDP(buf, oob); err != nil {
+			break
+		}
 	}
 	uc.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, err := uc.Write([]byte("probe\n")); err != nil {
 		return 0, err
 	}
-	buf, oob := make([]byte, 64), make([]byte, 128)
 	_, oobn, _, _, err := uc.ReadMsgUDP(buf, oob)
 	if err != nil {
 		return 0, err
@@ -615,7 +631,7 @@ func (p *haPair) streamsAcrossFailover(t *testing.T, addr netip.AddrPort, n int)
 	time.Sleep(time.Second)
 	port := strconv.Itoa(int(addr.Port()))
 	if out, err := p.l.Run(ctx, b.ns, "conntrackd", "-C", b.k.Options().ConntrackdConfig, "-e"); err == nil {
-		t.Logf("%s's external cache before the fault: %d entries to port %s", b.name, strings.Count(out, "dport="+port+" "), port)
+		t.Logf("%s's external cache before the fault: %d entries, %d of them to port %s", b.name, strings.Count(out, "\n"), strings.Count(out, "dport="+port+" "), port)
 	}
 	t0 := time.Now()
 	p.link(m, "down")
