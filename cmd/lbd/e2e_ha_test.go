@@ -68,6 +68,9 @@ type haPair struct {
 	// httpProbes: the probes ask haproxy over HTTP (it serves no UDP)
 	// and tell the LB by the address the pod saw (the LB's flannel0).
 	httpProbes atomic.Bool
+	// faults counts the failovers the test caused; keepalived's logs
+	// must show no other takeover.
+	faults int
 
 	mu     sync.Mutex
 	probes []haProbe
@@ -196,6 +199,17 @@ func TestHA(t *testing.T) {
 		p.loadAcrossFailover(t, "haproxy")
 	})
 
+	t.Run("no spurious takeover", func(t *testing.T) {
+		n := 0
+		for _, lb := range p.lbs {
+			b, _ := os.ReadFile(filepath.Join(l.Dir, "logs", "keepalived-"+lb.name+".log"))
+			n += strings.Count(string(b), "Entering MASTER STATE")
+		}
+		t.Logf("keepalived took over %d times: the first election and %d failovers the test caused", n, p.faults)
+		if n != 1+p.faults {
+			t.Errorf("keepalived took over %d times, want %d (1 + the faults): spurious failovers", n, 1+p.faults)
+		}
+	})
 	t.Run("status", func(t *testing.T) {
 		time.Sleep(time.Second) // the watch's last lines
 		// Two real changes each: the allocation, and the ipMode when the
@@ -554,6 +568,7 @@ func (p *haPair) failovers(t *testing.T, rounds int) {
 			b := p.other(m)
 			t0 := time.Now()
 			f.inject(p, m)
+			p.faults++
 			lab.WaitFor(t, 15*time.Second, b.name+" answering after "+f.name+" on "+m.name, func() bool { _, ok := p.answered(t0, b); return ok })
 			at, _ := p.answered(t0, b)
 			took = append(took, at.Sub(t0))
@@ -635,6 +650,7 @@ func (p *haPair) streamsAcrossFailover(t *testing.T, addr netip.AddrPort, n int)
 	}
 	t0 := time.Now()
 	p.link(m, "down")
+	p.faults++
 	lab.WaitFor(t, 15*time.Second, b.name+" taking over", func() bool { _, ok := p.answered(t0, b); return ok })
 	time.Sleep(3 * time.Second) // retransmissions reach the new master
 	out, _ := p.l.Run(ctx, b.ns, "conntrack", "-L", "-p", "tcp", "--dport", port)
@@ -700,6 +716,7 @@ func (p *haPair) loadAcrossFailover(t *testing.T, backend string) {
 	time.Sleep(2 * time.Second)
 	t0 := time.Now()
 	p.link(m, "down")
+	p.faults++
 	wg.Wait()
 	at, took := p.answered(t0, b)
 	p.link(m, "up")
