@@ -85,7 +85,8 @@ type servicePort struct {
 type serviceStatus struct {
 	LoadBalancer struct {
 		Ingress []struct {
-			IP string `json:"ip"`
+			IP     string `json:"ip"`
+			IPMode string `json:"ipMode"`
 		} `json:"ingress"`
 	} `json:"loadBalancer"`
 }
@@ -531,6 +532,12 @@ func loadBalancer(o *object) (*lb.LoadBalancer, *lb.InvalidServiceError) {
 			return bad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%v", err)
 		}
 		l.Ingress = append(l.Ingress, ip)
+		switch {
+		case len(l.Ingress) == 1 || l.IPMode == in.IPMode:
+			l.IPMode = in.IPMode
+		default:
+			l.IPMode = "mixed"
+		}
 	}
 	slices.SortFunc(l.Ingress, netip.Addr.Compare)
 	l.Ingress = slices.Compact(l.Ingress)

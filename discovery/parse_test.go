@@ -120,7 +120,7 @@ func wantFixture(legacy bool) []lb.Service {
 			// not an address to serve: lbd's pools decide that. The
 			// hostname-only ingress and the FQDN slice are ignored.
 			Namespace: "shop", Name: "shop-lb", Type: "LoadBalancer",
-			LoadBalancer: &lb.LoadBalancer{Ingress: ips("192.168.121.210")},
+			LoadBalancer: &lb.LoadBalancer{Ingress: ips("192.168.121.210"), IPMode: "VIP"},
 			Ports: []lb.Port{
 				{Name: "https", Port: 443, Protocol: lb.TCP, TargetPort: "8443", Endpoints: []lb.Endpoint{ep("10.246.84.5", 8443, true, true, false)}},
 			},
@@ -650,6 +650,28 @@ func BenchmarkParse10kServices(b *testing.B) {
 		svcs, invalid, err := Parse(data)
 		if err != nil || len(invalid) != 0 || len(svcs) != 10000 {
 			b.Fatalf("Parse: %d services, %d rejected, %v", len(svcs), len(invalid), err)
+		}
+	}
+}
+
+// TestParseIPMode: the ingress entries' ipMode is read back, "mixed" when
+// they differ and empty when the cluster shows none, so that a status
+// written by another backend is told from a right one.
+func TestParseIPMode(t *testing.T) {
+	tests := []struct{ ingress, want string }{
+		{`[{"ip":"192.0.2.2","ipMode":"VIP"},{"ip":"192.0.2.3","ipMode":"VIP"}]`, "VIP"},
+		{`[{"hostname":"x.example"},{"ip":"192.0.2.2","ipMode":"Proxy"}]`, "Proxy"},
+		{`[{"ip":"192.0.2.2","ipMode":"VIP"},{"ip":"192.0.2.3","ipMode":"Proxy"}]`, "mixed"},
+		{`[{"ip":"192.0.2.2"}]`, ""},
+	}
+	for _, tt := range tests {
+		data := `{"kind":"List","items":[{"kind":"Service","metadata":{"namespace":"d","name":"w"},"spec":{"type":"LoadBalancer","ports":[{"port":80}]},"status":{"loadBalancer":{"ingress":` + tt.ingress + `}}}]}`
+		svcs, invalid, err := Parse([]byte(data))
+		if err != nil || len(invalid) != 0 || len(svcs) != 1 || svcs[0].LoadBalancer == nil {
+			t.Fatalf("%s: %v %v %v", tt.ingress, svcs, invalid, err)
+		}
+		if got := svcs[0].LoadBalancer.IPMode; got != tt.want {
+			t.Errorf("%s: ipMode %q, want %q", tt.ingress, got, tt.want)
 		}
 	}
 }

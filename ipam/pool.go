@@ -147,6 +147,9 @@ func (p Pool) Contains(a netip.Addr) bool {
 		p.first.Compare(a) <= 0 && a.Compare(p.last) <= 0
 }
 
+// First is the pool's lowest served address; invalid for the zero Pool.
+func (p Pool) First() netip.Addr { return p.first }
+
 // Size returns the number of addresses the pool serves, exclusions not
 // subtracted, saturating at math.MaxUint64 (an IPv6 /64 or wider).
 func (p Pool) Size() uint64 {

@@ -246,3 +246,25 @@ func TestWriteHealthAndState(t *testing.T) {
 		t.Errorf("a bogus state changed the file to %q", st)
 	}
 }
+
+// TestRunning: Running tells a live keepalived from a missing pid file and
+// from a pid file whose process is gone (a SIGKILL leaves one).
+func TestRunning(t *testing.T) {
+	k := newFake(t).Keepalived
+	if err := k.Running(); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("no pid file: %v, want ErrNotRunning", err)
+	}
+	os.MkdirAll(filepath.Dir(k.o.PIDFile), 0o755)
+	os.WriteFile(k.o.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	if err := k.Running(); err != nil {
+		t.Errorf("live pid: %v", err)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(k.o.PIDFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	if err := k.Running(); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("dead pid: %v, want ErrNotRunning", err)
+	}
+}

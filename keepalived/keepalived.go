@@ -108,6 +108,17 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 // sighup sends SIGHUP to the pid in PIDFile.
 func (k *Keepalived) sighup(context.Context) error {
+	return k.signal(syscall.SIGHUP)
+}
+
+// Running returns nil when the pid in PIDFile is alive, else an error
+// (wrapping ErrNotRunning when the file or the process is missing).
+// State alone cannot tell: a keepalived killed with SIGKILL leaves its
+// state file saying MASTER although it no longer is one.
+func (k *Keepalived) Running() error { return k.signal(0) }
+
+// signal sends sig to the pid in PIDFile; 0 only checks that it lives.
+func (k *Keepalived) signal(sig syscall.Signal) error {
 	b, err := os.ReadFile(k.o.PIDFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w", k.o.PIDFile, ErrNotRunning)
@@ -119,7 +130,7 @@ func (k *Keepalived) sighup(context.Context) error {
 	if err != nil || pid <= 1 {
 		return fmt.Errorf("%s: bad pid %q", k.o.PIDFile, strings.TrimSpace(string(b)))
 	}
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(pid, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("%s: pid %d: %w", k.o.PIDFile, pid, ErrNotRunning)
 		}

@@ -73,6 +73,15 @@ type Options struct {
 	// /128) on the master. They are usually left empty here and passed
 	// to [Keepalived.Apply].
 	Addresses []netip.Addr
+	// PodAddresses float on PodInterface with the served addresses: the
+	// addresses the iptables backend SNATs to (--snat-addresses). A flow
+	// keeps its SNAT address when conntrackd moves it to the other LB, so
+	// the pods' replies reach the new master only if that address moved
+	// too. Any family; empty means none.
+	PodAddresses []netip.Addr
+	// PodInterface is the pod-side link PodAddresses go to
+	// (--pod-interface); required with PodAddresses.
+	PodInterface string
 	// ConfigPath is the include file lbd owns.
 	ConfigPath string
 	// PIDFile is keepalived's main pid file; the reload signals that pid.
@@ -118,6 +127,9 @@ func (o Options) Validate() error {
 	}
 	if len(o.Interface) > 15 || strings.ContainsAny(o.Interface, "/ \t\n\"'{}!#") || o.Interface == "." || o.Interface == ".." {
 		return bad("--ha-interface", "%q is not an interface name", o.Interface)
+	}
+	if len(o.PodAddresses) > 0 && (o.PodInterface == "" || len(o.PodInterface) > 15 || strings.ContainsAny(o.PodInterface, "/ \t\n\"'{}!#")) {
+		return bad("--pod-interface", "%q is not an interface name (the SNAT addresses float on it)", o.PodInterface)
 	}
 	if len(o.Peers) == 0 {
 		return bad("--ha-peer", "at least one peer is required (the other LB's address on %s)", o.Interface)

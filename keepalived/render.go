@@ -30,6 +30,7 @@ var ErrNoAddress = errors.New("no served address of the peers' address family")
 // one address changes, not on every new service (and skip_check_adv_addr
 // skips the comparison for adverts from the master already known). It
 // also keeps adverts small: a VRRP packet holds at most 255 addresses.
+// o.PodAddresses follow in virtual_ipaddress_excluded on o.PodInterface.
 func Render(o Options) ([]byte, error) {
 	addrs := normalize(o.Addresses)
 	four := o.Peers[0].Is4()
@@ -78,12 +79,16 @@ func Render(o Options) ([]byte, error) {
 	p("    virtual_ipaddress {")
 	p("        %s dev %s", host(addrs[anchor]), o.Interface)
 	p("    }")
-	if len(addrs) > 1 {
+	pods := normalize(o.PodAddresses)
+	if len(addrs) > 1 || len(pods) > 0 {
 		p("    virtual_ipaddress_excluded {")
 		for i, a := range addrs {
 			if i != anchor {
 				p("        %s dev %s", host(a), o.Interface)
 			}
+		}
+		for _, a := range pods {
+			p("        %s dev %s", host(a), o.PodInterface)
 		}
 		p("    }")
 	}

@@ -52,6 +52,10 @@ func TestRender(t *testing.T) {
 			o.Addresses = addrs("2001:db8::20", "192.168.121.210", "192.168.121.201", "::ffff:192.168.121.205", "2001:db8::10", "192.168.121.201")
 			o.Peers = addrs("192.168.121.12", "192.168.121.13")
 		}},
+		{"snat addresses float on the pod interface", func(o *Options) {
+			o.PodInterface = "flannel0"
+			o.PodAddresses = addrs("10.246.90.101", "10.246.90.100")
+		}},
 		{"ipv6 instance without source", func(o *Options) {
 			o.Peers = addrs("2001:db8:1::12")
 			o.SourceIP = netip.Addr{}
@@ -93,6 +97,10 @@ func configTestInNS(t *testing.T, o Options) {
 		cidr = "2001:db8:1::11/64"
 	}
 	ns := nsWithLink(t, o.Interface, cidr)
+	if o.PodInterface != "" {
+		run(t, "ip", "-n", ns, "link", "add", o.PodInterface, "type", "veth", "peer", "name", "podp")
+		run(t, "ip", "-n", ns, "link", "set", o.PodInterface, "up")
+	}
 	dir := t.TempDir()
 	o.ConfigPath = filepath.Join(dir, "lbd.conf")
 	o.NotifyScript = filepath.Join(dir, "lbd-notify.sh")
@@ -192,6 +200,7 @@ func TestValidate(t *testing.T) {
 		{"advert 15ms", func(o *Options) { o.AdvertInt = 15 * time.Millisecond }, "--ha-advert-int"},
 		{"advert 41s", func(o *Options) { o.AdvertInt = 41 * time.Second }, "--ha-advert-int"},
 		{"no router id", func(o *Options) { o.RouterID = 0 }, "--ha-router-id"},
+		{"snat addresses without pod interface", func(o *Options) { o.PodAddresses = addrs("10.246.90.100") }, "--pod-interface"},
 		{"router id 256", func(o *Options) { o.RouterID = 256 }, "--ha-router-id"},
 		{"relative track file", func(o *Options) { o.TrackFile = "health" }, "--ha-track-file"},
 		{"state file with blank", func(o *Options) { o.StateFile = "/run/lbd/ha state" }, "--ha-state-file"},

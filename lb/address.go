@@ -35,6 +35,10 @@ type LoadBalancer struct {
 	Share string
 	// Ingress are the IPs in status.loadBalancer.ingress now.
 	Ingress []netip.Addr
+	// IPMode is the ipMode those entries show when they all show the
+	// same one ("VIP", "Proxy"); "mixed" when they differ; empty when
+	// none shows one (a cluster without the field drops it).
+	IPMode string
 	// UID and ResourceVersion identify the object this was read from; a
 	// status write is conditional on them, so it never lands on a newer
 	// or re-created Service.

@@ -178,7 +178,10 @@ func (r *Reconciler) statusWrites(a *admission, prev []lb.Allocation, programmed
 	var out []lb.StatusWrite
 	write := func(key string, l *lb.LoadBalancer, ingress []netip.Addr) {
 		slices.SortFunc(ingress, netip.Addr.Compare)
-		if slices.Equal(ingress, l.Ingress) {
+		// A stale ipMode (the backend changed from a kernel one to
+		// haproxy, or back) is rewritten too; an empty one is a cluster
+		// that drops the field, and rewriting it would never end.
+		if slices.Equal(ingress, l.Ingress) && (len(ingress) == 0 || l.IPMode == "" || l.IPMode == r.opts.IPMode) {
 			return
 		}
 		ns, name := splitKey(key)

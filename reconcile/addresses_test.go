@@ -192,6 +192,24 @@ func TestSyncAddresses(t *testing.T) {
 	if len(sw.writes) != 0 {
 		t.Errorf("a right status was written again: %v", sw.writes)
 	}
+	// The same address with the ipMode of another backend (haproxy's
+	// Proxy) is rewritten once; with the right one it is left alone.
+	src.svcs[2].LoadBalancer.IPMode = "Proxy"
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	wantWrites = [][]lb.StatusWrite{{{Namespace: "default", Name: "web", UID: "u1", ResourceVersion: "1", Ingress: addrs("192.168.121.241"), IPMode: "VIP"}}}
+	if d := cmp.Diff(wantWrites, sw.writes, cmpAddr); d != "" {
+		t.Errorf("with a stale ipMode (-want +got):\n%s", d)
+	}
+	src.svcs[2].LoadBalancer.IPMode = "VIP"
+	sw.writes = nil
+	if _, err := r.Sync(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.writes) != 0 {
+		t.Errorf("a right ipMode was written again: %v", sw.writes)
+	}
 	src.svcs = slices.Delete(src.svcs, 2, 3)
 	if _, err := r.Sync(t.Context(), false); err != nil {
 		t.Fatal(err)

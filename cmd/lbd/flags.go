@@ -59,6 +59,10 @@ type config struct {
 	haPreempt    bool
 	haConfig     string
 	haConntrackd string
+	haTrackFile  string
+	haNotify     string
+	haStateFile  string
+	haPIDFile    string
 
 	// backends
 	backend      string
@@ -190,6 +194,10 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.haRouterID, "ha-router-id", 0, "keepalived: virtual_router_id 1-255, the same on both LBs and unique on the link")
 	fs.BoolVar(&c.haPreempt, "ha-preempt", false, "keepalived: a recovered LB with the higher priority takes the addresses back (a second interruption); default: it stays backup")
 	fs.StringVar(&c.haConfig, "ha-config", keepalived.DefaultConfigPath, "keepalived: the include `file` lbd renders (keepalived.conf must include it)")
+	fs.StringVar(&c.haTrackFile, "ha-track-file", keepalived.DefaultTrackFile, "keepalived: health `file` lbd writes after each pass (0 healthy) and keepalived tracks")
+	fs.StringVar(&c.haNotify, "ha-notify-script", keepalived.DefaultNotifyScript, "keepalived: `path` lbd installs its transition hook at")
+	fs.StringVar(&c.haStateFile, "ha-state-file", keepalived.DefaultStateFile, "keepalived: `file` the hook writes the VRRP state to (MASTER, BACKUP, FAULT, STOP)")
+	fs.StringVar(&c.haPIDFile, "ha-pid-file", keepalived.DefaultPIDFile, "keepalived: its main pid `file`; lbd sends that pid SIGHUP to reload")
 	fs.StringVar(&c.haConntrackd, "ha-conntrackd-config", "", "keepalived: conntrackd.conf `path`; when set, the notify hook commits and resyncs conntrackd's caches on every transition")
 
 	fs.StringVar(&c.backend, "backend", "haproxy", "data plane: `haproxy` (production), nftables (kernel NAT, verdict-map dispatch) or iptables; plan and status default to the backend of the last sync")

@@ -85,6 +85,14 @@ func (a *app) runDaemon(ctx context.Context) error {
 			m.SetHAMaster(!haFollower(env.ha)())
 		}
 	}}, o)
+	if env.ha != nil {
+		go haWatch(ctx, env.ha, haPoll, sigs, func(master bool) {
+			m.SetHAMaster(master)
+			if master {
+				a.log.Info("this LB became the VRRP master: full resync, to allocate and write status")
+			}
+		})
+	}
 	a.log.Info("lbd run starting", "version", versionString(), "backend", c.backend, "master", c.master,
 		"watch", c.watch, "interval", c.interval, "resync", c.resync, "debounce", c.debounce, "metrics", c.metricsAddr)
 	d.Run(ctx)

@@ -133,12 +133,14 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	if a.cfg.routeCheck {
 		opts.Routes = rc
 	}
-	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: a.excluder(e.source, rc)}
+	ex := a.excluder(e.source, rc)
+	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: ex}
 	if a.cfg.vipInterface != "" {
 		opts.Owner = vip.New(a.cfg.vipInterface, a.log)
 	}
 	if e.ha != nil {
-		opts.Owner = haOwner{k: e.ha, log: a.log}
+		family := e.ha.Options().Peers[0].Is4()
+		opts.Owner = haOwner{k: e.ha, log: a.log, idle: func() netip.Addr { return idleAddress(e.pools, ex, family) }}
 		opts.Follower = haFollower(e.ha)
 	}
 	if a.cfg.statusWrite {

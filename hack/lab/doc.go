@@ -12,8 +12,12 @@
 // masquerades; the lab itself never turns on forwarding or adds iptables
 // rules.
 //
+// With Options.LBs = 2 the lab has a second load balancer for an HA pair:
+// the three networks become bridges in a switch namespace of the lab's
+// own, each LB has a leg on every one, and a sync0 link joins the two LBs.
+//
 // Every lab is named; its namespaces are "lbd-<name>-master", "-lb",
-// "-client" and "-pod0".. Start sweeps leftovers of an earlier run with the
+// "-client", "-pod0".. (and "-lb2", "-sw") Start sweeps leftovers of an earlier run with the
 // same name, and Close kills every process the lab started and deletes its
 // namespaces. Tests use ForTest, which skips loudly when not root.
 package lab

@@ -28,6 +28,18 @@ var (
 	FlannelIP = netip.MustParsePrefix("10.246.90.0/16")
 	// PodNetwork is the pod network; pods route nothing outside it.
 	PodNetwork = netip.MustParsePrefix("10.246.0.0/16")
+
+	// The second load balancer of a two-LB lab (Options.LBs = 2).
+
+	// LB2InfraIP is the second LB's address on the infrastructure network.
+	LB2InfraIP = netip.MustParseAddr("10.245.1.143")
+	// LB2ExternalIP is the second LB's address on the external network.
+	LB2ExternalIP = netip.MustParseAddr("192.168.121.202")
+	// LB2FlannelIP is the second LB's address on its flannel0 link.
+	LB2FlannelIP = netip.MustParsePrefix("10.246.90.1/16")
+	// SyncIPs are the two LBs' addresses on their sync0 link, a direct
+	// link between them that carries nothing else (for conntrackd).
+	SyncIPs = [2]netip.Prefix{netip.MustParsePrefix("10.255.0.1/24"), netip.MustParsePrefix("10.255.0.2/24")}
 )
 
 // Options says which lab to build.
@@ -38,6 +50,12 @@ type Options struct {
 	Name string
 	// Pods is the number of pod namespaces; 0 means 3.
 	Pods int
+	// LBs is the number of load balancers: 0 or 1 is the notes' one LB,
+	// with point-to-point links and the flannel0 bridge inside it. 2 adds
+	// LB2NS for an HA pair: then every network is a bridge in a namespace
+	// of the lab's own (SwitchNS), both LBs have a leg on each (ens9,
+	// eth0 and a flannel0 veth), and sync0 links the two LBs directly.
+	LBs int
 	// Cluster starts etcd, kube-apiserver and sshd in the master namespace.
 	Cluster bool
 	// RBAC runs the cluster's kube-apiserver with
@@ -68,6 +86,9 @@ type Lab struct {
 
 	// MasterNS, LBNS and ClientNS are the namespace names.
 	MasterNS, LBNS, ClientNS string
+	// LB2NS is the second load balancer's namespace and SwitchNS the one
+	// holding the bridges; both are empty unless Options.LBs is 2.
+	LB2NS, SwitchNS string
 	// PodNS are the pod namespace names, in the order of PodIPs.
 	PodNS []string
 
@@ -121,6 +142,9 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 	}
 	if o.Pods < 0 || o.Pods > 200 {
 		return nil, fmt.Errorf("lab %s: %d pods: want 1..200", o.Name, o.Pods)
+	}
+	if o.LBs < 0 || o.LBs > 2 {
+		return nil, fmt.Errorf("lab %s: %d LBs: want 1 or 2", o.Name, o.LBs)
 	}
 	if err := Sweep(o.Name); err != nil {
 		return nil, fmt.Errorf("lab %s: sweep leftovers: %w", o.Name, err)
@@ -188,6 +212,9 @@ func newLab(o Options) *Lab {
 		rbac:         o.RBAC,
 		procs:        map[string]*proc{},
 	}
+	if o.LBs == 2 {
+		l.LB2NS, l.SwitchNS = p+"lb2", p+"sw"
+	}
 	for i := range o.Pods {
 		l.PodNS = append(l.PodNS, fmt.Sprintf("%spod%d", p, i))
 		l.PodNames = append(l.PodNames, fmt.Sprintf("pod%d", i))
@@ -210,7 +237,11 @@ func podIP(i int) netip.Addr {
 }
 
 func (l *Lab) namespaces() []string {
-	return append([]string{l.MasterNS, l.LBNS, l.ClientNS}, l.PodNS...)
+	ns := []string{l.MasterNS, l.LBNS, l.ClientNS}
+	if l.LB2NS != "" {
+		ns = append(ns, l.LB2NS, l.SwitchNS)
+	}
+	return append(ns, l.PodNS...)
 }
 
 // networkPlan renders the `ip` commands (arguments after "ip") that build
@@ -224,6 +255,9 @@ func networkPlan(l *Lab) [][]string {
 	}
 	for _, ns := range l.namespaces() {
 		add("-n", ns, "link", "set", "lo", "up")
+	}
+	if l.LB2NS != "" {
+		return append(c, twoLBPlan(l)...)
 	}
 	m, lb, cl := l.MasterNS, l.LBNS, l.ClientNS
 	// Infrastructure network: master eth0 <-> lb ens9.
@@ -249,6 +283,43 @@ func networkPlan(l *Lab) [][]string {
 		add("-n", ns, "addr", "add", fmt.Sprintf("%s/%d", l.PodIPs[i], PodNetwork.Bits()), "dev", "eth0")
 		add("-n", ns, "link", "set", "eth0", "up")
 	}
+	return c
+}
+
+// twoLBPlan renders the links of a two-LB lab, after the namespaces:
+// three bridges in SwitchNS (infra, ext, pods), one leg per namespace on
+// each network it belongs to, and sync0 straight between the LBs.
+func twoLBPlan(l *Lab) [][]string {
+	var c [][]string
+	add := func(args ...string) { c = append(c, args) }
+	sw := l.SwitchNS
+	for _, br := range []string{"infra", "ext", "pods"} {
+		add("-n", sw, "link", "add", br, "type", "bridge", "forward_delay", "0")
+		add("-n", sw, "link", "set", br, "up")
+	}
+	// leg puts ifname into ns with addr, its peer port on bridge br.
+	leg := func(ns, ifname, port, br, addr string) {
+		add("-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
+		add("-n", sw, "link", "set", port, "master", br, "up")
+		add("-n", ns, "addr", "add", addr, "dev", ifname)
+		add("-n", ns, "link", "set", ifname, "up")
+	}
+	leg(l.MasterNS, "eth0", "m0", "infra", l.MasterIP.String()+"/24")
+	leg(l.LBNS, "ens9", "lb1i", "infra", l.LBInfraIP.String()+"/24")
+	leg(l.LB2NS, "ens9", "lb2i", "infra", LB2InfraIP.String()+"/24")
+	leg(l.ClientNS, "eth0", "cl0", "ext", l.ClientIP.String()+"/24")
+	leg(l.LBNS, "eth0", "lb1e", "ext", l.LBExternalIP.String()+"/24")
+	leg(l.LB2NS, "eth0", "lb2e", "ext", LB2ExternalIP.String()+"/24")
+	leg(l.LBNS, "flannel0", "lb1p", "pods", FlannelIP.String())
+	leg(l.LB2NS, "flannel0", "lb2p", "pods", LB2FlannelIP.String())
+	for i, ns := range l.PodNS {
+		leg(ns, "eth0", fmt.Sprintf("vpod%d", i), "pods", fmt.Sprintf("%s/%d", l.PodIPs[i], PodNetwork.Bits()))
+	}
+	add("-n", l.LBNS, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0", "netns", l.LB2NS)
+	add("-n", l.LBNS, "addr", "add", SyncIPs[0].String(), "dev", "sync0")
+	add("-n", l.LB2NS, "addr", "add", SyncIPs[1].String(), "dev", "sync0")
+	add("-n", l.LBNS, "link", "set", "sync0", "up")
+	add("-n", l.LB2NS, "link", "set", "sync0", "up")
 	return c
 }
 
