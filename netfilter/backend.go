@@ -29,25 +29,43 @@ type ipTables interface {
 	DeleteIfExists(table, chain string, rulespec ...string) error
 }
 
-// jump is one rule lbd keeps in a built-in chain.
-type jump struct{ table, chain, target string }
+// jump is one rule lbd keeps in a built-in chain: match (if any), then
+// "-j target".
+type jump struct {
+	table, chain, target string
+	match                []string
+}
 
-func (j jump) spec() []string { return []string{"-j", j.target} }
+func (j jump) spec() []string { return append(slices.Clone(j.match), "-j", j.target) }
 
 // line is the jump as iptables-save prints it.
-func (j jump) line() string { return "-A " + j.chain + " -j " + j.target }
+func (j jump) line() string { return "-A " + j.chain + " " + strings.Join(j.spec(), " ") }
+
+// unmatchedLine is the jump without its match, as lbd wrote the
+// LBD-FILTER jumps before they were limited to new connections; a full
+// sync replaces it.
+func (j jump) unmatchedLine() string { return "-A " + j.chain + " -j " + j.target }
+
+// newOnly limits a jump to a connection's first packet. LBD-FILTER's
+// rejects and drops match a service address, which only a connection's
+// first packet still carries (the rest are DNATed or were never let
+// through), so the packets of established connections (the LB's own, and
+// what it routes without DNAT) skip the chain: their cost does not grow
+// with the services that have no endpoint or have source ranges.
+// kube-proxy gates its filter jumps the same way.
+var newOnly = []string{"-m", "conntrack", "--ctstate", "NEW"}
 
 // jumps are lbd's rules in the built-in chains. restore cannot own a
 // built-in chain without flushing it, so these are ensured one by one.
 var jumps = []jump{
-	{"nat", "PREROUTING", ServicesChain},
+	{table: "nat", chain: "PREROUTING", target: ServicesChain},
 	// OUTPUT too, so the LB itself can reach a service.
-	{"nat", "OUTPUT", ServicesChain},
-	{"nat", "POSTROUTING", PostroutingChain},
-	{"filter", "INPUT", FilterChain},
-	{"filter", "FORWARD", FilterChain},
-	{"filter", "FORWARD", ForwardChain},
-	{"filter", "OUTPUT", FilterChain},
+	{table: "nat", chain: "OUTPUT", target: ServicesChain},
+	{table: "nat", chain: "POSTROUTING", target: PostroutingChain},
+	{table: "filter", chain: "INPUT", target: FilterChain, match: newOnly},
+	{table: "filter", chain: "FORWARD", target: FilterChain, match: newOnly},
+	{table: "filter", chain: "FORWARD", target: ForwardChain},
+	{table: "filter", chain: "OUTPUT", target: FilterChain, match: newOnly},
 }
 
 // Backend programs services into iptables. Create it with [New]; it is
@@ -549,6 +567,14 @@ func (b *Backend) ensureJumps(ctx context.Context, have *saved) error {
 		b.commands.Add(1)
 		if err := b.ipt.Insert(j.table, j.chain, 1, j.spec()...); err != nil {
 			return fmt.Errorf("netfilter: insert jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
+		}
+		if j.match == nil || !slices.Contains(have.table(j.table).rules[j.chain], j.unmatchedLine()) {
+			continue
+		}
+		// The jump as an older lbd wrote it, now that the new one is in.
+		b.commands.Add(1)
+		if err := b.ipt.DeleteIfExists(j.table, j.chain, "-j", j.target); err != nil {
+			return fmt.Errorf("netfilter: delete old jump %s %s -> %s: %w", j.table, j.chain, j.target, err)
 		}
 	}
 	return nil

@@ -325,7 +325,7 @@ func TestVerify(t *testing.T) {
 	}
 	good += "-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\n" + strings.Join(rules, "\n") + "\nCOMMIT\n" +
 		"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\n" +
-		"-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\n" + strings.Join(rs.Filter[1].Rules, "\n") + "\nCOMMIT\n"
+		"-A INPUT -m conntrack --ctstate NEW -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -m conntrack --ctstate NEW -j LBD-FILTER\n-A OUTPUT -m conntrack --ctstate NEW -j LBD-FILTER\n" + strings.Join(rs.Filter[1].Rules, "\n") + "\nCOMMIT\n"
 	ac := ServicePortChain("default/a:80/TCP")
 	tests := []struct {
 		name string
@@ -506,7 +506,7 @@ func TestLineDiff(t *testing.T) {
 // savedWithJumps is an iptables-save with lbd's shared chains and jumps.
 const savedWithJumps = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LBD-SERVICES - [0:0]\n:LBD-POSTROUTING - [0:0]\n" +
 	"-A PREROUTING -j LBD-SERVICES\n-A OUTPUT -j LBD-SERVICES\n-A POSTROUTING -j LBD-POSTROUTING\nCOMMIT\n" +
-	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\n-A INPUT -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -j LBD-FILTER\n-A OUTPUT -j LBD-FILTER\nCOMMIT\n"
+	"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LBD-FILTER - [0:0]\n:LBD-FORWARD - [0:0]\n-A INPUT -m conntrack --ctstate NEW -j LBD-FILTER\n-A FORWARD -j LBD-FORWARD\n-A FORWARD -m conntrack --ctstate NEW -j LBD-FILTER\n-A OUTPUT -m conntrack --ctstate NEW -j LBD-FILTER\nCOMMIT\n"
 
 // TestFailedFullSyncStaysDirty: when one of a full sync's restores fails,
 // the next Apply is a full sync again, not a partial one on top of a

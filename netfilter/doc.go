@@ -22,9 +22,12 @@
 //
 // filter table:
 //
-//	INPUT, FORWARD, OUTPUT -> LBD-FILTER: REJECT for a service port with
-//	                          no ready endpoint (TCP reset, ICMP port
-//	                          unreachable), instead of black-holing it
+//	INPUT, FORWARD, OUTPUT -> LBD-FILTER, for new connections only
+//	                          (--ctstate NEW): REJECT for a service port
+//	                          with no ready endpoint (TCP reset, ICMP port
+//	                          unreachable), instead of black-holing it, and
+//	                          DROP for sources outside a service's ranges;
+//	                          established packets never walk it
 //	FORWARD                -> LBD-FORWARD: ACCEPT marked packets and the
 //	                          established packets of DNATed connections,
 //	                          so lbd's traffic flows under a FORWARD policy

@@ -142,6 +142,29 @@ func saveNormalized(t *testing.T, l *lab.Lab, ns string) string {
 	return strings.Join(keep, "\n")
 }
 
+// filterJumpPackets is the packet counter of chain's jump to LBD-FILTER
+// in the LB namespace.
+func filterJumpPackets(t *testing.T, l *lab.Lab, chain string) int64 {
+	t.Helper()
+	out, err := l.Run(t.Context(), l.LBNS, "iptables-save", "-c", "-t", "filter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		counters, rule, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(rule, "-A "+chain+" ") || !strings.HasSuffix(rule, " -j "+FilterChain) {
+			continue
+		}
+		var pkts, bytes int64
+		if _, err := fmt.Sscanf(counters, "[%d:%d]", &pkts, &bytes); err != nil {
+			t.Fatalf("counters of %q: %v", line, err)
+		}
+		return pkts
+	}
+	t.Fatalf("filter %s has no jump to %s:\n%s", chain, FilterChain, out)
+	return 0
+}
+
 func service(name string, port uint16, target uint16, proto lb.Protocol, pods []netip.Addr, vips ...string) lb.Service {
 	s := lb.Service{Namespace: "default", Name: name, Type: "LoadBalancer",
 		Ports: []lb.Port{{Port: port, Protocol: proto, TargetPort: fmt.Sprint(target)}}}
@@ -289,6 +312,13 @@ func TestLab(t *testing.T) {
 	sticky.Affinity, sticky.AffinityTimeout = lb.AffinityClientIP, 10*time.Minute
 	desired := []lb.Service{dns, nginx, sticky, web}
 
+	// The LBD-FILTER jumps as lbd wrote them before they were limited to
+	// new connections: the first sync replaces them.
+	run("iptables", "-t", "filter", "-N", FilterChain)
+	for _, c := range []string{"INPUT", "FORWARD", "OUTPUT"} {
+		run("iptables", "-t", "filter", "-A", c, "-j", FilterChain)
+	}
+
 	b := newLabBackend(t, l.LBNS, DefaultOptions())
 
 	// The first full sync, one chain per restore where restores are
@@ -348,6 +378,46 @@ func TestLab(t *testing.T) {
 			if got[n] < 60 || got[n] > 140 {
 				t.Errorf("pod %s got %d of 300 requests, want 60-140 (%v)", n, got[n], got)
 			}
+		}
+	})
+	t.Run("filter jumps for new connections only", func(t *testing.T) {
+		s := saveNormalized(t, l, l.LBNS)
+		for _, c := range []string{"INPUT", "FORWARD", "OUTPUT"} {
+			if n := strings.Count(s, "-A "+c+" -m conntrack --ctstate NEW -j "+FilterChain+"\n"); n != 1 {
+				t.Errorf("filter %s: %d jumps to %s for new connections, want 1", c, n, FilterChain)
+			}
+			if strings.Contains(s, "-A "+c+" -j "+FilterChain+"\n") {
+				t.Errorf("filter %s: the old unconditional jump to %s is still there", c, FilterChain)
+			}
+		}
+	})
+	t.Run("established packets skip LBD-FILTER", func(t *testing.T) {
+		// The LB's own connections (its SSH to the master, say) pass
+		// INPUT and OUTPUT; traffic it routes without DNAT passes
+		// FORWARD. Only a connection's first packet may walk
+		// LBD-FILTER, whose length grows with the services that have
+		// no endpoint or source ranges.
+		in0, out0 := filterJumpPackets(t, l, "INPUT"), filterJumpPackets(t, l, "OUTPUT")
+		pod := netip.AddrPortFrom(pods[0], 80).String()
+		for i := range 10 {
+			c, err := l.Dial(ctx, l.LBNS, "tcp", pod)
+			if err != nil {
+				t.Fatalf("connection %d from the LB to %s: %v", i, pod, err)
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			_, err = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			if err == nil {
+				_, err = io.ReadAll(c)
+			}
+			c.Close()
+			if err != nil {
+				t.Fatalf("connection %d from the LB to %s: %v", i, pod, err)
+			}
+		}
+		in, out := filterJumpPackets(t, l, "INPUT")-in0, filterJumpPackets(t, l, "OUTPUT")-out0
+		// 10 SYNs out; the answers (SYN-ACK and on) are established.
+		if out != 10 || in != 0 {
+			t.Errorf("10 connections from the LB took the jump to %s with %d packets in OUTPUT and %d in INPUT, want 10 and 0 (first packets only)", FilterChain, out, in)
 		}
 	})
 	t.Run("no-change apply runs nothing", func(t *testing.T) {

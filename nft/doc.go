@@ -41,8 +41,9 @@
 //	    table
 //	nat-postrouting: masquerade (without fully-random: it stalls new connections on the pods' TIME_WAIT tuples) marked packets, clearing
 //	    the mark
-//	filter-input, -forward, -output -> noendpoints: reject service ports
-//	    without a ready endpoint (@noendpoints4/6: TCP reset, ICMP port
+//	filter-input, -forward, -output -> noendpoints, for new connections
+//	    only (established packets never pay its lookups): reject service
+//	    ports without a ready endpoint (@noendpoints4/6: TCP reset, ICMP port
 //	    unreachable); filter-forward also accepts marked packets and the
 //	    established packets of DNATed connections
 //

@@ -151,6 +151,15 @@ func markClear(m uint32) []expr.Any {
 	}
 }
 
+// ctStateNew: "ct state new".
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: native32(expr.CtStateBitNEW), Xor: zero4},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: zero4},
+	}
+}
+
 // ctDNATEstablished: "ct status dnat ct state established,related".
 func ctDNATEstablished() []expr.Any {
 	return []expr.Any{

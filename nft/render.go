@@ -258,8 +258,9 @@ func dispatchSets() []Set {
 //	    service-port chains (output too, so the LB itself can reach a
 //	    service)
 //	nat-postrouting: masquerade marked packets, clearing the mark
-//	filter-input, filter-forward, filter-output: reject service ports
-//	    without ready endpoints; forward also accepts lbd's traffic
+//	filter-input, filter-forward, filter-output: reject new connections
+//	    to service ports without ready endpoints; forward also accepts
+//	    lbd's traffic
 func fixedChains(opts Options) []Chain {
 	m := opts.mark()
 	dispatch := func(f family, set string) Rule {
@@ -268,7 +269,10 @@ func fixedChains(opts Options) []Chain {
 			exprs: append(serviceKey(f), lookup(set, true)),
 		}
 	}
-	jumpReject := Rule{Text: "jump " + NoEndpointsChain, exprs: []expr.Any{verdict(expr.VerdictJump, NoEndpointsChain)}}
+	// Only a connection's first packet still carries the service
+	// address that the reject matches, so established packets skip the
+	// lookups (as kube-proxy's nftables mode does).
+	jumpReject := Rule{Text: "ct state new jump " + NoEndpointsChain, exprs: append(ctStateNew(), verdict(expr.VerdictJump, NoEndpointsChain))}
 	var post []Rule
 	if opts.Masquerade {
 		// Clearing the bit keeps a packet that is routed again from

@@ -8,6 +8,8 @@
 //	direct    the client routed to the pod through the LB, no NAT (a route
 //	          to the pod network via the LB in the client namespace, one
 //	          back on the pod, forwarding on in the LB)
+//	direct-ct direct with connection tracking on in the LB namespace: the
+//	          floor of every NAT path, since NAT needs conntrack
 //	iptables  the netfilter backend, masquerade (or -snat, the SNAT pool)
 //	nftables  the nft backend, masquerade
 //	haproxy   haproxy in the LB namespace, mode tcp, one server
@@ -18,8 +20,12 @@
 // the measured one, so a linear dispatch walks all of them). Every
 // new-connection run goes to a pod of its own, so TIME_WAIT left on a pod
 // by one run never meets the next. The table gives req/s, the ratio to
-// direct, and the counters of the run: TcpExtTCPSynRetrans and
-// TcpRetransSegs on the client, TcpExtPAWSTimewait on the pod.
+// direct (and, for new connections, to direct-ct), and the counters of the
+// runs: TcpExtTCPSynRetrans and TcpRetransSegs on the client,
+// TcpExtPAWSTimewait on the pod. Every path runs once per round and the
+// rounds run one after another (-reps, 3 by default), so a burst of load
+// from elsewhere on the machine hits all paths alike; the table gives the
+// median of the rounds and the counters' sums.
 //
 // Run as root: go run ./hack/bench/dataplane (or run.sh). It prints
 // figures and never fails because the machine is slow.
@@ -36,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +60,7 @@ type config struct {
 	counts  []int
 	snat    int
 	sysctls []string
+	reps    int
 }
 
 func main() {
@@ -61,7 +69,8 @@ func main() {
 	name := flag.String("name", fmt.Sprintf("dp%d", os.Getpid()), "lab `name` ([a-z0-9], at most 16)")
 	flag.DurationVar(&c.dur, "d", 4*time.Second, "duration of each wrk run")
 	flag.IntVar(&c.conns, "c", 20, "wrk connections")
-	flag.StringVar(&paths, "paths", "direct,iptables-rf,iptables,nftables,haproxy", "paths to measure, comma-separated; iptables-masq measures the iptables backend with MASQUERADE (no -snat pool), iptables-rf with MASQUERADE --random-fully (lbd before the fix)")
+	flag.IntVar(&c.reps, "reps", 3, "rounds: every path is measured once per round, rounds run one after another, and the table gives each figure's median")
+	flag.StringVar(&paths, "paths", "direct,direct-ct,iptables-rf,iptables,nftables,haproxy", "paths to measure, comma-separated; iptables-masq measures the iptables backend with MASQUERADE (no -snat pool), iptables-rf with MASQUERADE --random-fully (lbd before the fix)")
 	flag.StringVar(&counts, "services", "5,10005", "service counts for the kernel backends, comma-separated")
 	flag.IntVar(&c.snat, "snat", 0, "iptables: SNAT pool size (addresses 10.246.90.1 and up on flannel0); 0 masquerades")
 	flag.StringVar(&sysctls, "sysctl", "", "sysctls to set first, `ns:key=value` (ns lb, client or pod), comma-separated")
@@ -73,6 +82,9 @@ func main() {
 			log.Fatalf("-services %q: want counts >= 1", counts)
 		}
 		c.counts = append(c.counts, n)
+	}
+	if c.reps < 1 {
+		log.Fatalf("-reps %d: want >= 1", c.reps)
 	}
 	if sysctls != "" {
 		c.sysctls = strings.Split(sysctls, ",")
@@ -113,7 +125,7 @@ func run(name string, c config) error {
 	defer cancel()
 	// One pod for keep-alive and direct, and a fresh one per
 	// new-connection run.
-	pods := 2 + len(c.paths)*len(c.counts)*2
+	pods := 2 + c.reps*len(c.paths)*len(c.counts)*2
 	l, err := lab.Start(ctx, lab.Options{Name: name, Pods: pods})
 	if err != nil {
 		return err
@@ -131,12 +143,26 @@ func run(name string, c config) error {
 		return err
 	}
 	ipt, _ := exec.Command("iptables", "--version").Output()
-	fmt.Printf("dataplane-bench: wrk -t1 -c%d -d%s per run, kernel %s, %s\n", c.conns, c.dur, kernel(), strings.TrimSpace(string(ipt)))
+	fmt.Printf("dataplane-bench: wrk -t1 -c%d -d%s per run, %d rounds (medians), kernel %s, %s\n", c.conns, c.dur, c.reps, kernel(), strings.TrimSpace(string(ipt)))
+	for round := range c.reps {
+		if err := b.round(ctx); err != nil {
+			return fmt.Errorf("round %d: %w", round+1, err)
+		}
+	}
+	b.print()
+	return nil
+}
+
+// round measures every path once, in the order given.
+func (b *bench) round(ctx context.Context) error {
+	c := b.c
 	for _, p := range c.paths {
 		var err error
 		switch p {
 		case "direct":
 			err = b.direct(ctx)
+		case "direct-ct":
+			err = b.directConntrack(ctx)
 		case "iptables":
 			err = b.iptables(ctx, c.snat, "iptables")
 		case "iptables-masq":
@@ -154,7 +180,6 @@ func run(name string, c config) error {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
-	b.print()
 	return nil
 }
 
@@ -222,6 +247,31 @@ func (b *bench) nextPod() int {
 
 func (b *bench) direct(ctx context.Context) error {
 	r := row{path: "direct"}
+	var err error
+	if r.keepAlive, _, err = b.wrk(ctx, netip.AddrPortFrom(b.l.PodIPs[0], 80), false); err != nil {
+		return err
+	}
+	return b.closeRun(ctx, &r, func(pod int) error { return nil }, func(pod int) netip.AddrPort {
+		return netip.AddrPortFrom(b.l.PodIPs[pod], 80)
+	})
+}
+
+// directConntrack is direct with connection tracking on in the LB
+// namespace (a table of its own whose only rule matches ct state new): the
+// floor any NAT path pays, since NAT needs conntrack.
+func (b *bench) directConntrack(ctx context.Context) error {
+	const table = "dataplane_bench_ct"
+	for _, cmd := range [][]string{
+		{"add", "table", "inet", table},
+		{"add", "chain", "inet", table, "ctfloor", "{ type filter hook forward priority 0; }"},
+		{"add", "rule", "inet", table, "ctfloor", "ct", "state", "new", "counter"},
+	} {
+		if _, err := b.l.Run(ctx, b.l.LBNS, "nft", cmd...); err != nil {
+			return err
+		}
+	}
+	defer b.l.Run(ctx, b.l.LBNS, "nft", "delete", "table", "inet", table)
+	r := row{path: "direct-ct", comment: "direct, conntrack on in the LB"}
 	var err error
 	if r.keepAlive, _, err = b.wrk(ctx, netip.AddrPortFrom(b.l.PodIPs[0], 80), false); err != nil {
 		return err
@@ -383,7 +433,7 @@ func (r randomFully) Apply(ctx context.Context, desired []lb.Service, changes []
 }
 
 func (b *bench) nftables(ctx context.Context) error {
-	return b.measureKernel(ctx, "nftables", "masquerade fully-random", func() (kernelBackend, error) {
+	return b.measureKernel(ctx, "nftables", "masquerade", func() (kernelBackend, error) {
 		return nft.New(nft.DefaultOptions(), b.log)
 	})
 }
@@ -523,11 +573,73 @@ func (b *bench) counters(ctx context.Context, ns string) (map[string]int64, erro
 	return m, nil
 }
 
+// summary is one path's rounds: the medians of the rates, the sums of
+// the counters.
+type summary struct {
+	row
+	rounds int
+}
+
+// summarize folds the rows of every round into one per path and service
+// count, in the order the paths first ran.
+func summarize(rows []row) []summary {
+	var order []string
+	groups := map[string][]row{}
+	for _, r := range rows {
+		k := r.path + "/" + strconv.Itoa(r.services)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var out []summary
+	for _, k := range order {
+		g := groups[k]
+		s := summary{row: row{path: g[0].path, services: g[0].services, comment: g[0].comment}, rounds: len(g)}
+		var ka, cl []float64
+		var errs []string
+		for _, r := range g {
+			ka, cl = append(ka, r.keepAlive), append(cl, r.close)
+			s.synRetrans += r.synRetrans
+			s.retrans += r.retrans
+			s.paws += r.paws
+			if r.errors != "" && !strings.HasPrefix(r.errors, "connect 0, read 0, write 0, timeout 0") {
+				errs = append(errs, r.errors)
+			}
+		}
+		s.keepAlive, s.close = median(ka), median(cl)
+		s.errors = strings.Join(errs, " | ")
+		out = append(out, s)
+	}
+	return out
+}
+
+// median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	ys := slices.Clone(xs)
+	slices.Sort(ys)
+	n := len(ys)
+	if n%2 == 1 {
+		return ys[n/2]
+	}
+	return (ys[n/2-1] + ys[n/2]) / 2
+}
+
+// print writes the table: each path's medians over the rounds, their
+// ratios to direct, the new-connection ratio to direct-ct (the conntrack
+// floor every NAT path pays), and the counters summed over the rounds.
 func (b *bench) print() {
-	var direct row
-	for _, r := range b.rows {
-		if r.path == "direct" {
+	sums := summarize(b.rows)
+	var direct, floor summary
+	for _, r := range sums {
+		switch r.path {
+		case "direct":
 			direct = r
+		case "direct-ct":
+			floor = r
 		}
 	}
 	ratio := func(v, d float64) string {
@@ -536,17 +648,17 @@ func (b *bench) print() {
 		}
 		return fmt.Sprintf("%.2fx", v/d)
 	}
-	fmt.Printf("\n%-14s %8s %12s %7s %12s %7s %8s %8s %8s  %s\n", "path", "services", "keep-alive", "ratio", "new conn", "ratio", "SYN rtx", "rtx segs", "PAWS-TW", "notes")
-	for _, r := range b.rows {
+	fmt.Printf("\n%-14s %8s %12s %7s %12s %7s %7s %8s %8s %8s  %s\n", "path", "services", "keep-alive", "ratio", "new conn", "ratio", "vs ct", "SYN rtx", "rtx segs", "PAWS-TW", "notes")
+	for _, r := range sums {
 		svcs := "-"
 		if r.services > 0 {
 			svcs = strconv.Itoa(r.services)
 		}
 		notes := r.comment
-		if r.errors != "" && !strings.HasPrefix(r.errors, "connect 0, read 0, write 0, timeout 0") {
+		if r.errors != "" {
 			notes = strings.TrimSpace(notes + "; wrk socket errors: " + r.errors)
 		}
-		fmt.Printf("%-14s %8s %12.0f %7s %12.0f %7s %8d %8d %8d  %s\n", r.path, svcs, r.keepAlive, ratio(r.keepAlive, direct.keepAlive),
-			r.close, ratio(r.close, direct.close), r.synRetrans, r.retrans, r.paws, notes)
+		fmt.Printf("%-14s %8s %12.0f %7s %12.0f %7s %7s %8d %8d %8d  %s\n", r.path, svcs, r.keepAlive, ratio(r.keepAlive, direct.keepAlive),
+			r.close, ratio(r.close, direct.close), ratio(r.close, floor.close), r.synRetrans, r.retrans, r.paws, notes)
 	}
 }
