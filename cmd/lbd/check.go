@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/keepalived"
@@ -27,10 +28,10 @@ func (a *app) check(ctx context.Context) int {
 		return a.exit(err)
 	}
 	defer closeLog()
-	pf := hostcheck.NewPreflight(hostcheck.Options{PodInterface: a.cfg.podInterface, Masquerade: a.cfg.masquerade})
+	pf := hostcheck.NewPreflight(hostcheck.Options{PodInterface: a.cfg.PodInterface, Masquerade: a.cfg.Masquerade})
 	iptables, err := netfilter.Version(ctx, a.netfilterOptions())
 	verdicts := append([]hostcheck.Verdict{pf.Root(), hostcheck.NewVerdict("iptables", iptables, err)},
-		pf.Forwarding(a.cfg.backend != "haproxy")...) // haproxy proxies instead of forwarding
+		pf.Forwarding(a.cfg.Backend != "haproxy")...) // haproxy proxies instead of forwarding
 	verdicts = append(verdicts, a.checkPools(ctx)...)
 	verdicts = append(verdicts, a.checkHA()...)
 
@@ -43,10 +44,10 @@ func (a *app) check(ctx context.Context) int {
 	if err != nil {
 		verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: false, Detail: err.Error()})
 	} else {
-		if a.cfg.insecureHost {
-			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: false, Detail: a.cfg.master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"})
+		if a.cfg.InsecureHost {
+			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: false, Detail: a.cfg.Master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"})
 		} else {
-			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: true, Detail: a.cfg.master + " reachable, host key verified"})
+			verdicts = append(verdicts, hostcheck.Verdict{Check: "ssh", OK: true, Detail: a.cfg.Master + " reachable, host key verified"})
 		}
 		var rejected []*lb.InvalidServiceError
 		svcs, rejected, err = src.Discover(ctx)
@@ -65,7 +66,7 @@ func (a *app) check(ctx context.Context) int {
 	for _, v := range verdicts {
 		ok = ok && v.OK
 	}
-	switch a.cfg.output {
+	switch a.cfg.Output {
 	case "json":
 		type jsonVerdict struct {
 			Check  string `json:"check"`
@@ -88,16 +89,16 @@ func (a *app) check(ctx context.Context) int {
 		}
 	}
 	if !ok {
-		return exitFail
+		return cli.ExitFail
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // checkPools says whether lbd has address pools, and which of the
 // addresses the last pass served are not local to this LB (no traffic
 // reaches them unless the network routes it here).
 func (a *app) checkPools(ctx context.Context) []hostcheck.Verdict {
-	pools, err := ipam.ParsePools(a.cfg.pools)
+	pools, err := ipam.ParsePools(a.cfg.Pools)
 	switch {
 	case err != nil:
 		return []hostcheck.Verdict{{Check: "pool", OK: false, Detail: err.Error()}}
@@ -105,10 +106,10 @@ func (a *app) checkPools(ctx context.Context) []hostcheck.Verdict {
 		return []hostcheck.Verdict{{Check: "pool", OK: false, Detail: "no address pool is configured: set --pool (or LBD_POOL); lbd serves nothing"}}
 	}
 	out := []hostcheck.Verdict{{Check: "pool", OK: true, Detail: pools.String()}}
-	if _, err := os.Stat(a.cfg.db); err != nil {
+	if _, err := os.Stat(a.cfg.DB); err != nil {
 		return out // no pass yet: nothing served
 	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
 		return append(out, hostcheck.Verdict{Check: "addresses", OK: false, Detail: err.Error()})
 	}
@@ -163,7 +164,7 @@ func (a *app) checkHA() []hostcheck.Verdict {
 		line, ok := rc.CheckIP(p)
 		out = append(out, hostcheck.Verdict{Check: "ha peer", OK: ok, Detail: strings.Replace(line, "endpoint", "peer", 1)})
 	}
-	if a.cfg.backend == "haproxy" {
+	if a.cfg.Backend == "haproxy" {
 		ok, err := nonlocalBind()
 		detail := "net.ipv4.ip_nonlocal_bind = 1: haproxy binds the addresses the backup does not hold"
 		if err != nil {

@@ -16,7 +16,7 @@ func (a *app) cleanup(ctx context.Context) error {
 		return err
 	}
 	defer closeLog()
-	unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+	unlock, err := store.Lock(ctx, a.cfg.DB, a.cfg.LockWait)
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (a *app) cleanup(ctx context.Context) error {
 	if err := be.Cleanup(ctx); err != nil {
 		return fmt.Errorf("cleanup %s: %w", be.Name(), err)
 	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
 		return err
 	}
@@ -38,17 +38,17 @@ func (a *app) cleanup(ctx context.Context) error {
 	}
 	// The addresses lbd added to --vip-interface come off too, and only
 	// those.
-	if a.cfg.vipInterface != "" {
-		owned, err := db.OwnedAddresses(ctx, a.cfg.vipInterface)
+	if a.cfg.VIPInterface != "" {
+		owned, err := db.OwnedAddresses(ctx, a.cfg.VIPInterface)
 		if err != nil {
 			return err
 		}
-		left, serr := vip.New(a.cfg.vipInterface, a.log).Sync(ctx, nil, owned)
-		if err := db.SaveOwnedAddresses(ctx, a.cfg.vipInterface, left); err != nil {
+		left, serr := vip.New(a.cfg.VIPInterface, a.log).Sync(ctx, nil, owned)
+		if err := db.SaveOwnedAddresses(ctx, a.cfg.VIPInterface, left); err != nil {
 			return err
 		}
 		if serr != nil {
-			return fmt.Errorf("cleanup addresses on %s: %w", a.cfg.vipInterface, serr)
+			return fmt.Errorf("cleanup addresses on %s: %w", a.cfg.VIPInterface, serr)
 		}
 	}
 	a.log.Info("cleanup done", "backend", be.Name())

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/lb"
@@ -57,14 +58,10 @@ type explainedEP struct {
 
 // explain answers lbd explain ADDRESS:PORT[/PROTO]: the applied service
 // ports that serve it, and for each how the backend's data plane carries
-// it, read live, against the applied state. It exits exitPending when the
+// it, read live, against the applied state. It exits cli.ExitPending when the
 // data plane differs.
-func (a *app) explain(ctx context.Context, args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(a.stderr, "lbd explain: want one ADDRESS:PORT[/PROTO], e.g. 192.168.121.240:80/TCP")
-		return exitFail
-	}
-	addr, port, proto, err := parseTarget(args[0])
+func (a *app) explain(ctx context.Context, target string) int {
+	addr, port, proto, err := parseTarget(target)
 	if err != nil {
 		return a.exit(err)
 	}
@@ -77,25 +74,25 @@ func (a *app) explain(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	switch a.cfg.output {
+	switch a.cfg.Output {
 	case "json":
 		err = writeJSON(a.stdout, struct {
 			Target   string      `json:"target"`
 			Backend  string      `json:"backend"`
 			Services []explained `json:"services"`
-		}{args[0], a.cfg.backend, out})
+		}{target, a.cfg.Backend, out})
 	case "table", "":
-		err = printExplained(a.stdout, args[0], a.cfg.backend, out)
+		err = printExplained(a.stdout, target, a.cfg.Backend, out)
 	default:
-		err = fmt.Errorf("-o %q: want table or json", a.cfg.output)
+		err = fmt.Errorf("-o %q: want table or json", a.cfg.Output)
 	}
 	if err != nil {
 		return a.exit(err)
 	}
 	if slices.ContainsFunc(out, func(e explained) bool { return !e.Matches }) {
-		return exitPending
+		return cli.ExitPending
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // parseTarget parses ADDRESS:PORT[/PROTO] ("[v6]:PORT" for IPv6); an
@@ -121,10 +118,10 @@ func parseTarget(s string) (netip.Addr, uint16, lb.Protocol, error) {
 // explainPorts finds the applied service ports that serve the target and
 // asks the backend for each.
 func (a *app) explainPorts(ctx context.Context, addr netip.Addr, port uint16, proto lb.Protocol) ([]explained, error) {
-	if _, err := os.Stat(a.cfg.db); err != nil {
-		return nil, fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.db, err)
+	if _, err := os.Stat(a.cfg.DB); err != nil {
+		return nil, fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
 	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -134,18 +131,18 @@ func (a *app) explainPorts(ctx context.Context, addr netip.Addr, port uint16, pr
 		return nil, err
 	}
 	a.lastBackend(hist)
-	applied, err := db.Applied(ctx, a.cfg.backend)
+	applied, err := db.Applied(ctx, a.cfg.Backend)
 	if err != nil {
 		return nil, err
 	}
-	states, err := db.States(ctx, a.cfg.backend)
+	states, err := db.States(ctx, a.cfg.Backend)
 	if err != nil {
 		return nil, err
 	}
 	served := lb.Serving(applied, addr, port, proto)
 	target := netip.AddrPortFrom(addr, port).String() + "/" + string(proto)
 	if len(served) == 0 {
-		return nil, fmt.Errorf("no service applied in the %s backend serves %s", a.cfg.backend, strings.TrimSuffix(target, "/"))
+		return nil, fmt.Errorf("no service applied in the %s backend serves %s", a.cfg.Backend, strings.TrimSuffix(target, "/"))
 	}
 	be, err := a.newBackend()
 	if err != nil {
@@ -153,9 +150,9 @@ func (a *app) explainPorts(ctx context.Context, addr netip.Addr, port uint16, pr
 	}
 	ex, ok := be.(explainer)
 	if !ok {
-		return nil, fmt.Errorf("the %s backend cannot explain", a.cfg.backend)
+		return nil, fmt.Errorf("the %s backend cannot explain", a.cfg.Backend)
 	}
-	rc := hostcheck.NewRouteCheck(a.cfg.podInterface)
+	rc := hostcheck.NewRouteCheck(a.cfg.PodInterface)
 	var out []explained
 	for _, sp := range served {
 		s, p := sp.Service, sp.Port

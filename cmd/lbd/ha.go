@@ -17,29 +17,29 @@ import (
 // --ha=keepalived. It does no I/O, so a bad flag fails before any.
 func (a *app) haOptions() (*keepalived.Options, error) {
 	c := a.cfg
-	switch c.ha {
+	switch c.HA {
 	case "", "none":
 		return nil, nil
 	case "keepalived":
 	default:
-		return nil, fmt.Errorf("--ha %q: want none or keepalived", c.ha)
+		return nil, fmt.Errorf("--ha %q: want none or keepalived", c.HA)
 	}
-	if c.vipInterface != "" {
+	if c.VIPInterface != "" {
 		return nil, errors.New("--vip-interface with --ha=keepalived: keepalived owns and announces the addresses; leave --vip-interface empty")
 	}
-	o := keepalived.Options{Interface: c.haInterface, Priority: c.haPriority, AdvertInt: c.haAdvertInt,
-		RouterID: c.haRouterID, Preempt: c.haPreempt, ConntrackdConfig: c.haConntrackd, ConfigPath: c.haConfig}
-	for _, p := range c.haPeers {
+	o := keepalived.Options{Interface: c.HAInterface, Priority: c.HAPriority, AdvertInt: c.HAAdvertInt,
+		RouterID: c.HARouterID, Preempt: c.HAPreempt, ConntrackdConfig: c.HAConntrackd, ConfigPath: c.HAConfig}
+	for _, p := range c.HAPeers {
 		ip, err := netip.ParseAddr(p)
 		if err != nil {
 			return nil, fmt.Errorf("--ha-peer %q: not an IP address", p)
 		}
 		o.Peers = append(o.Peers, ip)
 	}
-	if c.haSource != "" {
-		ip, err := netip.ParseAddr(c.haSource)
+	if c.HASource != "" {
+		ip, err := netip.ParseAddr(c.HASource)
 		if err != nil {
-			return nil, fmt.Errorf("--ha-source %q: not an IP address", c.haSource)
+			return nil, fmt.Errorf("--ha-source %q: not an IP address", c.HASource)
 		}
 		o.SourceIP = ip
 	}

@@ -23,29 +23,29 @@ func (a *app) openLog() (func(), error) {
 // run calls it on SIGUSR1). Without a log file reopen does nothing.
 func (a *app) openLogRotatable() (reopen func() error, closer func(), err error) {
 	var level slog.Level // "" is info
-	if err := level.UnmarshalText([]byte(a.cfg.logLevel)); a.cfg.logLevel != "" && err != nil {
-		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", a.cfg.logLevel)
+	if err := level.UnmarshalText([]byte(a.cfg.LogLevel)); a.cfg.LogLevel != "" && err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", a.cfg.LogLevel)
 	}
 	ho := &slog.HandlerOptions{Level: level}
 	newHandler := func(w io.Writer) (slog.Handler, error) {
-		switch a.cfg.logFormat {
+		switch a.cfg.LogFormat {
 		case "text":
 			return slog.NewTextHandler(w, ho), nil
 		case "json":
 			return slog.NewJSONHandler(w, ho), nil
 		}
-		return nil, fmt.Errorf("--log-format %q: want text or json", a.cfg.logFormat)
+		return nil, fmt.Errorf("--log-format %q: want text or json", a.cfg.LogFormat)
 	}
 	h, err := newHandler(a.stderr)
 	if err != nil {
 		return nil, nil, err
 	}
 	reopen, closer = func() error { return nil }, func() {}
-	if a.cfg.logFile != "" {
-		if err := os.MkdirAll(filepath.Dir(a.cfg.logFile), 0o755); err != nil {
+	if a.cfg.LogFile != "" {
+		if err := os.MkdirAll(filepath.Dir(a.cfg.LogFile), 0o755); err != nil {
 			return nil, nil, fmt.Errorf("log file: %w", err)
 		}
-		f, err := daemon.OpenLogFile(a.cfg.logFile)
+		f, err := daemon.OpenLogFile(a.cfg.LogFile)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -63,7 +63,7 @@ func (a *app) openLogRotatable() (reopen func() error, closer func(), err error)
 // check): they log to stderr only and never touch the log file.
 func (a *app) openLogStderr() (func(), error) {
 	c := a.cfg
-	c.logFile = ""
+	c.LogFile = ""
 	b := &app{cfg: c, stderr: a.stderr}
 	closer, err := b.openLog()
 	a.log = b.log

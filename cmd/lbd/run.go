@@ -33,12 +33,12 @@ func (h hookedSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, e
 func (a *app) runDaemon(ctx context.Context) error {
 	c := a.cfg
 	switch {
-	case c.interval <= 0:
-		return fmt.Errorf("--interval %v: must be positive", c.interval)
-	case c.resync <= 0:
-		return fmt.Errorf("--resync %v: must be positive", c.resync)
-	case c.debounce < 0:
-		return fmt.Errorf("--debounce %v: must not be negative", c.debounce)
+	case c.Interval <= 0:
+		return fmt.Errorf("--interval %v: must be positive", c.Interval)
+	case c.Resync <= 0:
+		return fmt.Errorf("--resync %v: must be positive", c.Resync)
+	case c.Debounce < 0:
+		return fmt.Errorf("--debounce %v: must not be negative", c.Debounce)
 	}
 	reopenLog, closeLog, err := a.openLogRotatable()
 	if err != nil {
@@ -56,26 +56,26 @@ func (a *app) runDaemon(ctx context.Context) error {
 		return err
 	}
 	defer env.close()
-	m := newMetrics(env, 3*c.resync)
+	m := newMetrics(env, 3*c.Resync)
 	// With the watch, syncs answer from the objects it delivered and list
 	// only on the full resync (or when the watch broke).
 	var src reconcile.Source = env.source
 	cached := discovery.NewCached(env.source)
-	if c.watch {
+	if c.Watch {
 		src = cached
 	}
-	rec := a.newReconciler(env, m.CountSource(src, c.backend), m.CountBackend(env.backend, c.backend))
-	if c.metricsAddr != "" {
-		stop, err := m.Serve(c.metricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.metricsAddr, "err", err) })
+	rec := a.newReconciler(env, m.CountSource(src, c.Backend), m.CountBackend(env.backend, c.Backend))
+	if c.MetricsAddr != "" {
+		stop, err := m.Serve(c.MetricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.MetricsAddr, "err", err) })
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer stop()
 	}
-	o := daemon.Options{Debounce: c.debounce, Interval: c.interval, Resync: c.resync, FirstFull: c.full,
-		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.db, c.lockWait) },
-		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.metricsFile, Log: a.log}
-	if c.watch {
+	o := daemon.Options{Debounce: c.Debounce, Interval: c.Interval, Resync: c.Resync, FirstFull: c.Full,
+		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.DB, c.LockWait) },
+		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.MetricsFile, Log: a.log}
+	if c.Watch {
 		o.Watch = func(ctx context.Context, event func(string)) error { return cached.Watch(ctx, 0, event) }
 		o.Relist = cached.Relist
 	}
@@ -85,8 +85,8 @@ func (a *app) runDaemon(ctx context.Context) error {
 			m.SetHAMaster(!haFollower(env.ha)())
 		}
 	}}, o)
-	a.log.Info("lbd run starting", "version", versionString(), "backend", c.backend, "master", c.master,
-		"watch", c.watch, "interval", c.interval, "resync", c.resync, "debounce", c.debounce, "metrics", c.metricsAddr)
+	a.log.Info("lbd run starting", "version", versionString(), "backend", c.Backend, "master", c.Master,
+		"watch", c.Watch, "interval", c.Interval, "resync", c.Resync, "debounce", c.Debounce, "metrics", c.MetricsAddr)
 	d.Run(ctx)
 	a.log.Info("lbd run stopped; the programmed state stays in place")
 	return nil

@@ -20,10 +20,10 @@ import (
 // backend, the services that are not programmed with the reason, and the
 // last sync.
 func (a *app) status(ctx context.Context) error {
-	if _, err := os.Stat(a.cfg.db); err != nil {
-		return fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.db, err)
+	if _, err := os.Stat(a.cfg.DB); err != nil {
+		return fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
 	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
 		return err
 	}
@@ -41,7 +41,7 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	states, err := db.States(ctx, a.cfg.backend)
+	states, err := db.States(ctx, a.cfg.Backend)
 	if err != nil {
 		return err
 	}
@@ -49,17 +49,17 @@ func (a *app) status(ctx context.Context) error {
 	for _, st := range states {
 		state[st.Key] = st.State
 	}
-	switch a.cfg.output {
+	switch a.cfg.Output {
 	case "json":
 		return writeJSON(a.stdout, struct {
 			Backend   string            `json:"backend"`
 			Services  []lb.Service      `json:"services"`
 			Addresses []lb.AddressState `json:"addresses"`
 			States    []lb.ServiceState `json:"states"`
-		}{a.cfg.backend, svcs, report, states})
+		}{a.cfg.Backend, svcs, report, states})
 	case "table", "":
 	default:
-		return fmt.Errorf("-o %q: want table or json", a.cfg.output)
+		return fmt.Errorf("-o %q: want table or json", a.cfg.Output)
 	}
 	if note != "" {
 		fmt.Fprintln(a.stdout, note)
@@ -87,7 +87,7 @@ func (a *app) status(ctx context.Context) error {
 	if len(notServed) > 0 {
 		fmt.Fprintln(a.stdout)
 		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "SERVICE\tSTATE (%s)\tREASON\n", a.cfg.backend)
+		fmt.Fprintf(tw, "SERVICE\tSTATE (%s)\tREASON\n", a.cfg.Backend)
 		for _, st := range notServed {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", st.Key, st.State, st.Reason)
 		}
@@ -127,23 +127,23 @@ func (a *app) status(ctx context.Context) error {
 // given. It returns the line that says so, or "" when --backend was given
 // or no sync is recorded.
 func (a *app) lastBackend(hist []lb.SyncRecord) string {
-	if a.cfg.given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
+	if a.cfg.Given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
 		return ""
 	}
-	a.cfg.backend = hist[0].Backend
-	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.backend)
+	a.cfg.Backend = hist[0].Backend
+	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.Backend)
 }
 
 // lastBackendOf is lastBackend for a command that has not opened the
 // store yet; no store is no sync.
 func (a *app) lastBackendOf(ctx context.Context) (string, error) {
-	if a.cfg.given["backend"] {
+	if a.cfg.Given["backend"] {
 		return "", nil
 	}
-	if _, err := os.Stat(a.cfg.db); err != nil {
+	if _, err := os.Stat(a.cfg.DB); err != nil {
 		return "", nil
 	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
 		return "", err
 	}

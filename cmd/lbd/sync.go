@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/reconcile"
@@ -27,26 +28,26 @@ func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
 	defer env.close()
 
 	rec, m := env.reconciler, (*daemon.Metrics)(nil)
-	if a.cfg.metricsFile != "" {
+	if a.cfg.MetricsFile != "" {
 		m = newMetrics(env, time.Hour)
-		rec = a.newReconciler(env, m.CountSource(env.source, a.cfg.backend), m.CountBackend(env.backend, a.cfg.backend))
+		rec = a.newReconciler(env, m.CountSource(env.source, a.cfg.Backend), m.CountBackend(env.backend, a.cfg.Backend))
 	}
 	start := time.Now()
-	res, err := rec.Sync(ctx, a.cfg.full)
+	res, err := rec.Sync(ctx, a.cfg.Full)
 	env.afterSync(a)(res, err)
 	if m != nil {
 		if env.ha != nil {
 			m.SetHAMaster(!haFollower(env.ha)())
 		}
 		m.ObserveSync(time.Since(start), res, err)
-		if werr := m.WriteTextfile(a.cfg.metricsFile); werr != nil {
+		if werr := m.WriteTextfile(a.cfg.MetricsFile); werr != nil {
 			a.log.Warn("--metrics-textfile not written", "err", werr)
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	daemon.LogSync(a.log, res, a.cfg.full)
+	daemon.LogSync(a.log, res, a.cfg.Full)
 	return res, nil
 }
 
@@ -72,19 +73,19 @@ func (a *app) plan(ctx context.Context) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	if note != "" && a.cfg.output != "json" {
+	if note != "" && a.cfg.Output != "json" {
 		fmt.Fprintln(a.stdout, note)
 	}
-	if err := printPlan(a.stdout, a.cfg.output, a.cfg.backend, p); err != nil {
+	if err := printPlan(a.stdout, a.cfg.Output, a.cfg.Backend, p); err != nil {
 		return a.exit(err)
 	}
 	switch {
 	case !p.Empty():
-		return exitPending
+		return cli.ExitPending
 	case len(p.Held) > 0:
-		return exitHeld
+		return cli.ExitHeld
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // printPlan writes p as lines a person reads, or as JSON.

@@ -80,12 +80,12 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 		}
 	}()
 	// Flags first: nothing is read, dialled or created for a bad one.
-	switch a.cfg.backend {
+	switch a.cfg.Backend {
 	case "haproxy", "iptables", "nftables":
 	default:
-		return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
+		return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.Backend)
 	}
-	if e.pools, err = ipam.ParsePools(a.cfg.pools); err != nil {
+	if e.pools, err = ipam.ParsePools(a.cfg.Pools); err != nil {
 		return nil, err
 	}
 	haOpts, err := a.haOptions()
@@ -95,20 +95,20 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 	if haOpts != nil {
 		e.ha = keepalived.New(*haOpts, a.log)
 	}
-	if a.cfg.master == "" {
+	if a.cfg.Master == "" {
 		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
 	}
 	if len(e.pools) == 0 {
 		a.log.Warn("no address pool is configured: lbd serves nothing until --pool (or LBD_POOL) names the addresses it may serve")
 	}
 	if lock {
-		unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+		unlock, err := store.Lock(ctx, a.cfg.DB, a.cfg.LockWait)
 		if err != nil {
 			return nil, err
 		}
 		e.closers = append(e.closers, func() { unlock() })
 	}
-	if e.db, err = store.Open(ctx, a.cfg.db); err != nil {
+	if e.db, err = store.Open(ctx, a.cfg.DB); err != nil {
 		return nil, err
 	}
 	e.closers = append(e.closers, func() { e.db.Close() })
@@ -127,21 +127,21 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 // the flags; src and be are e's, or wrappers of them (lbd run counts their
 // errors for the metrics).
 func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
-	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), MaxDeleteWindow: a.cfg.maxDeleteWindow,
-		Force: a.cfg.force, AllowDelete: a.cfg.allowDelete, LBClass: a.cfg.lbClass}
-	rc := hostcheck.NewRouteCheck(a.cfg.podInterface)
-	if a.cfg.routeCheck {
+	opts := reconcile.Options{MaxDelete: float64(a.cfg.MaxDelete), MaxDeleteWindow: a.cfg.MaxDeleteWindow,
+		Force: a.cfg.Force, AllowDelete: a.cfg.AllowDelete, LBClass: a.cfg.LBClass}
+	rc := hostcheck.NewRouteCheck(a.cfg.PodInterface)
+	if a.cfg.RouteCheck {
 		opts.Routes = rc
 	}
 	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: a.excluder(e.source, rc)}
-	if a.cfg.vipInterface != "" {
-		opts.Owner = vip.New(a.cfg.vipInterface, a.log)
+	if a.cfg.VIPInterface != "" {
+		opts.Owner = vip.New(a.cfg.VIPInterface, a.log)
 	}
 	if e.ha != nil {
 		opts.Owner = haOwner{k: e.ha, log: a.log}
 		opts.Follower = haFollower(e.ha)
 	}
-	if a.cfg.statusWrite {
+	if a.cfg.StatusWrite {
 		opts.Status = e.source
 	}
 	// haproxy terminates the connection, so in-cluster clients must come
@@ -164,7 +164,7 @@ func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Exc
 		if m, l, ok := src.ConnAddrs(); ok {
 			switch ip {
 			case m:
-				return "it is the master's address (" + a.cfg.master + ")", true
+				return "it is the master's address (" + a.cfg.Master + ")", true
 			case l:
 				return "it is the address lbd's SSH connection to the master leaves from", true
 			}
@@ -175,20 +175,20 @@ func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Exc
 
 // newSource builds the SSH discovery source.
 func (a *app) newSource() (*discovery.Source, error) {
-	if a.cfg.master == "" {
+	if a.cfg.Master == "" {
 		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
 	}
-	if a.cfg.insecureHost {
+	if a.cfg.InsecureHost {
 		a.log.Warn("SSH host key verification is OFF (--insecure-ignore-host-key): anyone on the path can impersonate the master")
 	}
 	return discovery.New(discovery.Config{
-		Master:                a.cfg.master,
+		Master:                a.cfg.Master,
 		KeyFiles:              a.keyFiles(),
-		KnownHosts:            a.cfg.knownHosts,
-		InsecureIgnoreHostKey: a.cfg.insecureHost,
-		ConnectTimeout:        a.cfg.sshTimeout,
-		CommandTimeout:        a.cfg.kubectlTimout,
-		Kubectl:               a.cfg.kubectl,
+		KnownHosts:            a.cfg.KnownHosts,
+		InsecureIgnoreHostKey: a.cfg.InsecureHost,
+		ConnectTimeout:        a.cfg.SSHTimeout,
+		CommandTimeout:        a.cfg.KubectlTimeout,
+		Kubectl:               a.cfg.Kubectl,
 		Log:                   a.log,
 	})
 }
@@ -197,7 +197,7 @@ func (a *app) newSource() (*discovery.Source, error) {
 // usual keys in ~/.ssh.
 func (a *app) keyFiles() []string {
 	var out []string
-	for _, k := range strings.Split(a.cfg.sshKeys, ",") {
+	for _, k := range strings.Split(a.cfg.SSHKeys, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			out = append(out, k)
 		}
@@ -207,41 +207,41 @@ func (a *app) keyFiles() []string {
 
 // newBackend builds the backend named by --backend.
 func (a *app) newBackend() (backend, error) {
-	switch a.cfg.backend {
+	switch a.cfg.Backend {
 	case "iptables":
 		return netfilter.New(a.netfilterOptions(), a.log)
 	case "nftables":
 		return nft.New(nft.Options{
-			Masquerade:    a.cfg.masquerade,
-			MasqueradeBit: a.cfg.masqBit,
-			PodInterface:  a.cfg.podInterface,
-			Table:         a.cfg.nftTable,
+			Masquerade:    a.cfg.Masquerade,
+			MasqueradeBit: a.cfg.MasqBit,
+			PodInterface:  a.cfg.PodInterface,
+			Table:         a.cfg.NFTTable,
 		}, a.log)
 	case "haproxy":
 		return haproxy.New(haproxy.Options{
-			BasePath:      a.cfg.haproxyBase,
-			Dir:           a.cfg.haproxyDir,
-			Reload:        a.cfg.haproxyReload,
-			MasterSocket:  a.cfg.haproxyMasterSocket,
-			StatsSocket:   a.cfg.haproxyStatsSocket,
-			HaproxyBin:    a.cfg.haproxyBin,
-			CheckInterval: a.cfg.checkInter,
-			Fall:          a.cfg.checkFall,
-			Rise:          a.cfg.checkRise,
-			User:          a.cfg.haproxyUser,
-			ReloadTimeout: a.cfg.haproxyReloadTO,
-			Group:         a.cfg.haproxyUser,
+			BasePath:      a.cfg.HAProxyBase,
+			Dir:           a.cfg.HAProxyDir,
+			Reload:        a.cfg.HAProxyReload,
+			MasterSocket:  a.cfg.HAProxyMasterSocket,
+			StatsSocket:   a.cfg.HAProxyStatsSocket,
+			HaproxyBin:    a.cfg.HAProxyBin,
+			CheckInterval: a.cfg.CheckInterval,
+			Fall:          a.cfg.CheckFall,
+			Rise:          a.cfg.CheckRise,
+			User:          a.cfg.HAProxyUser,
+			ReloadTimeout: a.cfg.HAProxyReloadTimeout,
+			Group:         a.cfg.HAProxyUser,
 		}, a.log), nil
 	}
-	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
+	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.Backend)
 }
 
 func (a *app) netfilterOptions() netfilter.Options {
 	return netfilter.Options{
-		Masquerade:    a.cfg.masquerade,
-		MasqueradeBit: a.cfg.masqBit,
-		PodInterface:  a.cfg.podInterface,
-		Binary:        a.cfg.iptablesBin,
-		SNATAddresses: a.cfg.snatAddrs,
+		Masquerade:    a.cfg.Masquerade,
+		MasqueradeBit: a.cfg.MasqBit,
+		PodInterface:  a.cfg.PodInterface,
+		Binary:        a.cfg.IPTablesBin,
+		SNATAddresses: a.cfg.SNATAddrs,
 	}
 }
