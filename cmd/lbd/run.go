@@ -80,9 +80,9 @@ func (a *app) runDaemon(ctx context.Context) error {
 		o.Relist = cached.Relist
 	}
 	d := daemon.New(hookedSyncer{rec, func(res *reconcile.Result, err error) {
-		env.afterSync(a)(res, err)
+		env.afterSync(err)
 		if env.ha != nil {
-			m.SetHAMaster(!haFollower(env.ha)())
+			m.SetHAMaster(!env.ha.Follower())
 		}
 	}}, o)
 	a.log.Info("lbd run starting", "version", versionString(), "backend", c.Backend, "master", c.Master,

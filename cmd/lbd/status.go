@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"text/tabwriter"
-	"time"
 
-	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/lb"
+	"github.com/lbd/lbd/report"
 	"github.com/lbd/lbd/store"
 )
 
@@ -37,7 +33,7 @@ func (a *app) status(ctx context.Context) error {
 		return err
 	}
 	note := a.lastBackend(hist)
-	report, err := db.AddressReport(ctx)
+	addrs, err := db.AddressReport(ctx)
 	if err != nil {
 		return err
 	}
@@ -45,81 +41,14 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	state := map[string]string{}
-	for _, st := range states {
-		state[st.Key] = st.State
-	}
-	switch a.cfg.Output {
-	case "json":
-		return writeJSON(a.stdout, struct {
-			Backend   string            `json:"backend"`
-			Services  []lb.Service      `json:"services"`
-			Addresses []lb.AddressState `json:"addresses"`
-			States    []lb.ServiceState `json:"states"`
-		}{a.cfg.Backend, svcs, report, states})
-	case "table", "":
-	default:
-		return fmt.Errorf("-o %q: want table or json", a.cfg.Output)
-	}
-	if note != "" {
-		fmt.Fprintln(a.stdout, note)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tCLUSTER-IP\tEXTERNAL-IP\tPORTS\tENDPOINTS\tSTATE")
-	for _, s := range svcs {
-		cip := "None"
-		if s.ClusterIP.IsValid() {
-			cip = s.ClusterIP.String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Namespace, cip,
-			orDash(s.ExternalIPsString(), "<none>"), orDash(s.PortsString(), "-"), orDash(s.EndpointsString(), "<none ready>"),
-			orDash(state[s.Key()], "unknown"))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	var notServed []lb.ServiceState
-	for _, st := range states {
-		if st.Reason != "" {
-			notServed = append(notServed, st)
-		}
-	}
-	if len(notServed) > 0 {
-		fmt.Fprintln(a.stdout)
-		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "SERVICE\tSTATE (%s)\tREASON\n", a.cfg.Backend)
-		for _, st := range notServed {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", st.Key, st.State, st.Reason)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	if len(report) > 0 {
-		fmt.Fprintln(a.stdout)
-		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SERVICE\tADDRESS\tFROM\tSTATE\tREASON")
-		for _, st := range report {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Key, addrOrNone(st.Addr), st.Origin, st.State, orDash(st.Reason, "-"))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
+	st := report.Status{Backend: a.cfg.Backend, Note: note, Services: svcs, Addresses: addrs, States: states}
 	if len(hist) > 0 {
-		h := hist[0]
-		fmt.Fprintf(a.stdout, "\nlast sync: %s, %s backend, %s in %s", h.Started.Local().Format(time.RFC3339), h.Backend, h.Result, h.Duration.Round(time.Millisecond))
-		if h.Err != "" {
-			// Escaped again here: a record of an older lbd may hold the
-			// master's raw stderr.
-			fmt.Fprintf(a.stdout, ": %s", discovery.Printable(h.Err))
-		}
-		fmt.Fprintln(a.stdout)
+		st.Last = &hist[0]
 	}
-	if o, err := a.haOptions(); err == nil && o != nil {
-		fmt.Fprintf(a.stdout, "ha: keepalived on %s, VRRP router %d: this LB is %s\n", o.Interface, o.RouterID, haState(keepalived.New(*o, a.log)))
+	if o, err := a.haOptions(); err == nil && o != nil && a.cfg.Output != "json" {
+		st.HA = &report.HA{Interface: o.Interface, RouterID: o.RouterID, State: keepalived.New(*o, a.log).Describe()}
 	}
-	return nil
+	return report.WriteStatus(a.stdout, a.cfg.Output, st)
 }
 
 // lastBackend makes the backend of the last sync in hist (newest first)
@@ -153,17 +82,4 @@ func (a *app) lastBackendOf(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return a.lastBackend(hist), nil
-}
-
-func orDash(s, none string) string {
-	if s == "" {
-		return none
-	}
-	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

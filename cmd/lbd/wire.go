@@ -34,6 +34,7 @@ var (
 	_ reconcile.AddressOwner = (*vip.Manager)(nil)
 	_ reconcile.StatusWriter = (*discovery.Source)(nil)
 	_ reconcile.AddressStore = (*store.DB)(nil)
+	_ reconcile.AddressOwner = keepalived.Owner{}
 )
 
 // backend is what the command line needs of a backend beyond what the
@@ -57,11 +58,10 @@ type env struct {
 
 // afterSync is what every pass ends with, cron or daemon: with HA, the
 // health file keepalived tracks.
-func (e *env) afterSync(a *app) func(*reconcile.Result, error) {
-	if e.ha == nil {
-		return func(*reconcile.Result, error) {}
+func (e *env) afterSync(err error) {
+	if e.ha != nil {
+		e.ha.ReportPass(err)
 	}
-	return haHealth(e.ha, a.log)
 }
 
 func (e *env) close() {
@@ -138,8 +138,7 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 		opts.Owner = vip.New(a.cfg.VIPInterface, a.log)
 	}
 	if e.ha != nil {
-		opts.Owner = haOwner{k: e.ha, log: a.log}
-		opts.Follower = haFollower(e.ha)
+		opts.Owner, opts.Follower = e.ha.Owner(), e.ha.Follower
 	}
 	if a.cfg.StatusWrite {
 		opts.Status = e.source
