@@ -21,11 +21,9 @@ import (
 // ready endpoint of an exposed service the master reports. Exit 0 when
 // every line is ok.
 func (a *app) check(ctx context.Context) int {
-	closeLog, err := a.openLogStderr()
-	if err != nil {
+	if _, err := a.openLog(""); err != nil {
 		return a.exit(err)
 	}
-	defer closeLog()
 	pf := hostcheck.NewPreflight(hostcheck.Options{PodInterface: a.cfg.PodInterface, Masquerade: a.cfg.Masquerade})
 	iptables, err := netfilter.Version(ctx, a.netfilterOptions())
 	verdicts := append([]hostcheck.Verdict{pf.Root(), hostcheck.NewVerdict("iptables", iptables, err)},

@@ -11,11 +11,9 @@ import (
 // cleanup removes everything lbd programmed in the chosen backend and
 // forgets that backend's applied state, so the next sync starts afresh.
 func (a *app) cleanup(ctx context.Context) error {
-	closeLog, err := a.openLog()
-	if err != nil {
+	if _, err := a.openLog(a.cfg.LogFile); err != nil {
 		return err
 	}
-	defer closeLog()
 	unlock, err := store.Lock(ctx, a.cfg.DB, a.cfg.LockWait)
 	if err != nil {
 		return err

@@ -31,11 +31,9 @@ func (a *app) explain(ctx context.Context, arg string) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	closeLog, err := a.openLogStderr()
-	if err != nil {
+	if _, err := a.openLog(""); err != nil {
 		return a.exit(err)
 	}
-	defer closeLog()
 	out, err := a.explainPorts(ctx, target)
 	if err == nil {
 		err = report.WriteExplain(a.stdout, a.cfg.Output, arg, a.cfg.Backend, out)

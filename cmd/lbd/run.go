@@ -14,37 +14,15 @@ import (
 	"github.com/lbd/lbd/store"
 )
 
-// hookedSyncer runs after once each pass, whatever its outcome.
-type hookedSyncer struct {
-	*reconcile.Reconciler
-	after func(*reconcile.Result, error)
-}
-
-// Sync runs the pass, then the hook.
-func (h hookedSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
-	res, err := h.Reconciler.Sync(ctx, full)
-	h.after(res, err)
-	return res, err
-}
-
-// runDaemon is `lbd run`: it checks the run flags, wires the daemon and
+// runDaemon is `lbd run`: it wires the daemon (cli checked its flags) and
 // runs it until SIGTERM or SIGINT. It never cleans up: the rules stay in
 // place when it stops or fails, so traffic outlives lbd.
 func (a *app) runDaemon(ctx context.Context) error {
 	c := a.cfg
-	switch {
-	case c.Interval <= 0:
-		return fmt.Errorf("--interval %v: must be positive", c.Interval)
-	case c.Resync <= 0:
-		return fmt.Errorf("--resync %v: must be positive", c.Resync)
-	case c.Debounce < 0:
-		return fmt.Errorf("--debounce %v: must not be negative", c.Debounce)
-	}
-	reopenLog, closeLog, err := a.openLogRotatable()
+	reopenLog, err := a.openLog(c.LogFile)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
 	// Subscribed first, so that a SIGHUP or SIGUSR1 during set-up is not
 	// fatal (their default action ends the process).
 	sigs := make(chan os.Signal, 4)
@@ -74,17 +52,13 @@ func (a *app) runDaemon(ctx context.Context) error {
 	}
 	o := daemon.Options{Debounce: c.Debounce, Interval: c.Interval, Resync: c.Resync, FirstFull: c.Full,
 		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.DB, c.LockWait) },
-		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.MetricsFile, Log: a.log}
+		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.MetricsFile,
+		AfterSync: env.afterPass(m), Log: a.log}
 	if c.Watch {
 		o.Watch = func(ctx context.Context, event func(string)) error { return cached.Watch(ctx, 0, event) }
 		o.Relist = cached.Relist
 	}
-	d := daemon.New(hookedSyncer{rec, func(res *reconcile.Result, err error) {
-		env.afterSync(err)
-		if env.ha != nil {
-			m.SetHAMaster(!env.ha.Follower())
-		}
-	}}, o)
+	d := daemon.New(rec, o)
 	a.log.Info("lbd run starting", "version", versionString(), "backend", c.Backend, "master", c.Master,
 		"watch", c.Watch, "interval", c.Interval, "resync", c.Resync, "debounce", c.Debounce, "metrics", c.MetricsAddr)
 	d.Run(ctx)

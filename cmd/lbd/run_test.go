@@ -1,47 +1,14 @@
 package main
 
 import (
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/hack/lab"
 )
-
-func TestLogFileReopen(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "loadbalancer.log")
-	a := &app{cfg: cli.Config{LogFile: path, LogFormat: "text"}, stderr: io.Discard}
-	reopen, closer, err := a.openLogRotatable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closer()
-	a.log.Info("before rotation")
-	if err := os.Rename(path, path+".1"); err != nil { // what logrotate does
-		t.Fatal(err)
-	}
-	a.log.Info("still the old file")
-	if err := reopen(); err != nil {
-		t.Fatal(err)
-	}
-	a.log.Info("after rotation")
-	old, _ := os.ReadFile(path + ".1")
-	cur, _ := os.ReadFile(path)
-	if !strings.Contains(string(old), "before rotation") || !strings.Contains(string(old), "still the old file") || strings.Contains(string(old), "after rotation") {
-		t.Errorf("rotated file:\n%s", old)
-	}
-	if !strings.Contains(string(cur), "after rotation") || strings.Contains(string(cur), "before") {
-		t.Errorf("new file:\n%s", cur)
-	}
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o640 {
-		t.Errorf("new file mode %v, %v; want 0640", fi.Mode(), err)
-	}
-}
 
 // TestLogrotateConfig runs logrotate with hack/logrotate/lbd on a log in a
 // temporary directory, where logrotate is installed.

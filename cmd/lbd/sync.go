@@ -14,50 +14,31 @@ import (
 // sync runs one pass: lock, discover, plan, apply, store. It is what cron
 // runs, and lbd apply.
 func (a *app) sync(ctx context.Context) (*reconcile.Result, error) {
-	closeLog, err := a.openLog()
-	if err != nil {
+	if _, err := a.openLog(a.cfg.LogFile); err != nil {
 		return nil, err
 	}
-	defer closeLog()
 	env, err := a.setUp(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	defer env.close()
 
-	rec, m := env.reconciler, (*daemon.Metrics)(nil)
+	rec, o := env.reconciler, daemon.Options{Log: a.log}
 	if a.cfg.MetricsFile != "" {
-		m = newMetrics(env, time.Hour)
-		rec = a.newReconciler(env, m.CountSource(env.source, a.cfg.Backend), m.CountBackend(env.backend, a.cfg.Backend))
+		o.Metrics, o.Textfile = newMetrics(env, time.Hour), a.cfg.MetricsFile
+		rec = a.newReconciler(env, o.Metrics.CountSource(env.source, a.cfg.Backend), o.Metrics.CountBackend(env.backend, a.cfg.Backend))
 	}
-	start := time.Now()
-	res, err := rec.Sync(ctx, a.cfg.Full)
-	env.afterSync(err)
-	if m != nil {
-		if env.ha != nil {
-			m.SetHAMaster(!env.ha.Follower())
-		}
-		m.ObserveSync(time.Since(start), res, err)
-		if werr := m.WriteTextfile(a.cfg.MetricsFile); werr != nil {
-			a.log.Warn("--metrics-textfile not written", "err", werr)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	daemon.LogSync(a.log, res, a.cfg.Full)
-	return res, nil
+	o.AfterSync = env.afterPass(o.Metrics)
+	return daemon.Once(ctx, rec, a.cfg.Full, o)
 }
 
 // plan prints what a sync would do and changes nothing. It exits 0 when
 // nothing would change, 2 when changes are pending, 3 when nothing is
 // pending but the guard holds deletions back, and 1 on error.
 func (a *app) plan(ctx context.Context) int {
-	closeLog, err := a.openLogStderr()
-	if err != nil {
+	if _, err := a.openLog(""); err != nil {
 		return a.exit(err)
 	}
-	defer closeLog()
 	note, err := a.lastBackendOf(ctx)
 	if err != nil {
 		return a.exit(err)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/hostcheck"
@@ -56,11 +57,16 @@ type env struct {
 	closers []func()
 }
 
-// afterSync is what every pass ends with, cron or daemon: with HA, the
-// health file keepalived tracks.
-func (e *env) afterSync(err error) {
-	if e.ha != nil {
-		e.ha.ReportPass(err)
+// afterPass is what every pass ends with, cron or daemon: with HA, the
+// health file keepalived tracks and, with metrics m, the HA state metric.
+func (e *env) afterPass(m *daemon.Metrics) func(*reconcile.Result, error) {
+	return func(_ *reconcile.Result, err error) {
+		if e.ha != nil {
+			e.ha.ReportPass(err)
+			if m != nil {
+				m.SetHAMaster(!e.ha.Follower())
+			}
+		}
 	}
 }
 
@@ -146,7 +152,7 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	// haproxy terminates the connection, so in-cluster clients must come
 	// through it; the kernel backends forward packets unchanged to the
 	// service, which kube-proxy's VIP shortcut does as well.
-	opts.Step = stepHook()
+	opts.Step = daemon.StepHook()
 	opts.IPMode = "VIP"
 	if be.Name() == "haproxy" {
 		opts.IPMode = "Proxy"
