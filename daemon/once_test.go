@@ -17,7 +17,9 @@ import (
 // syncFunc is a Syncer.
 type syncFunc func(ctx context.Context, full bool) (*reconcile.Result, error)
 
-func (f syncFunc) Sync(ctx context.Context, full bool) (*reconcile.Result, error) { return f(ctx, full) }
+func (f syncFunc) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
+	return f(ctx, full)
+}
 
 // TestOnce: one pass runs the hook with its outcome before the metrics
 // observe it, writes the textfile, and logs only a successful pass.
