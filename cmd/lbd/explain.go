@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/explain"
@@ -13,7 +12,6 @@ import (
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/nft"
 	"github.com/lbd/lbd/report"
-	"github.com/lbd/lbd/store"
 )
 
 var (
@@ -50,19 +48,11 @@ func (a *app) explain(ctx context.Context, arg string) int {
 // explainPorts finds the applied service ports that serve the target and
 // asks the backend for each.
 func (a *app) explainPorts(ctx context.Context, t explain.Target) ([]explain.Port, error) {
-	if _, err := os.Stat(a.cfg.DB); err != nil {
-		return nil, fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
-	}
-	db, err := store.Open(ctx, a.cfg.DB)
+	db, _, _, err := a.openState(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	hist, err := db.History(ctx, 1)
-	if err != nil {
-		return nil, err
-	}
-	a.lastBackend(hist)
 	applied, err := db.Applied(ctx, a.cfg.Backend)
 	if err != nil {
 		return nil, err

@@ -16,10 +16,7 @@ import (
 // backend, the services that are not programmed with the reason, and the
 // last sync.
 func (a *app) status(ctx context.Context) error {
-	if _, err := os.Stat(a.cfg.DB); err != nil {
-		return fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
-	}
-	db, err := store.Open(ctx, a.cfg.DB)
+	db, last, note, err := a.openState(ctx)
 	if err != nil {
 		return err
 	}
@@ -28,11 +25,6 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hist, err := db.History(ctx, 1)
-	if err != nil {
-		return err
-	}
-	note := a.lastBackend(hist)
 	addrs, err := db.AddressReport(ctx)
 	if err != nil {
 		return err
@@ -41,45 +33,47 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st := report.Status{Backend: a.cfg.Backend, Note: note, Services: svcs, Addresses: addrs, States: states}
-	if len(hist) > 0 {
-		st.Last = &hist[0]
-	}
+	st := report.Status{Backend: a.cfg.Backend, Note: note, Services: svcs, Addresses: addrs, States: states, Last: last}
 	if o, err := a.haOptions(); err == nil && o != nil && a.cfg.Output != "json" {
 		st.HA = &report.HA{Interface: o.Interface, RouterID: o.RouterID, State: keepalived.New(*o, a.log).Describe()}
 	}
 	return report.WriteStatus(a.stdout, a.cfg.Output, st)
 }
 
-// lastBackend makes the backend of the last sync in hist (newest first)
-// the one plan and status look at, unless --backend (or LBD_BACKEND) was
-// given. It returns the line that says so, or "" when --backend was given
-// or no sync is recorded.
-func (a *app) lastBackend(hist []lb.SyncRecord) string {
-	if a.cfg.Given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
-		return ""
-	}
-	a.cfg.Backend = hist[0].Backend
-	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.Backend)
-}
-
-// lastBackendOf is lastBackend for a command that has not opened the
-// store yet; no store is no sync.
-func (a *app) lastBackendOf(ctx context.Context) (string, error) {
-	if a.cfg.Given["backend"] {
-		return "", nil
-	}
+// openState opens the store that status and explain read and makes the
+// backend of its last sync the one they look at, unless --backend was
+// given (cli.Config.UseLastBackend). It returns the store, the last sync
+// (nil without one) and the line that names the backend, or "".
+func (a *app) openState(ctx context.Context) (_ *store.DB, last *lb.SyncRecord, note string, err error) {
 	if _, err := os.Stat(a.cfg.DB); err != nil {
-		return "", nil
+		return nil, nil, "", fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
 	}
 	db, err := store.Open(ctx, a.cfg.DB)
 	if err != nil {
-		return "", err
+		return nil, nil, "", err
 	}
-	defer db.Close()
 	hist, err := db.History(ctx, 1)
+	if err != nil {
+		db.Close()
+		return nil, nil, "", err
+	}
+	if len(hist) > 0 {
+		last = &hist[0]
+		note = a.cfg.UseLastBackend(last.Backend)
+	}
+	return db, last, note, nil
+}
+
+// lastBackendOf is openState's choice of backend for plan, which has not
+// opened the store: no store is no sync.
+func (a *app) lastBackendOf(ctx context.Context) (string, error) {
+	if _, err := os.Stat(a.cfg.DB); err != nil || a.cfg.Given["backend"] {
+		return "", nil
+	}
+	db, _, note, err := a.openState(ctx)
 	if err != nil {
 		return "", err
 	}
-	return a.lastBackend(hist), nil
+	db.Close()
+	return note, nil
 }

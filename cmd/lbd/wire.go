@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
@@ -188,7 +187,7 @@ func (a *app) newSource() (*discovery.Source, error) {
 	}
 	return discovery.New(discovery.Config{
 		Master:                a.cfg.Master,
-		KeyFiles:              a.keyFiles(),
+		KeyFiles:              a.cfg.KeyFiles(),
 		KnownHosts:            a.cfg.KnownHosts,
 		InsecureIgnoreHostKey: a.cfg.InsecureHost,
 		ConnectTimeout:        a.cfg.SSHTimeout,
@@ -196,18 +195,6 @@ func (a *app) newSource() (*discovery.Source, error) {
 		Kubectl:               a.cfg.Kubectl,
 		Log:                   a.log,
 	})
-}
-
-// keyFiles returns --ssh-key split on commas; nil lets discovery use the
-// usual keys in ~/.ssh.
-func (a *app) keyFiles() []string {
-	var out []string
-	for _, k := range strings.Split(a.cfg.SSHKeys, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 // newBackend builds the backend named by --backend.
