@@ -1,6 +1,7 @@
 package hostcheck
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -51,27 +52,42 @@ func Addresses(report []lb.AddressState, local map[netip.Addr]bool, err error) V
 	return Verdict{"addresses", true, fmt.Sprintf("%d served, all local", served)}
 }
 
-// Master is the verdicts on the master: "ssh" (reachable, and whether
-// its host key was verified: insecure is --insecure-ignore-host-key),
-// then, once connected, "kubectl" with the number of services
-// discovered and rejected, and one "service" verdict per rejected one.
-// connErr is the failure to connect; discoverErr the failure to list.
-func Master(master string, insecure bool, connErr error, svcs int, rejected []*lb.InvalidServiceError, discoverErr error) []Verdict {
-	switch {
-	case connErr != nil:
-		return []Verdict{{"ssh", false, connErr.Error()}}
-	case insecure:
-		return []Verdict{{"ssh", false, master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"}}
+// Master is what the master check needs of the discovery source
+// (*discovery.Source).
+type Master interface {
+	Connect(ctx context.Context) error
+	Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServiceError, error)
+}
+
+// CheckMaster connects to the master through m and lists its services.
+// newErr is why m could not be built (m is then not used). It returns
+// the verdicts: "ssh" (reachable, and whether the host key was verified:
+// insecure is --insecure-ignore-host-key), then once connected "kubectl"
+// with the services discovered and rejected and one "service" verdict
+// per rejected one; and the services discovered, nil on any failure.
+func CheckMaster(ctx context.Context, master string, insecure bool, m Master, newErr error) ([]Verdict, []lb.Service) {
+	err := newErr
+	if err == nil {
+		err = m.Connect(ctx)
 	}
-	out := []Verdict{{"ssh", true, master + " reachable, host key verified"},
-		NewVerdict("kubectl", fmt.Sprintf("%d services, %d rejected", svcs, len(rejected)), discoverErr)}
-	if discoverErr == nil && len(rejected) > 0 {
+	if err != nil {
+		return []Verdict{{"ssh", false, err.Error()}}, nil
+	}
+	out := []Verdict{{"ssh", true, master + " reachable, host key verified"}}
+	if insecure {
+		out[0] = Verdict{"ssh", false, master + " reachable, but its host key is NOT verified (--insecure-ignore-host-key)"}
+	}
+	svcs, rejected, err := m.Discover(ctx)
+	out = append(out, NewVerdict("kubectl", fmt.Sprintf("%d services, %d rejected", len(svcs), len(rejected)), err))
+	if err != nil {
+		svcs = nil
+	} else if len(rejected) > 0 {
 		out[1].OK = false
 	}
 	for _, r := range rejected {
 		out = append(out, Verdict{"service", false, r.Error()})
 	}
-	return out
+	return out, svcs
 }
 
 // HA is what the keepalived checks look at.

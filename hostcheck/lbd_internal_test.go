@@ -1,6 +1,7 @@
 package hostcheck
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -11,6 +12,29 @@ import (
 
 	"github.com/lbd/lbd/lb"
 )
+
+// fakeMaster answers Connect and Discover from its fields.
+type fakeMaster struct {
+	connErr  error
+	svcs     []lb.Service
+	rejected []*lb.InvalidServiceError
+	err      error
+}
+
+func (m fakeMaster) Connect(context.Context) error { return m.connErr }
+func (m fakeMaster) Discover(context.Context) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	return m.svcs, m.rejected, m.err
+}
+
+// master is CheckMaster's verdicts for root@m; it checks that the
+// services come back only from a good listing.
+func master(newErr, connErr error, insecure bool, n int, rejected []*lb.InvalidServiceError, err error) []Verdict {
+	v, svcs := CheckMaster(context.Background(), "root@m", insecure, fakeMaster{connErr, make([]lb.Service, n), rejected, err}, newErr)
+	if len(svcs) != n || (newErr != nil || connErr != nil || err != nil) && svcs != nil {
+		return append(v, Verdict{"test", false, "wrong services"})
+	}
+	return v
+}
 
 // TestCheckVerdicts: the verdicts lbd check draws from the pools, the
 // store's addresses, the master and keepalived.
@@ -44,14 +68,18 @@ func TestCheckVerdicts(t *testing.T) {
 			{"addresses", false, "served but not on this LB: 192.168.121.241 (default/db); set --vip-interface, add them to an interface, or route them here"},
 			{"addresses", false, "store: locked"},
 		}},
-		{"master down", Master("root@m", false, errors.New("dial: refused"), 0, nil, nil), []Verdict{{"ssh", false, "dial: refused"}}},
-		{"master unverified", Master("root@m", true, nil, 3, nil, nil), []Verdict{{"ssh", false, "root@m reachable, but its host key is NOT verified (--insecure-ignore-host-key)"}}},
-		{"master with a rejected service", Master("root@m", false, nil, 3, rejected, nil), []Verdict{
+		{"master down", master(errors.New("dial: refused"), nil, false, 0, nil, nil), []Verdict{{"ssh", false, "dial: refused"}}},
+		{"master unreachable", master(nil, errors.New("connect: timeout"), false, 0, nil, nil), []Verdict{{"ssh", false, "connect: timeout"}}},
+		{"master unverified", master(nil, nil, true, 3, nil, nil), []Verdict{
+			{"ssh", false, "root@m reachable, but its host key is NOT verified (--insecure-ignore-host-key)"},
+			{"kubectl", true, "3 services, 0 rejected"},
+		}},
+		{"master with a rejected service", master(nil, nil, false, 3, rejected, nil), []Verdict{
 			{"ssh", true, "root@m reachable, host key verified"},
 			{"kubectl", false, "3 services, 1 rejected"},
 			{"service", false, rejected[0].Error()},
 		}},
-		{"kubectl fails", Master("root@m", false, nil, 0, nil, errors.New("kubectl: exit 1")), []Verdict{
+		{"kubectl fails", master(nil, nil, false, 0, nil, errors.New("kubectl: exit 1")), []Verdict{
 			{"ssh", true, "root@m reachable, host key verified"},
 			{"kubectl", false, "kubectl: exit 1"},
 		}},
