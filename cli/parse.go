@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 )
@@ -192,4 +193,35 @@ func checkAllowDelete(cmd string, keys []string) error {
 		}
 	}
 	return nil
+}
+
+// PassExit is the exit code of a sync pass that succeeded: ExitHeld when
+// the guard held deletions back, else ExitOK.
+func PassExit(held int) int {
+	if held > 0 {
+		return ExitHeld
+	}
+	return ExitOK
+}
+
+// PlanExit is the exit code of lbd plan: ExitPending with changes
+// pending, else ExitHeld with deletions held back, else ExitOK.
+func PlanExit(changes, held int) int {
+	if changes > 0 {
+		return ExitPending
+	}
+	return PassExit(held)
+}
+
+// Version is lbd's version: build (set with -ldflags "-X main.version=")
+// when set, else the module version Go stamped into the binary, else
+// "dev".
+func Version(build string) string {
+	if build != "" {
+		return build
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
 }

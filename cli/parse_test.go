@@ -288,3 +288,19 @@ func TestDefaultFile(t *testing.T) {
 		t.Errorf("values not as written: master %q kubectl %q metrics %q", c.Master, c.Kubectl, c.MetricsAddr)
 	}
 }
+
+func TestExitCodes(t *testing.T) {
+	for _, tt := range []struct{ changes, held, plan, pass int }{
+		{0, 0, ExitOK, ExitOK}, {2, 0, ExitPending, ExitOK}, {0, 1, ExitHeld, ExitHeld}, {3, 1, ExitPending, ExitHeld},
+	} {
+		if got := PlanExit(tt.changes, tt.held); got != tt.plan {
+			t.Errorf("PlanExit(%d, %d) = %d, want %d", tt.changes, tt.held, got, tt.plan)
+		}
+		if got := PassExit(tt.held); got != tt.pass {
+			t.Errorf("PassExit(%d) = %d, want %d", tt.held, got, tt.pass)
+		}
+	}
+	if Version("1.2.3") != "1.2.3" || Version("") == "" {
+		t.Errorf("Version: %q %q", Version("1.2.3"), Version(""))
+	}
+}
