@@ -8,7 +8,6 @@ import (
 	"github.com/lbd/lbd/hostcheck"
 	"github.com/lbd/lbd/ipam"
 	"github.com/lbd/lbd/keepalived"
-	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/netfilter"
 	"github.com/lbd/lbd/report"
 	"github.com/lbd/lbd/store"
@@ -37,19 +36,12 @@ func (a *app) check(ctx context.Context) int {
 		verdicts = append(verdicts, pf.HA(hostcheck.HA{PIDFile: o.PIDFile, PID: pid, PIDErr: perr, State: k.Describe(),
 			Interface: o.Interface, Peers: o.Peers, Proxy: a.cfg.Backend == "haproxy", Conntrackd: o.ConntrackdConfig})...)
 	}
-	var svcs []lb.Service
-	var rejected []*lb.InvalidServiceError
-	var discoverErr error
 	src, err := a.newSource()
 	if err == nil {
 		defer src.Close()
-		if err = src.Connect(ctx); err == nil {
-			if svcs, rejected, discoverErr = src.Discover(ctx); discoverErr != nil {
-				svcs = nil
-			}
-		}
 	}
-	verdicts = append(verdicts, hostcheck.Master(a.cfg.Master, a.cfg.InsecureHost, err, len(svcs), rejected, discoverErr)...)
+	mv, svcs := hostcheck.CheckMaster(ctx, a.cfg.Master, a.cfg.InsecureHost, src, err)
+	verdicts = append(verdicts, mv...)
 	verdicts = append(verdicts, pf.PodRoutes(svcs)...)
 	ok, err := report.WriteCheck(a.stdout, a.cfg.Output, verdicts)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/lbd/lbd/cli"
@@ -130,18 +129,11 @@ func (a *app) passExit(res *reconcile.Result, err error) int {
 	if err != nil {
 		return a.exit(err)
 	}
-	if res != nil && res.Plan != nil && len(res.Plan.Held) > 0 {
-		return cli.ExitHeld
+	if res == nil || res.Plan == nil {
+		return cli.ExitOK
 	}
-	return cli.ExitOK
+	return cli.PassExit(len(res.Plan.Held))
 }
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+// versionString is lbd's version (cli.Version).
+func versionString() string { return cli.Version(version) }

@@ -60,11 +60,5 @@ func (a *app) plan(ctx context.Context) int {
 		Allocations: p.Allocations, StatusWrites: p.StatusWrites}); err != nil {
 		return a.exit(err)
 	}
-	switch {
-	case !p.Empty():
-		return cli.ExitPending
-	case len(p.Held) > 0:
-		return cli.ExitHeld
-	}
-	return cli.ExitOK
+	return cli.PlanExit(len(p.Changes), len(p.Held))
 }

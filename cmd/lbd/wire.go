@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
@@ -19,22 +18,13 @@ import (
 	"github.com/lbd/lbd/vip"
 )
 
-// Compile-time checks that the parts satisfy the reconciler's interfaces.
+// Compile-time checks of the interfaces lbd only asserts at run time;
+// the compiler checks the others where they are wired below.
 var (
-	_ reconcile.Source       = (*discovery.Source)(nil)
-	_ reconcile.Source       = (*discovery.Cached)(nil)
 	_ reconcile.ParseTimer   = (*discovery.Cached)(nil)
-	_ reconcile.Store        = (*store.DB)(nil)
-	_ reconcile.Backend      = (*netfilter.Backend)(nil)
 	_ reconcile.Verifier     = (*netfilter.Backend)(nil)
-	_ reconcile.Backend      = (*haproxy.Backend)(nil)
 	_ reconcile.Verifier     = (*haproxy.Backend)(nil)
-	_ reconcile.PodRoutes    = (*hostcheck.RouteCheck)(nil)
-	_ reconcile.Addresses    = (*ipam.Allocator)(nil)
-	_ reconcile.AddressOwner = (*vip.Manager)(nil)
-	_ reconcile.StatusWriter = (*discovery.Source)(nil)
 	_ reconcile.AddressStore = (*store.DB)(nil)
-	_ reconcile.AddressOwner = keepalived.Owner{}
 )
 
 // backend is what the command line needs of a backend beyond what the
@@ -138,7 +128,10 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	if a.cfg.RouteCheck {
 		opts.Routes = rc
 	}
-	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: a.excluder(e.source, rc)}
+	// Never served, even inside a pool (the pools themselves refuse
+	// loopback, link-local, multicast and unspecified): both ends of the
+	// SSH connection to the master, and the pod network.
+	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: ipam.ExcludeConn(e.source.ConnAddrs, a.cfg.Master, rc.InPodNetwork)}
 	if a.cfg.VIPInterface != "" {
 		opts.Owner = vip.New(a.cfg.VIPInterface, a.log)
 	}
@@ -159,24 +152,6 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	return reconcile.New(src, be, e.db, a.log, opts)
 }
 
-// excluder names the addresses lbd never serves, even inside a pool (the
-// pools themselves refuse loopback, link-local, multicast and
-// unspecified): both ends of the SSH connection to the master, and the
-// pod network that --pod-interface routes.
-func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Excluder {
-	return func(ip netip.Addr) (string, bool) {
-		if m, l, ok := src.ConnAddrs(); ok {
-			switch ip {
-			case m:
-				return "it is the master's address (" + a.cfg.Master + ")", true
-			case l:
-				return "it is the address lbd's SSH connection to the master leaves from", true
-			}
-		}
-		return rc.InPodNetwork(ip)
-	}
-}
-
 // newSource builds the SSH discovery source.
 func (a *app) newSource() (*discovery.Source, error) {
 	if a.cfg.Master == "" {
@@ -185,45 +160,24 @@ func (a *app) newSource() (*discovery.Source, error) {
 	if a.cfg.InsecureHost {
 		a.log.Warn("SSH host key verification is OFF (--insecure-ignore-host-key): anyone on the path can impersonate the master")
 	}
-	return discovery.New(discovery.Config{
-		Master:                a.cfg.Master,
-		KeyFiles:              a.cfg.KeyFiles(),
-		KnownHosts:            a.cfg.KnownHosts,
-		InsecureIgnoreHostKey: a.cfg.InsecureHost,
-		ConnectTimeout:        a.cfg.SSHTimeout,
-		CommandTimeout:        a.cfg.KubectlTimeout,
-		Kubectl:               a.cfg.Kubectl,
-		Log:                   a.log,
-	})
+	c := a.cfg
+	return discovery.New(discovery.Config{Master: c.Master, KeyFiles: c.KeyFiles(), KnownHosts: c.KnownHosts, InsecureIgnoreHostKey: c.InsecureHost,
+		ConnectTimeout: c.SSHTimeout, CommandTimeout: c.KubectlTimeout, Kubectl: c.Kubectl, Log: a.log})
 }
 
 // newBackend builds the backend named by --backend.
 func (a *app) newBackend() (backend, error) {
-	switch a.cfg.Backend {
+	c := a.cfg
+	switch c.Backend {
 	case "iptables":
 		return netfilter.New(a.netfilterOptions(), a.log)
 	case "nftables":
-		return nft.New(nft.Options{
-			Masquerade:    a.cfg.Masquerade,
-			MasqueradeBit: a.cfg.MasqBit,
-			PodInterface:  a.cfg.PodInterface,
-			Table:         a.cfg.NFTTable,
-		}, a.log)
+		return nft.New(nft.Options{Masquerade: c.Masquerade, MasqueradeBit: c.MasqBit, PodInterface: c.PodInterface, Table: c.NFTTable}, a.log)
 	case "haproxy":
-		return haproxy.New(haproxy.Options{
-			BasePath:      a.cfg.HAProxyBase,
-			Dir:           a.cfg.HAProxyDir,
-			Reload:        a.cfg.HAProxyReload,
-			MasterSocket:  a.cfg.HAProxyMasterSocket,
-			StatsSocket:   a.cfg.HAProxyStatsSocket,
-			HaproxyBin:    a.cfg.HAProxyBin,
-			CheckInterval: a.cfg.CheckInterval,
-			Fall:          a.cfg.CheckFall,
-			Rise:          a.cfg.CheckRise,
-			User:          a.cfg.HAProxyUser,
-			ReloadTimeout: a.cfg.HAProxyReloadTimeout,
-			Group:         a.cfg.HAProxyUser,
-		}, a.log), nil
+		return haproxy.New(haproxy.Options{BasePath: c.HAProxyBase, Dir: c.HAProxyDir, Reload: c.HAProxyReload,
+			MasterSocket: c.HAProxyMasterSocket, StatsSocket: c.HAProxyStatsSocket, HaproxyBin: c.HAProxyBin,
+			CheckInterval: c.CheckInterval, Fall: c.CheckFall, Rise: c.CheckRise,
+			User: c.HAProxyUser, Group: c.HAProxyUser, ReloadTimeout: c.HAProxyReloadTimeout}, a.log), nil
 	}
 	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.Backend)
 }
