@@ -77,7 +77,11 @@ type Options struct {
 	// textfile collector after every pass ([Metrics.WriteTextfile]);
 	// empty: nowhere.
 	Textfile string
-	Log      *slog.Logger
+	// AfterSync runs after every pass, whatever its outcome, under the
+	// pass's lock and before the metrics observe it (keepalived's health
+	// file, the HA state metric); nil: nothing.
+	AfterSync func(*reconcile.Result, error)
+	Log       *slog.Logger
 }
 
 // Daemon is the loop of lbd run: sync at once, then after every change the
@@ -109,9 +113,19 @@ type Daemon struct {
 	watchDown func()
 }
 
+// Resync asks the daemon that reads sigs (Options.Signals) for a full
+// pass, as a SIGHUP does, unless ctx ends first.
+func Resync(ctx context.Context, sigs chan<- os.Signal) {
+	select {
+	case sigs <- syscall.SIGHUP:
+	case <-ctx.Done():
+	}
+}
+
 // New returns the daemon that drives rec as o says. It reads systemd's
 // watchdog setting from the environment.
 func New(rec Syncer, o Options) *Daemon {
+	rec = withAfter(rec, o.AfterSync)
 	m := o.Metrics
 	if m == nil {
 		m = NewMetrics(3*o.Resync, time.Now)
@@ -161,6 +175,50 @@ func New(rec Syncer, o Options) *Daemon {
 		d.watchdog = wd
 	}
 	return d
+}
+
+// Once is one pass outside the loop, as lbd sync (cron) runs it, under
+// the lock its caller holds: rec's sync and o.AfterSync; with o.Metrics
+// the pass observed and, with o.Textfile, written there; then LogSync of
+// a successful pass. Only AfterSync, Metrics, Textfile and Log are used.
+func Once(ctx context.Context, rec Syncer, full bool, o Options) (*reconcile.Result, error) {
+	start := time.Now()
+	res, err := withAfter(rec, o.AfterSync).Sync(ctx, full)
+	if m := o.Metrics; m != nil {
+		m.ObserveSync(time.Since(start), res, err)
+		if o.Textfile != "" {
+			if werr := m.WriteTextfile(o.Textfile); werr != nil {
+				o.Log.Warn("--metrics-textfile not written", "err", werr)
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	LogSync(o.Log, res, full)
+	return res, nil
+}
+
+// afterSyncer runs after once each pass, whatever its outcome.
+type afterSyncer struct {
+	Syncer
+	after func(*reconcile.Result, error)
+}
+
+// Sync runs the pass, then the hook.
+func (h afterSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
+	res, err := h.Syncer.Sync(ctx, full)
+	h.after(res, err)
+	return res, err
+}
+
+// withAfter is rec with after run after each of its passes; rec itself
+// without one.
+func withAfter(rec Syncer, after func(*reconcile.Result, error)) Syncer {
+	if after == nil {
+		return rec
+	}
+	return afterSyncer{rec, after}
 }
 
 // lockedSync runs one sync under lock, held for the sync only, and logs

@@ -23,6 +23,7 @@ packages=(
 	wrk              # load generation in benchmarks
 	systemd          # systemd-analyze verify of hack/systemd units
 	logrotate        # checks hack/logrotate/lbd
+	zsh              # loads lbd completion zsh in cli's completion test
 	ca-certificates
 	git
 	make

@@ -8,7 +8,10 @@
 // PodRoutes, and the address allocator asks it whether an address lies in
 // the pod network ([RouteCheck.InPodNetwork]). [Preflight] gathers the
 // host checks that `lbd check` prints, one [Verdict] a line: privileges,
-// forwarding and reverse-path filtering, and the pod routes. The check of
+// forwarding and reverse-path filtering, the pod routes, keepalived
+// ([Preflight.HA], [Preflight.NonlocalBind]); [Pools], [Addresses] and
+// [CheckMaster] turn what lbd check read from the store, the host and the
+// master into verdicts. The check of
 // the iptables binary stays in package netfilter (netfilter.Version), which
 // knows how to run it.
 //

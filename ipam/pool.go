@@ -316,3 +316,22 @@ func (ps Pools) refusal(a netip.Addr, ex Excluder) string {
 	}
 	return fmt.Sprintf("%s is outside every address pool (--pool %s)", a, ps)
 }
+
+// StandIn returns the lowest address that ps admits among the first 16
+// of each pool of the family (IPv4 when v4), in pool order, or none. An
+// HA pair holds it while it serves nothing of that family: keepalived
+// needs an address to run a VRRP instance at all.
+func (ps Pools) StandIn(ex Excluder, v4 bool) netip.Addr {
+	for _, p := range ps {
+		a := p.First()
+		if !a.IsValid() || a.Is4() != v4 {
+			continue
+		}
+		for i := 0; i < 16 && p.Contains(a); i, a = i+1, a.Next() {
+			if ps.Admit(a, ex) == nil {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}

@@ -213,3 +213,34 @@ func TestAdmit(t *testing.T) {
 		t.Errorf("Admit(zero Addr) = %v", err)
 	}
 }
+
+// TestStandIn: the stand-in address an HA pair holds while it serves
+// nothing is the first admitted address of the peers' family.
+func TestStandIn(t *testing.T) {
+	pools, err := ParsePools([]string{"2001:db8::/120", "192.168.121.240/28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := func(netip.Addr) (string, bool) { return "", false }
+	notFirst := func(a netip.Addr) (string, bool) { return "the master's", a == netip.MustParseAddr("192.168.121.241") }
+	tests := []struct {
+		name string
+		ex   Excluder
+		v4   bool
+		want string
+	}{
+		{"ipv4", none, true, "192.168.121.241"},
+		{"first excluded", notFirst, true, "192.168.121.242"},
+		{"ipv6", none, false, "2001:db8::"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pools.StandIn(tt.ex, tt.v4).String(); got != tt.want {
+				t.Errorf("StandIn = %s, want %s", got, tt.want)
+			}
+		})
+	}
+	if a := Pools(nil).StandIn(none, true); a.IsValid() {
+		t.Errorf("without pools: %v, want none", a)
+	}
+}

@@ -13,6 +13,13 @@
 // health file keepalived tracks ([Keepalived.WriteHealth]) and reads the
 // VRRP state the notify hook wrote ([Keepalived.State]).
 //
+// For lbd's wiring, [Keepalived.Owner] is the reconciler's address owner
+// (it renders the served addresses instead of adding them),
+// [Keepalived.Follower] its follower test, [Keepalived.ReportPass] the
+// health file after each pass, and [Keepalived.Describe] and
+// [Keepalived.PID] what lbd status and lbd check print. keepalived
+// satisfies reconcile's interfaces without importing reconcile.
+//
 // How the pieces meet:
 //
 //   - keepalived's main configuration (hack/ha/keepalived.conf) sets

@@ -2,21 +2,19 @@ package main
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/lbd/lbd/reconcile"
 	"github.com/lbd/lbd/store"
 	"github.com/lbd/lbd/vip"
 )
 
-// cleanup removes everything lbd programmed in the chosen backend and
-// forgets that backend's applied state, so the next sync starts afresh.
+// cleanup removes everything lbd programmed in the chosen backend and the
+// addresses it added to --vip-interface (reconcile.Cleanup).
 func (a *app) cleanup(ctx context.Context) error {
-	closeLog, err := a.openLog()
-	if err != nil {
+	if _, err := a.openLog(a.cfg.LogFile); err != nil {
 		return err
 	}
-	defer closeLog()
-	unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+	unlock, err := store.Lock(ctx, a.cfg.DB, a.cfg.LockWait)
 	if err != nil {
 		return err
 	}
@@ -25,31 +23,22 @@ func (a *app) cleanup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := be.Cleanup(ctx); err != nil {
-		return fmt.Errorf("cleanup %s: %w", be.Name(), err)
+	var db *store.DB
+	defer func() {
+		if db != nil {
+			db.Close()
+		}
+	}()
+	open := func() (reconcile.CleanupStore, error) {
+		db, err = store.Open(ctx, a.cfg.DB)
+		return db, err
 	}
-	db, err := store.Open(ctx, a.cfg.db)
-	if err != nil {
+	var owner reconcile.AddressOwner
+	if a.cfg.VIPInterface != "" {
+		owner = vip.New(a.cfg.VIPInterface, a.log)
+	}
+	if err := reconcile.Cleanup(ctx, be, open, owner); err != nil {
 		return err
-	}
-	defer db.Close()
-	if err := db.ForgetApplied(ctx, be.Name()); err != nil {
-		return err
-	}
-	// The addresses lbd added to --vip-interface come off too, and only
-	// those.
-	if a.cfg.vipInterface != "" {
-		owned, err := db.OwnedAddresses(ctx, a.cfg.vipInterface)
-		if err != nil {
-			return err
-		}
-		left, serr := vip.New(a.cfg.vipInterface, a.log).Sync(ctx, nil, owned)
-		if err := db.SaveOwnedAddresses(ctx, a.cfg.vipInterface, left); err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("cleanup addresses on %s: %w", a.cfg.vipInterface, serr)
-		}
 	}
 	a.log.Info("cleanup done", "backend", be.Name())
 	return nil

@@ -7,9 +7,48 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lbd/lbd/cli"
+	"github.com/lbd/lbd/discovery"
+	"github.com/lbd/lbd/haproxy"
+	"github.com/lbd/lbd/keepalived"
+	"github.com/lbd/lbd/netfilter"
+	"github.com/lbd/lbd/nft"
 	"github.com/lbd/lbd/store"
 )
 
+// The exit codes under the names the tests of this package use.
+const (
+	exitOK      = cli.ExitOK
+	exitFail    = cli.ExitFail
+	exitPending = cli.ExitPending
+	exitHeld    = cli.ExitHeld
+	exitLocked  = cli.ExitLocked
+)
+
+// noEnv is an environment with nothing set.
+func noEnv(string) (string, bool) { return "", false }
+
+// envMap is an environment holding exactly the variables of m.
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// TestDefaults: the defaults lbd wires from its parts are the notes'
+// and the parts' own.
+func TestDefaults(t *testing.T) {
+	c := defaults()
+	if c.DB != "/opt/LoadBalancer.sqlite.db" || c.LogFile != "/var/log/loadbalancer.log" || c.PodInterface != "flannel0" ||
+		c.HAProxyBase != "/etc/haproxy/haproxy-global-default.cfg" || c.MaxDelete != 0.5 || c.Backend != "haproxy" ||
+		c.Kubectl != discovery.DefaultKubectl || c.HAConfig != keepalived.DefaultConfigPath || c.CheckFall != haproxy.DefaultOptions().Fall ||
+		c.NFTTable != nft.DefaultOptions().Table || c.MasqBit != netfilter.DefaultOptions().MasqueradeBit {
+		t.Errorf("defaults lost: %+v", c)
+	}
+}
+
+// runLBD runs lbd with args and no environment.
 func runLBD(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errs strings.Builder

@@ -14,37 +14,15 @@ import (
 	"github.com/lbd/lbd/store"
 )
 
-// hookedSyncer runs after once each pass, whatever its outcome.
-type hookedSyncer struct {
-	*reconcile.Reconciler
-	after func(*reconcile.Result, error)
-}
-
-// Sync runs the pass, then the hook.
-func (h hookedSyncer) Sync(ctx context.Context, full bool) (*reconcile.Result, error) {
-	res, err := h.Reconciler.Sync(ctx, full)
-	h.after(res, err)
-	return res, err
-}
-
-// runDaemon is `lbd run`: it checks the run flags, wires the daemon and
+// runDaemon is `lbd run`: it wires the daemon (cli checked its flags) and
 // runs it until SIGTERM or SIGINT. It never cleans up: the rules stay in
 // place when it stops or fails, so traffic outlives lbd.
 func (a *app) runDaemon(ctx context.Context) error {
 	c := a.cfg
-	switch {
-	case c.interval <= 0:
-		return fmt.Errorf("--interval %v: must be positive", c.interval)
-	case c.resync <= 0:
-		return fmt.Errorf("--resync %v: must be positive", c.resync)
-	case c.debounce < 0:
-		return fmt.Errorf("--debounce %v: must not be negative", c.debounce)
-	}
-	reopenLog, closeLog, err := a.openLogRotatable()
+	reopenLog, err := a.openLog(c.LogFile)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
 	// Subscribed first, so that a SIGHUP or SIGUSR1 during set-up is not
 	// fatal (their default action ends the process).
 	sigs := make(chan os.Signal, 4)
@@ -56,45 +34,40 @@ func (a *app) runDaemon(ctx context.Context) error {
 		return err
 	}
 	defer env.close()
-	m := newMetrics(env, 3*c.resync)
+	m := newMetrics(env, 3*c.Resync)
 	// With the watch, syncs answer from the objects it delivered and list
 	// only on the full resync (or when the watch broke).
 	var src reconcile.Source = env.source
 	cached := discovery.NewCached(env.source)
-	if c.watch {
+	if c.Watch {
 		src = cached
 	}
-	rec := a.newReconciler(env, m.CountSource(src, c.backend), m.CountBackend(env.backend, c.backend))
-	if c.metricsAddr != "" {
-		stop, err := m.Serve(c.metricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.metricsAddr, "err", err) })
+	rec := a.newReconciler(env, m.CountSource(src, c.Backend), m.CountBackend(env.backend, c.Backend))
+	if c.MetricsAddr != "" {
+		stop, err := m.Serve(c.MetricsAddr, func(err error) { a.log.Error("metrics server failed", "addr", c.MetricsAddr, "err", err) })
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer stop()
 	}
-	o := daemon.Options{Debounce: c.debounce, Interval: c.interval, Resync: c.resync, FirstFull: c.full,
-		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.db, c.lockWait) },
-		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.metricsFile, Log: a.log}
-	if c.watch {
+	o := daemon.Options{Debounce: c.Debounce, Interval: c.Interval, Resync: c.Resync, FirstFull: c.Full,
+		Lock:       func(ctx context.Context) (func() error, error) { return store.Lock(ctx, c.DB, c.LockWait) },
+		WatchEnded: discovery.ErrWatchEnded, ReopenLog: reopenLog, Signals: sigs, Metrics: m, Textfile: c.MetricsFile,
+		AfterSync: env.afterPass(m), Log: a.log}
+	if c.Watch {
 		o.Watch = func(ctx context.Context, event func(string)) error { return cached.Watch(ctx, 0, event) }
 		o.Relist = cached.Relist
 	}
-	d := daemon.New(hookedSyncer{rec, func(res *reconcile.Result, err error) {
-		env.afterSync(a)(res, err)
-		if env.ha != nil {
-			m.SetHAMaster(!haFollower(env.ha)())
-		}
-	}}, o)
-	if env.ha != nil {
-		go haWatch(ctx, env.ha, haPoll, sigs, func(master bool) {
-			m.SetHAMaster(master)
-			if master {
-				a.log.Info("this LB became the VRRP master: full resync, to allocate and write status")
+	if env.ha != nil { // a new master passes at once (SIGHUP), to allocate and write status
+		go env.ha.Watch(ctx, 100*time.Millisecond, func(master bool) {
+			if m.SetHAMaster(master); master {
+				daemon.Resync(ctx, sigs)
 			}
 		})
 	}
-	a.log.Info("lbd run starting", "version", versionString(), "backend", c.backend, "master", c.master,
-		"watch", c.watch, "interval", c.interval, "resync", c.resync, "debounce", c.debounce, "metrics", c.metricsAddr)
+	d := daemon.New(rec, o)
+	a.log.Info("lbd run starting", "version", versionString(), "backend", c.Backend, "master", c.Master,
+		"watch", c.Watch, "interval", c.Interval, "resync", c.Resync, "debounce", c.Debounce, "metrics", c.MetricsAddr)
 	d.Run(ctx)
 	a.log.Info("lbd run stopped; the programmed state stays in place")
 	return nil

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"text/tabwriter"
-	"time"
 
-	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/keepalived"
 	"github.com/lbd/lbd/lb"
+	"github.com/lbd/lbd/report"
 	"github.com/lbd/lbd/store"
 )
 
@@ -20,10 +16,7 @@ import (
 // backend, the services that are not programmed with the reason, and the
 // last sync.
 func (a *app) status(ctx context.Context) error {
-	if _, err := os.Stat(a.cfg.db); err != nil {
-		return fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.db, err)
-	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, last, note, err := a.openState(ctx)
 	if err != nil {
 		return err
 	}
@@ -32,138 +25,55 @@ func (a *app) status(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	addrs, err := db.AddressReport(ctx)
+	if err != nil {
+		return err
+	}
+	states, err := db.States(ctx, a.cfg.Backend)
+	if err != nil {
+		return err
+	}
+	st := report.Status{Backend: a.cfg.Backend, Note: note, Services: svcs, Addresses: addrs, States: states, Last: last}
+	if o, err := a.haOptions(); err == nil && o != nil && a.cfg.Output != "json" {
+		st.HA = &report.HA{Interface: o.Interface, RouterID: o.RouterID, State: keepalived.New(*o, a.log).Describe()}
+	}
+	return report.WriteStatus(a.stdout, a.cfg.Output, st)
+}
+
+// openState opens the store that status and explain read and makes the
+// backend of its last sync the one they look at, unless --backend was
+// given (cli.Config.UseLastBackend). It returns the store, the last sync
+// (nil without one) and the line that names the backend, or "".
+func (a *app) openState(ctx context.Context) (_ *store.DB, last *lb.SyncRecord, note string, err error) {
+	if _, err := os.Stat(a.cfg.DB); err != nil {
+		return nil, nil, "", fmt.Errorf("no state at %s (run lbd once first, or set --db): %w", a.cfg.DB, err)
+	}
+	db, err := store.Open(ctx, a.cfg.DB)
+	if err != nil {
+		return nil, nil, "", err
+	}
 	hist, err := db.History(ctx, 1)
 	if err != nil {
-		return err
-	}
-	note := a.lastBackend(hist)
-	report, err := db.AddressReport(ctx)
-	if err != nil {
-		return err
-	}
-	states, err := db.States(ctx, a.cfg.backend)
-	if err != nil {
-		return err
-	}
-	state := map[string]string{}
-	for _, st := range states {
-		state[st.Key] = st.State
-	}
-	switch a.cfg.output {
-	case "json":
-		return writeJSON(a.stdout, struct {
-			Backend   string            `json:"backend"`
-			Services  []lb.Service      `json:"services"`
-			Addresses []lb.AddressState `json:"addresses"`
-			States    []lb.ServiceState `json:"states"`
-		}{a.cfg.backend, svcs, report, states})
-	case "table", "":
-	default:
-		return fmt.Errorf("-o %q: want table or json", a.cfg.output)
-	}
-	if note != "" {
-		fmt.Fprintln(a.stdout, note)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tCLUSTER-IP\tEXTERNAL-IP\tPORTS\tENDPOINTS\tSTATE")
-	for _, s := range svcs {
-		cip := "None"
-		if s.ClusterIP.IsValid() {
-			cip = s.ClusterIP.String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Namespace, cip,
-			orDash(s.ExternalIPsString(), "<none>"), orDash(s.PortsString(), "-"), orDash(s.EndpointsString(), "<none ready>"),
-			orDash(state[s.Key()], "unknown"))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	var notServed []lb.ServiceState
-	for _, st := range states {
-		if st.Reason != "" {
-			notServed = append(notServed, st)
-		}
-	}
-	if len(notServed) > 0 {
-		fmt.Fprintln(a.stdout)
-		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "SERVICE\tSTATE (%s)\tREASON\n", a.cfg.backend)
-		for _, st := range notServed {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", st.Key, st.State, st.Reason)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	if len(report) > 0 {
-		fmt.Fprintln(a.stdout)
-		tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SERVICE\tADDRESS\tFROM\tSTATE\tREASON")
-		for _, st := range report {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Key, addrOrNone(st.Addr), st.Origin, st.State, orDash(st.Reason, "-"))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		db.Close()
+		return nil, nil, "", err
 	}
 	if len(hist) > 0 {
-		h := hist[0]
-		fmt.Fprintf(a.stdout, "\nlast sync: %s, %s backend, %s in %s", h.Started.Local().Format(time.RFC3339), h.Backend, h.Result, h.Duration.Round(time.Millisecond))
-		if h.Err != "" {
-			// Escaped again here: a record of an older lbd may hold the
-			// master's raw stderr.
-			fmt.Fprintf(a.stdout, ": %s", discovery.Printable(h.Err))
-		}
-		fmt.Fprintln(a.stdout)
+		last = &hist[0]
+		note = a.cfg.UseLastBackend(last.Backend)
 	}
-	if o, err := a.haOptions(); err == nil && o != nil {
-		fmt.Fprintf(a.stdout, "ha: keepalived on %s, VRRP router %d: this LB is %s\n", o.Interface, o.RouterID, haState(keepalived.New(*o, a.log)))
-	}
-	return nil
+	return db, last, note, nil
 }
 
-// lastBackend makes the backend of the last sync in hist (newest first)
-// the one plan and status look at, unless --backend (or LBD_BACKEND) was
-// given. It returns the line that says so, or "" when --backend was given
-// or no sync is recorded.
-func (a *app) lastBackend(hist []lb.SyncRecord) string {
-	if a.cfg.given["backend"] || len(hist) == 0 || hist[0].Backend == "" {
-		return ""
-	}
-	a.cfg.backend = hist[0].Backend
-	return fmt.Sprintf("backend: %s (of the last sync)", a.cfg.backend)
-}
-
-// lastBackendOf is lastBackend for a command that has not opened the
-// store yet; no store is no sync.
+// lastBackendOf is openState's choice of backend for plan, which has not
+// opened the store: no store is no sync.
 func (a *app) lastBackendOf(ctx context.Context) (string, error) {
-	if a.cfg.given["backend"] {
+	if _, err := os.Stat(a.cfg.DB); err != nil || a.cfg.Given["backend"] {
 		return "", nil
 	}
-	if _, err := os.Stat(a.cfg.db); err != nil {
-		return "", nil
-	}
-	db, err := store.Open(ctx, a.cfg.db)
+	db, _, note, err := a.openState(ctx)
 	if err != nil {
 		return "", err
 	}
-	defer db.Close()
-	hist, err := db.History(ctx, 1)
-	if err != nil {
-		return "", err
-	}
-	return a.lastBackend(hist), nil
-}
-
-func orDash(s, none string) string {
-	if s == "" {
-		return none
-	}
-	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	db.Close()
+	return note, nil
 }

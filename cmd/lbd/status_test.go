@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd/lbd/cli"
 	"github.com/lbd/lbd/lb"
 	"github.com/lbd/lbd/store"
 )
@@ -47,7 +48,7 @@ func runStatus(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errs strings.Builder
 	code := run(t.Context(), append([]string{"status", "--log-file", ""}, args...), noEnv, &out, &errs)
-	if code != exitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("lbd status %v: exit %d: %s", args, code, errs.String())
 	}
 	return out.String()
@@ -92,7 +93,7 @@ func TestStatusUsesTheLastSyncsBackend(t *testing.T) {
 	}
 	var stdout, stderr strings.Builder
 	env := envMap(map[string]string{"LBD_BACKEND": "haproxy"})
-	if code := run(t.Context(), []string{"status", "--db", db, "--log-file", ""}, env, &stdout, &stderr); code != exitOK {
+	if code := run(t.Context(), []string{"status", "--db", db, "--log-file", ""}, env, &stdout, &stderr); code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if strings.Contains(stdout.String(), "of the last sync") {
@@ -100,14 +101,14 @@ func TestStatusUsesTheLastSyncsBackend(t *testing.T) {
 	}
 
 	// plan picks its backend before wiring it.
-	a := &app{cfg: config{db: db, backend: "haproxy", given: map[string]bool{}}}
+	a := &app{cfg: cli.Config{DB: db, Backend: "haproxy", Given: map[string]bool{}}}
 	note, err := a.lastBackendOf(t.Context())
-	if err != nil || note != "backend: iptables (of the last sync)" || a.cfg.backend != "iptables" {
-		t.Errorf("lastBackendOf = %q, %v; backend %q", note, err, a.cfg.backend)
+	if err != nil || note != "backend: iptables (of the last sync)" || a.cfg.Backend != "iptables" {
+		t.Errorf("lastBackendOf = %q, %v; backend %q", note, err, a.cfg.Backend)
 	}
-	a = &app{cfg: config{db: filepath.Join(t.TempDir(), "none.db"), backend: "haproxy"}}
-	if note, err := a.lastBackendOf(t.Context()); err != nil || note != "" || a.cfg.backend != "haproxy" {
-		t.Errorf("lastBackendOf without a store = %q, %v; backend %q", note, err, a.cfg.backend)
+	a = &app{cfg: cli.Config{DB: filepath.Join(t.TempDir(), "none.db"), Backend: "haproxy"}}
+	if note, err := a.lastBackendOf(t.Context()); err != nil || note != "" || a.cfg.Backend != "haproxy" {
+		t.Errorf("lastBackendOf without a store = %q, %v; backend %q", note, err, a.cfg.Backend)
 	}
 }
 

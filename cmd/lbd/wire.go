@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
+	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/hostcheck"
@@ -19,20 +19,12 @@ import (
 	"github.com/lbd/lbd/vip"
 )
 
-// Compile-time checks that the parts satisfy the reconciler's interfaces.
+// Compile-time checks of the interfaces lbd only asserts at run time;
+// the compiler checks the others where they are wired below.
 var (
-	_ reconcile.Source       = (*discovery.Source)(nil)
-	_ reconcile.Source       = (*discovery.Cached)(nil)
 	_ reconcile.ParseTimer   = (*discovery.Cached)(nil)
-	_ reconcile.Store        = (*store.DB)(nil)
-	_ reconcile.Backend      = (*netfilter.Backend)(nil)
 	_ reconcile.Verifier     = (*netfilter.Backend)(nil)
-	_ reconcile.Backend      = (*haproxy.Backend)(nil)
 	_ reconcile.Verifier     = (*haproxy.Backend)(nil)
-	_ reconcile.PodRoutes    = (*hostcheck.RouteCheck)(nil)
-	_ reconcile.Addresses    = (*ipam.Allocator)(nil)
-	_ reconcile.AddressOwner = (*vip.Manager)(nil)
-	_ reconcile.StatusWriter = (*discovery.Source)(nil)
 	_ reconcile.AddressStore = (*store.DB)(nil)
 )
 
@@ -55,13 +47,17 @@ type env struct {
 	closers []func()
 }
 
-// afterSync is what every pass ends with, cron or daemon: with HA, the
-// health file keepalived tracks.
-func (e *env) afterSync(a *app) func(*reconcile.Result, error) {
-	if e.ha == nil {
-		return func(*reconcile.Result, error) {}
+// afterPass is what every pass ends with, cron or daemon: with HA, the
+// health file keepalived tracks and, with metrics m, the HA state metric.
+func (e *env) afterPass(m *daemon.Metrics) func(*reconcile.Result, error) {
+	return func(_ *reconcile.Result, err error) {
+		if e.ha != nil {
+			e.ha.ReportPass(err)
+			if m != nil {
+				m.SetHAMaster(!e.ha.Follower())
+			}
+		}
 	}
-	return haHealth(e.ha, a.log)
 }
 
 func (e *env) close() {
@@ -80,12 +76,12 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 		}
 	}()
 	// Flags first: nothing is read, dialled or created for a bad one.
-	switch a.cfg.backend {
+	switch a.cfg.Backend {
 	case "haproxy", "iptables", "nftables":
 	default:
-		return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
+		return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.Backend)
 	}
-	if e.pools, err = ipam.ParsePools(a.cfg.pools); err != nil {
+	if e.pools, err = ipam.ParsePools(a.cfg.Pools); err != nil {
 		return nil, err
 	}
 	haOpts, err := a.haOptions()
@@ -95,20 +91,20 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 	if haOpts != nil {
 		e.ha = keepalived.New(*haOpts, a.log)
 	}
-	if a.cfg.master == "" {
+	if a.cfg.Master == "" {
 		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
 	}
 	if len(e.pools) == 0 {
 		a.log.Warn("no address pool is configured: lbd serves nothing until --pool (or LBD_POOL) names the addresses it may serve")
 	}
 	if lock {
-		unlock, err := store.Lock(ctx, a.cfg.db, a.cfg.lockWait)
+		unlock, err := store.Lock(ctx, a.cfg.DB, a.cfg.LockWait)
 		if err != nil {
 			return nil, err
 		}
 		e.closers = append(e.closers, func() { unlock() })
 	}
-	if e.db, err = store.Open(ctx, a.cfg.db); err != nil {
+	if e.db, err = store.Open(ctx, a.cfg.DB); err != nil {
 		return nil, err
 	}
 	e.closers = append(e.closers, func() { e.db.Close() })
@@ -127,29 +123,32 @@ func (a *app) setUp(ctx context.Context, lock bool) (_ *env, err error) {
 // the flags; src and be are e's, or wrappers of them (lbd run counts their
 // errors for the metrics).
 func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) *reconcile.Reconciler {
-	opts := reconcile.Options{MaxDelete: float64(a.cfg.maxDelete), MaxDeleteWindow: a.cfg.maxDeleteWindow,
-		Force: a.cfg.force, AllowDelete: a.cfg.allowDelete, LBClass: a.cfg.lbClass}
-	rc := hostcheck.NewRouteCheck(a.cfg.podInterface)
-	if a.cfg.routeCheck {
+	opts := reconcile.Options{MaxDelete: float64(a.cfg.MaxDelete), MaxDeleteWindow: a.cfg.MaxDeleteWindow,
+		Force: a.cfg.Force, AllowDelete: a.cfg.AllowDelete, LBClass: a.cfg.LBClass}
+	rc := hostcheck.NewRouteCheck(a.cfg.PodInterface)
+	if a.cfg.RouteCheck {
 		opts.Routes = rc
 	}
-	ex := a.excluder(e.source, rc)
-	opts.Addresses = &ipam.Allocator{Pools: e.pools, Exclude: ex}
-	if a.cfg.vipInterface != "" {
-		opts.Owner = vip.New(a.cfg.vipInterface, a.log)
+	// Never served, even inside a pool (the pools themselves refuse
+	// loopback, link-local, multicast and unspecified): both ends of the
+	// SSH connection to the master, and the pod network.
+	al := &ipam.Allocator{Pools: e.pools, Exclude: ipam.ExcludeConn(e.source.ConnAddrs, a.cfg.Master, rc.InPodNetwork)}
+	opts.Addresses = al
+	if a.cfg.VIPInterface != "" {
+		opts.Owner = vip.New(a.cfg.VIPInterface, a.log)
 	}
 	if e.ha != nil {
-		family := e.ha.Options().Peers[0].Is4()
-		opts.Owner = haOwner{k: e.ha, log: a.log, idle: func() netip.Addr { return idleAddress(e.pools, ex, family) }}
-		opts.Follower = haFollower(e.ha)
+		v4 := e.ha.Options().Peers[0].Is4()
+		opts.Owner = e.ha.Owner(func() netip.Addr { return e.pools.StandIn(al.Exclude, v4) })
+		opts.Follower = e.ha.Follower
 	}
-	if a.cfg.statusWrite {
+	if a.cfg.StatusWrite {
 		opts.Status = e.source
 	}
 	// haproxy terminates the connection, so in-cluster clients must come
 	// through it; the kernel backends forward packets unchanged to the
 	// service, which kube-proxy's VIP shortcut does as well.
-	opts.Step = stepHook()
+	opts.Step = daemon.StepHook()
 	opts.IPMode = "VIP"
 	if be.Name() == "haproxy" {
 		opts.IPMode = "Proxy"
@@ -157,93 +156,37 @@ func (a *app) newReconciler(e *env, src reconcile.Source, be reconcile.Backend) 
 	return reconcile.New(src, be, e.db, a.log, opts)
 }
 
-// excluder names the addresses lbd never serves, even inside a pool (the
-// pools themselves refuse loopback, link-local, multicast and
-// unspecified): both ends of the SSH connection to the master, and the
-// pod network that --pod-interface routes.
-func (a *app) excluder(src *discovery.Source, rc *hostcheck.RouteCheck) ipam.Excluder {
-	return func(ip netip.Addr) (string, bool) {
-		if m, l, ok := src.ConnAddrs(); ok {
-			switch ip {
-			case m:
-				return "it is the master's address (" + a.cfg.master + ")", true
-			case l:
-				return "it is the address lbd's SSH connection to the master leaves from", true
-			}
-		}
-		return rc.InPodNetwork(ip)
-	}
-}
-
 // newSource builds the SSH discovery source.
 func (a *app) newSource() (*discovery.Source, error) {
-	if a.cfg.master == "" {
+	if a.cfg.Master == "" {
 		return nil, errors.New("--master is required (user@host[:port] of the Kubernetes master)")
 	}
-	if a.cfg.insecureHost {
+	if a.cfg.InsecureHost {
 		a.log.Warn("SSH host key verification is OFF (--insecure-ignore-host-key): anyone on the path can impersonate the master")
 	}
-	return discovery.New(discovery.Config{
-		Master:                a.cfg.master,
-		KeyFiles:              a.keyFiles(),
-		KnownHosts:            a.cfg.knownHosts,
-		InsecureIgnoreHostKey: a.cfg.insecureHost,
-		ConnectTimeout:        a.cfg.sshTimeout,
-		CommandTimeout:        a.cfg.kubectlTimout,
-		Kubectl:               a.cfg.kubectl,
-		Log:                   a.log,
-	})
-}
-
-// keyFiles returns --ssh-key split on commas; nil lets discovery use the
-// usual keys in ~/.ssh.
-func (a *app) keyFiles() []string {
-	var out []string
-	for _, k := range strings.Split(a.cfg.sshKeys, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			out = append(out, k)
-		}
-	}
-	return out
+	c := a.cfg
+	return discovery.New(discovery.Config{Master: c.Master, KeyFiles: c.KeyFiles(), KnownHosts: c.KnownHosts, InsecureIgnoreHostKey: c.InsecureHost,
+		ConnectTimeout: c.SSHTimeout, CommandTimeout: c.KubectlTimeout, Kubectl: c.Kubectl, Log: a.log})
 }
 
 // newBackend builds the backend named by --backend.
 func (a *app) newBackend() (backend, error) {
-	switch a.cfg.backend {
+	c := a.cfg
+	switch c.Backend {
 	case "iptables":
 		return netfilter.New(a.netfilterOptions(), a.log)
 	case "nftables":
-		return nft.New(nft.Options{
-			Masquerade:    a.cfg.masquerade,
-			MasqueradeBit: a.cfg.masqBit,
-			PodInterface:  a.cfg.podInterface,
-			Table:         a.cfg.nftTable,
-		}, a.log)
+		return nft.New(nft.Options{Masquerade: c.Masquerade, MasqueradeBit: c.MasqBit, PodInterface: c.PodInterface, Table: c.NFTTable}, a.log)
 	case "haproxy":
-		return haproxy.New(haproxy.Options{
-			BasePath:      a.cfg.haproxyBase,
-			Dir:           a.cfg.haproxyDir,
-			Reload:        a.cfg.haproxyReload,
-			MasterSocket:  a.cfg.haproxyMasterSocket,
-			StatsSocket:   a.cfg.haproxyStatsSocket,
-			HaproxyBin:    a.cfg.haproxyBin,
-			CheckInterval: a.cfg.checkInter,
-			Fall:          a.cfg.checkFall,
-			Rise:          a.cfg.checkRise,
-			User:          a.cfg.haproxyUser,
-			ReloadTimeout: a.cfg.haproxyReloadTO,
-			Group:         a.cfg.haproxyUser,
-		}, a.log), nil
+		return haproxy.New(haproxy.Options{BasePath: c.HAProxyBase, Dir: c.HAProxyDir, Reload: c.HAProxyReload,
+			MasterSocket: c.HAProxyMasterSocket, StatsSocket: c.HAProxyStatsSocket, HaproxyBin: c.HAProxyBin,
+			CheckInterval: c.CheckInterval, Fall: c.CheckFall, Rise: c.CheckRise,
+			User: c.HAProxyUser, Group: c.HAProxyUser, ReloadTimeout: c.HAProxyReloadTimeout}, a.log), nil
 	}
-	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.backend)
+	return nil, fmt.Errorf("--backend %q: want haproxy, iptables or nftables", a.cfg.Backend)
 }
 
 func (a *app) netfilterOptions() netfilter.Options {
-	return netfilter.Options{
-		Masquerade:    a.cfg.masquerade,
-		MasqueradeBit: a.cfg.masqBit,
-		PodInterface:  a.cfg.podInterface,
-		Binary:        a.cfg.iptablesBin,
-		SNATAddresses: a.cfg.snatAddrs,
-	}
+	return netfilter.Options{Masquerade: a.cfg.Masquerade, MasqueradeBit: a.cfg.MasqBit, PodInterface: a.cfg.PodInterface,
+		Binary: a.cfg.IPTablesBin, SNATAddresses: a.cfg.SNATAddrs}
 }

@@ -29,6 +29,14 @@ func allowed(pkg string) (func(dep string) bool, bool) {
 		return only(), true
 	case slices.Contains(middle, pkg), pkg == "reconcile":
 		return only("lb"), true
+	case pkg == "cli", pkg == "explain":
+		// The command line (flags, env, help, man, completion) and the
+		// answer of lbd explain know nothing of the parts: lb only.
+		return only("lb"), true
+	case pkg == "report":
+		// The printers print lb's types and those of the middle floor
+		// and explain; never reconcile, daemon or cli.
+		return func(d string) bool { return d == "lb" || d == "explain" || slices.Contains(middle, d) }, true
 	case pkg == "daemon":
 		return only("reconcile", "lb"), true
 	case pkg == "cmd/lbd":
@@ -68,12 +76,13 @@ func imports(t *testing.T) map[string][]string {
 }
 
 // TestImportRules: lb is a leaf; the middle floor imports only lb;
-// reconcile only lb; daemon reconcile and lb; only cmd/lbd wires them all.
+// reconcile, cli and explain only lb; report lb, explain and the middle
+// floor; daemon reconcile and lb; only cmd/lbd wires them all.
 // Test files are not looked at (they may use internal/testkit, hack/lab
 // and reconcile's interfaces).
 func TestImportRules(t *testing.T) {
 	pkgs := imports(t)
-	for _, must := range []string{"lb", "reconcile", "daemon", "hostcheck", "netfilter", "cmd/lbd"} {
+	for _, must := range []string{"lb", "reconcile", "daemon", "hostcheck", "netfilter", "cli", "report", "explain", "cmd/lbd"} {
 		if _, ok := pkgs[must]; !ok {
 			t.Errorf("go list does not list %s: the test looks at the wrong module", must)
 		}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"flag"
@@ -7,11 +7,13 @@ import (
 	"strings"
 )
 
-// writeMan writes the man page lbd(1) in roff (man macros), generated
-// from commandHelp and the flags of fs.
-func writeMan(w io.Writer, fs *flag.FlagSet) {
+// Man writes the man page lbd(1) in roff (man macros) for lbd version,
+// generated from the commands and the flags: every command, every flag
+// with its value and default, every LBD_ variable, every exit code.
+func (inv *Invocation) Man(w io.Writer, version string) {
+	fs := inv.fs
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	p(`.TH LBD 1 "" "lbd %s" "lbd manual"`, roffEscape(versionString()))
+	p(`.TH LBD 1 "" "lbd %s" "lbd manual"`, roffEscape(version))
 	p(".SH NAME")
 	p(`lbd \- external load balancer for bare\-metal Kubernetes`)
 	p(".SH SYNOPSIS")
@@ -27,18 +29,18 @@ func writeMan(w io.Writer, fs *flag.FlagSet) {
 	for _, name := range commandNames() {
 		p(".TP")
 		p(`\fB%s\fR`, roffEscape(name))
-		p("%s", roffEscape(commandHelp[name]))
+		p("%s", roffEscape(commands[name]))
 	}
 	p(".SH OPTIONS")
 	fs.VisitAll(func(f *flag.Flag) {
 		p(".TP")
-		head := `\fB` + roffEscape(flagSpelling(f.Name)) + `\fR`
-		if v := flagValueName(f); v != "" {
+		head := `\fB` + roffEscape(spelling(f.Name)) + `\fR`
+		if v := valueName(f); v != "" {
 			head += ` \fI` + roffEscape(v) + `\fR`
 		}
 		p("%s", head)
-		text := flagUsage(f)
-		if d := flagDefault(f); d != "" {
+		text := usageOf(f)
+		if d := defaultText(f); d != "" {
 			text += " (default " + d + ")"
 		}
 		p("%s", roffEscape(text))
@@ -49,19 +51,19 @@ func writeMan(w io.Writer, fs *flag.FlagSet) {
 		"an unset one leaves its default."))
 	fs.VisitAll(func(f *flag.Flag) {
 		p(".TP")
-		p(`\fB%s\fR`, roffEscape(envName(f.Name)))
-		p(`sets \fB%s\fR.`, roffEscape(flagSpelling(f.Name)))
+		p(`\fB%s\fR`, roffEscape(EnvName(f.Name)))
+		p(`sets \fB%s\fR.`, roffEscape(spelling(f.Name)))
 	})
 	p(".SH EXIT STATUS")
 	for _, e := range []struct {
 		code int
 		text string
 	}{
-		{exitOK, "success; plan: nothing to change"},
-		{exitFail, "an error, printed once on stderr (and kept in the log file)"},
-		{exitPending, "plan: changes are pending; explain: the data plane differs from the store"},
-		{exitHeld, "the max-delete guard held deletions back (the rest of the pass applied); plan: only held deletions are pending"},
-		{exitLocked, "another lbd holds the store's lock (--lock-wait ran out)"},
+		{ExitOK, "success; plan: nothing to change"},
+		{ExitFail, "an error, printed once on stderr (and kept in the log file)"},
+		{ExitPending, "plan: changes are pending; explain: the data plane differs from the store"},
+		{ExitHeld, "the max-delete guard held deletions back (the rest of the pass applied); plan: only held deletions are pending"},
+		{ExitLocked, "another lbd holds the store's lock (--lock-wait ran out)"},
 	} {
 		p(".TP")
 		p(`\fB%d\fR`, e.code)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"flag"
@@ -7,9 +7,14 @@ import (
 	"strings"
 )
 
-// writeCompletion writes the completion script of shell ("bash" or
-// "zsh") for the flags of fs and the commands of commandHelp.
-func writeCompletion(w io.Writer, shell string, fs *flag.FlagSet) error {
+// Completion writes the completion script of the shell in Args[0]
+// ("bash" or "zsh", as Parse checked) for lbd's commands and flags.
+func (inv *Invocation) Completion(w io.Writer) error {
+	fs := inv.fs
+	shell := ""
+	if len(inv.Args) > 0 {
+		shell = inv.Args[0]
+	}
 	switch shell {
 	case "bash":
 		_, err := io.WriteString(w, bashCompletion(fs))
@@ -28,20 +33,20 @@ func writeCompletion(w io.Writer, shell string, fs *flag.FlagSet) error {
 
 // bashCompletion renders the bash completion function _lbd: the
 // commands in the first place (and after help), every flag after a dash,
-// the fixed values of a flag after it (flagChoices), the shells after
+// the fixed values of a flag after it (choices), the shells after
 // completion, and file names (complete -o default) for any other value.
 func bashCompletion(fs *flag.FlagSet) string {
 	var flags, valueFlags []string
-	var choices strings.Builder
+	var cases strings.Builder
 	fs.VisitAll(func(f *flag.Flag) {
-		flags = append(flags, flagSpelling(f.Name))
+		flags = append(flags, spelling(f.Name))
 		// Go's flag package takes -name and --name alike.
 		both := "-" + f.Name + "|--" + f.Name
 		if !isBoolFlag(f) {
 			valueFlags = append(valueFlags, both)
 		}
-		if ch, ok := flagChoices[f.Name]; ok {
-			fmt.Fprintf(&choices, "    %s) COMPREPLY=($(compgen -W %q -- \"$cur\")); return 0 ;;\n", both, strings.Join(ch, " "))
+		if ch, ok := choices[f.Name]; ok {
+			fmt.Fprintf(&cases, "    %s) COMPREPLY=($(compgen -W %q -- \"$cur\")); return 0 ;;\n", both, strings.Join(ch, " "))
 		}
 	})
 	cmds := strings.Join(commandNames(), " ")
@@ -61,7 +66,7 @@ _lbd() {
     fi
     case "$prev" in
 `)
-	b.WriteString(choices.String())
+	b.WriteString(cases.String())
 	fmt.Fprintf(&b, "    %s) return 0 ;;\n", strings.Join(valueFlags, "|"))
 	b.WriteString(`    esac
     for (( i = 1; i < COMP_CWORD; i++ )); do

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -51,10 +51,7 @@ func lookPath(name string) bool {
 // every command, every flag with its value, every LBD_ variable and
 // every exit code.
 func TestManPage(t *testing.T) {
-	out, errs, code := runLBD(t, "man")
-	if code != exitOK || errs != "" {
-		t.Fatalf("lbd man: exit %d, %s", code, errs)
-	}
+	out := output(t, "man")
 	path := filepath.Join(t.TempDir(), "lbd.1")
 	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
@@ -77,20 +74,20 @@ func TestManPage(t *testing.T) {
 			t.Errorf("no command %s", name)
 		}
 	}
-	var c config
-	newFlagSet(&c, &bytes.Buffer{}).VisitAll(func(f *flag.Flag) {
-		head := flagSpelling(f.Name)
-		if v := flagValueName(f); v != "" {
+	c := testDefaults()
+	newFlagSet(&c).VisitAll(func(f *flag.Flag) {
+		head := spelling(f.Name)
+		if v := valueName(f); v != "" {
 			head += " " + v
 		}
 		if !tagged(text, head) {
 			t.Errorf("no option line %q", head)
 		}
-		if !tagged(text, envName(f.Name)) {
-			t.Errorf("no variable %s", envName(f.Name))
+		if !tagged(text, EnvName(f.Name)) {
+			t.Errorf("no variable %s", EnvName(f.Name))
 		}
 	})
-	for _, code := range []int{exitOK, exitFail, exitPending, exitHeld, exitLocked} {
+	for _, code := range []int{ExitOK, ExitFail, ExitPending, ExitHeld, ExitLocked} {
 		if !tagged(text, strconv.Itoa(code)) {
 			t.Errorf("no exit status %d", code)
 		}
