@@ -59,6 +59,15 @@ type Backend struct {
 	// disk caches the files read from the services directory, by name,
 	// with the identity they had (see readCfgsCached).
 	disk map[string]diskFile
+	// known holds lbd's files as this Backend last read, wrote or
+	// published them, and foreign the operator's as last read; nil known
+	// means unknown. While known is set, Apply trusts it instead of
+	// reading the services directory (at 10,000 services the stat of
+	// every file costs more than the change it serves). It is dropped
+	// (and the directory read again) whenever a pass fails, Verify finds
+	// drift, or a pass must publish; a new Backend (a restart) starts
+	// without it.
+	known, foreign Files
 	// renders caches each service's rendered file with its input.
 	renders map[string]renderedFile
 	// bindable returns the test that haproxy can bind an address on this
@@ -172,17 +181,31 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if err := b.ensureBase(); err != nil {
 		return nil, err
 	}
-	all, err := b.readCfgsCached()
+	skipped, err := b.apply(ctx, desired)
 	if err != nil {
-		return nil, err
+		b.known, b.foreign = nil, nil // read the directory again next time
 	}
-	cur, foreign := splitOwn(all)
-	files, err := b.renderCached(desired, cur)
-	if err != nil {
-		return nil, err
-	}
-	b.noteForeign(foreign)
+	return skipped, err
+}
+
+// apply is Apply under the lock.
+func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped, error) {
 	pend, err := b.tree.readPending()
+	if err != nil {
+		return nil, err
+	}
+	trusted := b.known != nil && pend == nil
+	cur, foreign := b.known, b.foreign
+	if !trusted {
+		all, err := b.readCfgsCached()
+		if err != nil {
+			return nil, err
+		}
+		cur, foreign = splitOwn(all)
+		b.known, b.foreign = cur, foreign
+		b.noteForeign(foreign)
+	}
+	files, err := b.renderCached(desired, cur)
 	if err != nil {
 		return nil, err
 	}
@@ -229,13 +252,21 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if files.Equal(cur) && pend == nil {
 		return skipped, nil
 	}
+	if trusted {
+		// Publishing costs a validation and a reload: worth reading what
+		// the directory holds (the operator's files, hand edits) first.
+		b.known, b.foreign = nil, nil
+		return b.apply(ctx, desired)
+	}
 	// Logged when something changes, not on every sync.
 	for _, u := range Unserved(desired) {
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
+	b.known, b.foreign = nil, nil
 	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
+	b.known, b.foreign = files, foreign
 	b.synced = true // haproxy loaded the files: its servers are theirs
 	return skipped, nil
 }
@@ -291,6 +322,7 @@ func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, err
 			return false, fmt.Errorf("write %s after its runtime change: %w", name, err)
 		}
 	}
+	b.known = files
 	if n > 0 || len(names) > 0 {
 		b.runtimeChanges.Add(1)
 		b.log.Info("endpoints changed at runtime, no reload", "files", len(names), "commands", n)
@@ -338,6 +370,7 @@ func localBind() func(netip.Addr) error {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.known, b.foreign = nil, nil
 	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return err
@@ -588,6 +621,11 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 		if _, ok := want[name]; !ok {
 			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", filepath.Join(b.tree.dir, name)))
 		}
+	}
+	if len(drift) > 0 {
+		// The next Apply reads the directory rather than trust what
+		// this Backend wrote last.
+		b.known, b.foreign = nil, nil
 	}
 	return drift, nil
 }
