@@ -85,6 +85,9 @@ type Backend struct {
 	// files is the number of files of the set being published, for the
 	// reload timeout.
 	files int
+	// peerWait bounds the wait before a reload for the peers to be ready
+	// to hand the stick tables over (see awaitPeers).
+	peerWait time.Duration
 	// foreignSeen names the operator's files already logged.
 	foreignSeen map[string]bool
 }
@@ -120,6 +123,7 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.bindable = localBind
 	b.probe = b.probeMaster
 	b.foreignSeen = map[string]bool{}
+	b.peerWait = PeerResyncWait
 	b.alive = processAlive
 	b.stats = b.statsCommand
 	b.haveStats = func() bool { return isSocket(b.o.StatsSocket) }
