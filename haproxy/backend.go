@@ -471,6 +471,10 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 		}
 		loaded := maps.Clone(files)
 		maps.Copy(loaded, foreign)
+		if err := b.checkCfgFiles(loaded); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
 		if err := b.check(ctx, b.o.BasePath, gen, loaded); err != nil {
 			os.RemoveAll(gen)
 			return err
@@ -724,3 +728,38 @@ func (b *Backend) checkConfig(ctx context.Context, base, dir string, files Files
 	}
 	return &ConfigError{Lines: alerts, Err: err}
 }
+
+// MaxArgStrlen is Linux's limit on one argument or environment string of
+// execve (MAX_ARG_STRLEN, 32 pages): a longer one fails with E2BIG.
+const MaxArgStrlen = 128 << 10
+
+// cfgFilesReserve is left of [MaxArgStrlen] for the files haproxy loads
+// before the services directory (haproxy.cfg, the base file).
+const cfgFilesReserve = 4 << 10
+
+// checkCfgFiles refuses a set of files whose paths haproxy's master could
+// not re-execute with. haproxy 2.6 puts the path of every file it loaded
+// into one environment string, HAPROXY_CFGFILES ("<dir>/<file>;..."), and
+// keeps it across the re-execution a reload is; past [MaxArgStrlen] execve
+// fails with "Argument list too long", the master logs "Failed to
+// reexecute the master process" and exits, and haproxy is gone. Refusing
+// the files before they are published keeps the running haproxy serving
+// the previous ones.
+func (b *Backend) checkCfgFiles(files Files) error {
+	n := cfgFilesReserve
+	for name := range files {
+		n += len(b.tree.dir) + 1 + len(name) + 1
+	}
+	if n <= MaxArgStrlen {
+		return nil
+	}
+	return &ConfigError{
+		Lines: []string{fmt.Sprintf("%d files in %s: haproxy's HAPROXY_CFGFILES would be about %d bytes, over the %d bytes execve takes in one string; haproxy's master could not re-execute (reload) with them and would exit",
+			len(files), b.tree.dir, n, MaxArgStrlen)},
+		Err: ErrTooManyFiles,
+	}
+}
+
+// ErrTooManyFiles is wrapped by the [ConfigError] of a set of files too
+// large for haproxy 2.6's master to reload with (see [MaxArgStrlen]).
+var ErrTooManyFiles = errors.New("too many files for haproxy's master to re-execute with")
