@@ -102,6 +102,7 @@ func BenchmarkApplyNoChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, nil)
 	be.bindable = bindAnything // the test's addresses are not this host's
+	be.cfgLimit = 0            // no haproxy master here (see TestLabMasterReexecLimit)
 	calls := 0
 	be.check = func(context.Context, string, string, Files) error { calls++; return nil }
 	be.reload = func(context.Context) error { calls++; return nil }
@@ -132,6 +133,7 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	be.bindable = bindAnything
+	be.cfgLimit = 0 // no haproxy master here (see TestLabMasterReexecLimit)
 	reloads, cmds := 0, 0
 	be.check = func(context.Context, string, string, Files) error { return nil }
 	be.reload = func(context.Context) error { reloads++; return nil }
