@@ -59,6 +59,15 @@ type Backend struct {
 	// disk caches the files read from the services directory, by name,
 	// with the identity they had (see readCfgsCached).
 	disk map[string]diskFile
+	// known holds lbd's files as this Backend last read, wrote or
+	// published them, and foreign the operator's as last read; nil known
+	// means unknown. While known is set, Apply trusts it instead of
+	// reading the services directory (at 10,000 services the stat of
+	// every file costs more than the change it serves). It is dropped
+	// (and the directory read again) whenever a pass fails, Verify finds
+	// drift, or a pass must publish; a new Backend (a restart) starts
+	// without it.
+	known, foreign Files
 	// renders caches each service's rendered file with its input.
 	renders map[string]renderedFile
 	// bindable returns the test that haproxy can bind an address on this
@@ -76,6 +85,12 @@ type Backend struct {
 	// files is the number of files of the set being published, for the
 	// reload timeout.
 	files int
+	// peerWait bounds the wait before a reload for the peers to be ready
+	// to hand the stick tables over (see awaitPeers).
+	peerWait time.Duration
+	// cfgLimit is the longest HAPROXY_CFGFILES a publish may make (see
+	// checkCfgFiles); 0: no limit (benchmarks that stand in for haproxy).
+	cfgLimit int
 	// foreignSeen names the operator's files already logged.
 	foreignSeen map[string]bool
 }
@@ -111,6 +126,8 @@ func New(o Options, log *slog.Logger) *Backend {
 	b.bindable = localBind
 	b.probe = b.probeMaster
 	b.foreignSeen = map[string]bool{}
+	b.peerWait = PeerResyncWait
+	b.cfgLimit = MaxArgStrlen
 	b.alive = processAlive
 	b.stats = b.statsCommand
 	b.haveStats = func() bool { return isSocket(b.o.StatsSocket) }
@@ -172,17 +189,31 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if err := b.ensureBase(); err != nil {
 		return nil, err
 	}
-	all, err := b.readCfgsCached()
+	skipped, err := b.apply(ctx, desired)
 	if err != nil {
-		return nil, err
+		b.known, b.foreign = nil, nil // read the directory again next time
 	}
-	cur, foreign := splitOwn(all)
-	files, err := b.renderCached(desired, cur)
-	if err != nil {
-		return nil, err
-	}
-	b.noteForeign(foreign)
+	return skipped, err
+}
+
+// apply is Apply under the lock.
+func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped, error) {
 	pend, err := b.tree.readPending()
+	if err != nil {
+		return nil, err
+	}
+	trusted := b.known != nil && pend == nil
+	cur, foreign := b.known, b.foreign
+	if !trusted {
+		all, err := b.readCfgsCached()
+		if err != nil {
+			return nil, err
+		}
+		cur, foreign = splitOwn(all)
+		b.known, b.foreign = cur, foreign
+		b.noteForeign(foreign)
+	}
+	files, err := b.renderCached(desired, cur)
 	if err != nil {
 		return nil, err
 	}
@@ -229,13 +260,21 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	if files.Equal(cur) && pend == nil {
 		return skipped, nil
 	}
+	if trusted {
+		// Publishing costs a validation and a reload: worth reading what
+		// the directory holds (the operator's files, hand edits) first.
+		b.known, b.foreign = nil, nil
+		return b.apply(ctx, desired)
+	}
 	// Logged when something changes, not on every sync.
 	for _, u := range Unserved(desired) {
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
+	b.known, b.foreign = nil, nil
 	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
+	b.known, b.foreign = files, foreign
 	b.synced = true // haproxy loaded the files: its servers are theirs
 	return skipped, nil
 }
@@ -291,6 +330,7 @@ func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, err
 			return false, fmt.Errorf("write %s after its runtime change: %w", name, err)
 		}
 	}
+	b.known = files
 	if n > 0 || len(names) > 0 {
 		b.runtimeChanges.Add(1)
 		b.log.Info("endpoints changed at runtime, no reload", "files", len(names), "commands", n)
@@ -338,6 +378,7 @@ func localBind() func(netip.Addr) error {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.known, b.foreign = nil, nil
 	all, err := readCfgs(b.tree.dir)
 	if err != nil {
 		return err
@@ -434,6 +475,10 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 		}
 		loaded := maps.Clone(files)
 		maps.Copy(loaded, foreign)
+		if err := b.checkCfgFiles(loaded); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
 		if err := b.check(ctx, b.o.BasePath, gen, loaded); err != nil {
 			os.RemoveAll(gen)
 			return err
@@ -589,6 +634,11 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", filepath.Join(b.tree.dir, name)))
 		}
 	}
+	if len(drift) > 0 {
+		// The next Apply reads the directory rather than trust what
+		// this Backend wrote last.
+		b.known, b.foreign = nil, nil
+	}
 	return drift, nil
 }
 
@@ -682,3 +732,41 @@ func (b *Backend) checkConfig(ctx context.Context, base, dir string, files Files
 	}
 	return &ConfigError{Lines: alerts, Err: err}
 }
+
+// MaxArgStrlen is Linux's limit on one argument or environment string of
+// execve (MAX_ARG_STRLEN, 32 pages): a longer one fails with E2BIG.
+const MaxArgStrlen = 128 << 10
+
+// cfgFilesReserve is left of [MaxArgStrlen] for the files haproxy loads
+// before the services directory (haproxy.cfg, the base file).
+const cfgFilesReserve = 4 << 10
+
+// checkCfgFiles refuses a set of files whose paths haproxy's master could
+// not re-execute with. haproxy 2.6 puts the path of every file it loaded
+// into one environment string, HAPROXY_CFGFILES ("<dir>/<file>;..."), and
+// keeps it across the re-execution a reload is; past [MaxArgStrlen] execve
+// fails with "Argument list too long", the master logs "Failed to
+// reexecute the master process" and exits, and haproxy is gone. Refusing
+// the files before they are published keeps the running haproxy serving
+// the previous ones.
+func (b *Backend) checkCfgFiles(files Files) error {
+	if b.cfgLimit <= 0 {
+		return nil
+	}
+	n := cfgFilesReserve
+	for name := range files {
+		n += len(b.tree.dir) + 1 + len(name) + 1
+	}
+	if n <= b.cfgLimit {
+		return nil
+	}
+	return &ConfigError{
+		Lines: []string{fmt.Sprintf("%d files in %s: haproxy's HAPROXY_CFGFILES would be about %d bytes, over the %d bytes execve takes in one string; haproxy's master could not re-execute (reload) with them and would exit",
+			len(files), b.tree.dir, n, b.cfgLimit)},
+		Err: ErrTooManyFiles,
+	}
+}
+
+// ErrTooManyFiles is wrapped by the [ConfigError] of a set of files too
+// large for haproxy 2.6's master to reload with (see [MaxArgStrlen]).
+var ErrTooManyFiles = errors.New("too many files for haproxy's master to re-execute with")

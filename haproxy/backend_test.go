@@ -527,3 +527,53 @@ func TestLocalBind(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyTrustsWhatItWrote: once a Backend has read or written the
+// services directory, Apply works from what it knows and reads no file
+// (at 10,000 services the reads cost more than the change), until Verify
+// finds drift or a pass fails; then the next Apply reads the directory
+// and repairs it.
+func TestApplyTrustsWhatItWrote(t *testing.T) {
+	ctx := context.Background()
+	b, c := fakeBackend(t, false)
+	web, other := nginx(), nginx()
+	other.Name = "other"
+	applied := []lb.Service{web, other}
+	if _, err := b.Apply(ctx, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := onDisk(t, b)
+	for name := range want {
+		os.Remove(filepath.Join(b.o.Dir, name)) // behind lbd's back
+	}
+	checks, reloads := c.checks, c.reloads
+	if _, err := b.Apply(ctx, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(t, b); len(got) != 0 || c.checks != checks || c.reloads != reloads {
+		t.Errorf("an unchanged Apply read the directory: files %v, checks %d->%d, reloads %d->%d; want it to trust what it wrote",
+			got.Names(), checks, c.checks, reloads, c.reloads)
+	}
+	drift, err := b.Verify(ctx, applied)
+	if err != nil || len(drift) == 0 {
+		t.Fatalf("Verify = %q, %v; want the missing files", drift, err)
+	}
+	if _, err := b.Apply(ctx, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, onDisk(t, b)); diff != "" {
+		t.Errorf("Apply after Verify's drift did not repair (-want +got):\n%s", diff)
+	}
+
+	// A failed pass drops the trust too.
+	changed := nginx()
+	changed.Ports[0].Port = 8080 // structural: validated and reloaded
+	c.checkErr = errors.New("test: haproxy -c fails")
+	if _, err := b.Apply(ctx, []lb.Service{changed, other}, nil); err == nil {
+		t.Fatal("Apply with a failing check succeeded")
+	}
+	c.checkErr = nil
+	if b.known != nil {
+		t.Errorf("after a failed Apply the Backend still trusts its memory")
+	}
+}

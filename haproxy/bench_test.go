@@ -102,6 +102,7 @@ func BenchmarkApplyNoChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, nil)
 	be.bindable = bindAnything // the test's addresses are not this host's
+	be.cfgLimit = 0            // no haproxy master here (see TestLabMasterReexecLimit)
 	calls := 0
 	be.check = func(context.Context, string, string, Files) error { calls++; return nil }
 	be.reload = func(context.Context) error { calls++; return nil }
@@ -125,12 +126,14 @@ func BenchmarkApplyNoChange(b *testing.B) {
 // endpoint of one service flips readiness: the runtime path (changed file
 // found, runtime commands, file rewritten in place), against a stand-in
 // stats socket that answers "show servers state" from the files and
-// accepts every command. It must not reload.
+// accepts every command. It must not reload. The figure is ms/change: the
+// goal is 50 ms or less at 10,000 services, with no reload.
 func BenchmarkApplyEndpointChange(b *testing.B) {
 	svcs := benchServices(10000, 10)
 	o := testOptions(b.TempDir())
 	be := New(o, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	be.bindable = bindAnything
+	be.cfgLimit = 0 // no haproxy master here (see TestLabMasterReexecLimit)
 	reloads, cmds := 0, 0
 	be.check = func(context.Context, string, string, Files) error { return nil }
 	be.reload = func(context.Context) error { reloads++; return nil }
@@ -167,6 +170,7 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	be.synced = true
 	reloads = 0
 	i := 0
+	start := time.Now()
 	for b.Loop() {
 		e := &svcs[42].Ports[0].Endpoints[3]
 		e.Ready, e.Serving = i%2 == 1, i%2 == 1
@@ -178,6 +182,7 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	if reloads != 0 {
 		b.Fatalf("endpoint change reloaded %d times, want 0", reloads)
 	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1e3/float64(b.N), "ms/change")
 	b.ReportMetric(float64(cmds)/float64(b.N), "runtime-cmds/op")
 	b.ReportMetric(float64(reloads), "reloads")
 }

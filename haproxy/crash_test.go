@@ -75,7 +75,7 @@ func TestCrashBetweenSwapAndReloadHeals(t *testing.T) {
 // haproxy; the new process's Apply must make haproxy serve the new
 // configuration.
 func TestLabCrashBetweenSwapAndReload(t *testing.T) {
-	h := startLabHaproxy(t, "hprtcr")
+	h := startLabHaproxy(t, "hpkcr")
 	l := h.l
 	addr := netip.AddrPortFrom(l.LBExternalIP, 80).String()
 	all := labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80})

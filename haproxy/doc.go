@@ -88,8 +88,14 @@
 //
 // ClientIP affinity is a stick table on the client address with "expire"
 // set to the service's timeout, naming the peers section of [PeersFile],
-// whose one local peer ([Options.PeerName], haproxy's local peer name) is
-// meant to carry the table across reloads.
+// whose one local peer ([Options.PeerName], haproxy's local peer name)
+// carries the table across reloads: at a soft stop the old worker connects
+// to the new one on [Options.PeerAddr] and pushes its entries. haproxy 2.6
+// does so only once the old worker's own resync is finished ("show peers"
+// flags 0x3), which takes 5 to 10 s after a worker starts that was not
+// taught by its predecessor (the first one, say); before that it exits
+// without pushing. So a reload first waits, at most [PeerResyncWait], for
+// the running worker's peers section to be ready.
 //
 // haproxy cannot serve UDP or SCTP. Such ports are reported by [Unserved]
 // and logged; the service's TCP ports are still served. A service with no

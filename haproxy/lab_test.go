@@ -202,7 +202,7 @@ func labService(l *lab.Lab, name string, ext netip.Addr, ports map[uint16]uint16
 // TestLab proves the backend end to end against a real haproxy in the
 // lab's LB namespace, with the client and the pods in their own.
 func TestLab(t *testing.T) {
-	h := startLabHaproxy(t, "hprtlab")
+	h := startLabHaproxy(t, "hpklab")
 	l := h.l
 	ext, ext2 := l.LBExternalIP, netip.MustParseAddr("192.168.121.202")
 	addr := netip.AddrPortFrom(ext, 80).String()

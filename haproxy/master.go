@@ -163,6 +163,7 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 			return fail(fmt.Errorf("show proc on %s: %w", o.MasterSocket, err))
 		}
 	}
+	b.awaitPeers(ctx)
 	if mode == "systemctl" && o.Reload == "" {
 		if out, err := b.run(ctx, "systemctl", "is-active", "haproxy"); err != nil {
 			return notRunning(fmt.Sprintf("no master socket at %s and systemctl is-active haproxy: %v %s", o.MasterSocket, err, bytes.TrimSpace(out)))
@@ -282,4 +283,64 @@ func (b *Backend) settle(ctx context.Context, p *pending) (bool, error) {
 		return false, errPendingFailed
 	}
 	return false, inProgress(fmt.Sprintf("master %d counted the reload, no new worker yet", p.Master))
+}
+
+// PeerResyncWait bounds how long a reload waits for the running worker's
+// peers section to be ready to hand its stick tables over (see
+// awaitPeers): haproxy 2.6 gives up waiting for a lesson from the old
+// process after 5 s and for one from remote peers after 5 s more.
+const PeerResyncWait = 11 * time.Second
+
+// awaitPeers waits, at most b.peerWait, until the running worker can
+// teach its stick tables to the next one. haproxy 2.6's old worker
+// pushes its tables to the new one at a soft stop only once its own
+// resync is finished ("show peers" flags 0x1 and 0x2, learnt from the old
+// process and from remote peers, or given up on); before that it stops
+// without a word and the new worker starts with empty tables. A worker
+// started afresh, or from a predecessor that could not teach, is in that
+// state for 5 to 10 s: a reload then would lose every ClientIP affinity.
+// With no peers section, no stats socket or no answer there is nothing
+// to wait for.
+func (b *Backend) awaitPeers(ctx context.Context) {
+	if b.peerWait <= 0 || !isSocket(b.o.StatsSocket) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.peerWait)
+	defer cancel()
+	start := time.Now()
+	for {
+		out, err := b.stats(ctx, "show peers")
+		if err != nil || peersReady(out, PeersSection) {
+			if waited := time.Since(start); waited > 100*time.Millisecond {
+				b.log.Info("waited for haproxy's peers to be ready to hand the stick tables over", "waited", waited.Round(time.Millisecond))
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			b.log.Warn("haproxy's peers section is not ready to hand its stick tables to the next worker; reloading anyway: ClientIP affinity may be lost", "waited", b.peerWait)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// peersReady reports whether "show peers" says that peers section name
+// finished its resync (flags 0x1 and 0x2 set), or lacks the section.
+//
+//	0x55fc19319d50: [07/Dec/2026:15:36:32] id=lbd disabled=0 flags=0x11 resync_timeout=3s task_calls=5
+func peersReady(out, name string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !slices.Contains(f, "id="+name) {
+			continue
+		}
+		for _, w := range f {
+			if v, ok := strings.CutPrefix(w, "flags="); ok {
+				n, err := strconv.ParseUint(strings.TrimPrefix(v, "0x"), 16, 64)
+				return err == nil && n&0x3 == 0x3
+			}
+		}
+	}
+	return true
 }

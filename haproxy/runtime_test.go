@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -141,5 +142,26 @@ func TestParseServersState(t *testing.T) {
 	}
 	if _, err := parseServersState("Can't find backend.\n"); err == nil {
 		t.Errorf("unknown backend: no error")
+	}
+}
+
+func TestPeersReady(t *testing.T) {
+	const fresh = `0x55fc19319d50: [07/Dec/2026:15:36:32] id=lbd disabled=0 flags=0x11 resync_timeout=3s task_calls=5
+  0x55fc19319ec0: id=lbd-lab(local,inactive) addr=127.0.0.1:10990 last_status=NONE last_hdshk=<NEVER>
+`
+	tests := []struct {
+		name, out string
+		want      bool
+	}{
+		{"fresh worker, remote resync pending", fresh, false},
+		{"gave up on both", strings.Replace(fresh, "0x11", "0x33", 1), true},
+		{"taught by the old worker", strings.Replace(fresh, "0x11", "0x1103", 1), true},
+		{"another section", strings.Replace(fresh, "id=lbd ", "id=other ", 1), true},
+		{"no peers", "", true},
+	}
+	for _, tt := range tests {
+		if got := peersReady(tt.out, PeersSection); got != tt.want {
+			t.Errorf("%s: peersReady = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -115,7 +115,7 @@ func TestReloadTimeoutKeepsFilesAndWaits(t *testing.T) {
 // the master is back confirms without reloading, and haproxy serves the
 // new files. haproxy counts exactly one reload.
 func TestLabReloadTimeout(t *testing.T) {
-	h := startLabHaproxy(t, "hprtto")
+	h := startLabHaproxy(t, "hpkto")
 	l := h.l
 	addr := netip.AddrPortFrom(l.LBExternalIP, 80).String()
 	svcs := []lb.Service{labService(l, "nginx", l.LBExternalIP, map[uint16]uint16{80: 80})}
