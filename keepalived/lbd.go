@@ -81,7 +81,7 @@ func (k *Keepalived) Master() bool {
 
 // Watch reads the VRRP state every poll until ctx ends, and calls changed
 // on every change between master and not master (the first reading counts
-// as a change only when it is master). lbd run asks for a full pass on
+// as a change only when it is master), logging each. lbd run asks for a full pass on
 // becoming master: only the master allocates and writes status, and a
 // service created during the election would otherwise wait for the next
 // resync.
@@ -97,6 +97,11 @@ func (k *Keepalived) Watch(ctx context.Context, poll time.Duration, changed func
 		}
 		if is := k.Master(); is != was {
 			was = is
+			if is {
+				k.log.Info("this LB became the VRRP master: full resync, to allocate and write status")
+			} else {
+				k.log.Info("this LB is no longer the VRRP master: it follows the master's allocations and writes no status")
+			}
 			changed(is)
 		}
 	}
