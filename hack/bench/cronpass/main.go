@@ -76,13 +76,15 @@ func main() {
 	name := flag.String("name", "crnbench", "lab `name` ([a-z0-9], at most 16)")
 	flag.IntVar(&c.services, "services", 10000, "services to create")
 	flag.IntVar(&c.endpoints, "endpoints", 10, "ready endpoints per service")
-	flag.StringVar(&backends, "backends", "iptables,nftables", "kernel backends to measure, comma-separated")
+	flag.StringVar(&backends, "backends", "iptables,nftables", "kernel backends to measure, comma-separated; empty for none (with -hold)")
 	flag.StringVar(&c.lbd, "lbd", "", "lbd `binary` to measure; empty builds ./cmd/lbd")
 	limit := flag.Duration("timeout", 30*time.Minute, "bound of the whole run")
 	flag.BoolVar(&c.keep, "keep", false, "keep the lab's directory (logs) after the run")
 	flag.DurationVar(&c.hold, "hold", 0, "after the passes, keep the lab up this long (or until interrupted) for experiments; it prints lbd's command line")
 	flag.Parse()
-	c.backends = strings.Split(backends, ",")
+	if backends != "" {
+		c.backends = strings.Split(backends, ",")
+	}
 	if os.Geteuid() != 0 {
 		log.Fatal("cronpass-bench needs root (network namespaces, the cluster lab)")
 	}
