@@ -387,8 +387,12 @@ func lastSyncLine(path string) (phases, result string, err error) {
 
 // printTable prints the passes: wall time, each phase in seconds, RSS.
 func printTable(c *config, rows []row) {
-	var names []string
+	// The pass's order first; a phase not known here goes after them.
+	names := []string{"discover", "parse", "store-read", "plan", "route-check", "verify", "prepare", "apply", "commit", "after"}
 	seen := map[string]bool{}
+	for _, n := range names {
+		seen[n] = true
+	}
 	for _, r := range rows {
 		for _, p := range strings.Fields(r.phases) {
 			n, _, _ := strings.Cut(p, "=")
