@@ -276,13 +276,13 @@ func (c *objectCache) abortList() {
 	c.listing, c.journal, c.journalBytes, c.journalOver = false, nil, 0, false
 }
 
-// endList replaces the objects with the items of list (kubectl's List
-// JSON), applies the events journaled since beginList again, and trusts
+// endList replaces the objects with the items of lists (kubectl's List
+// JSON or the API server's typed lists), applies the events journaled since beginList again, and trusts
 // the result when t allows it. It returns whether the cache is trusted.
 // An item without kind or name, or a list too big, leaves the cache
 // untrusted and empty.
-func (c *objectCache) endList(list []byte, t listToken) (bool, error) {
-	objs, size, err := listObjects(list, c.max)
+func (c *objectCache) endList(lists [][]byte, t listToken) (bool, error) {
+	objs, size, err := listObjects(lists, c.max)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	journal, over := c.journal, c.journalOver
@@ -299,27 +299,34 @@ func (c *objectCache) endList(list []byte, t listToken) (bool, error) {
 	return c.trusted, nil
 }
 
-// listObjects returns the items of kubectl's List JSON by key, compacted,
-// and their total size, which must not exceed max.
-func listObjects(list []byte, max int) (map[objKey][]byte, int, error) {
-	var l kubeList
-	if err := json.Unmarshal(list, &l); err != nil {
-		return nil, 0, fmt.Errorf("cache the list: %w", err)
-	}
-	objs := make(map[objKey][]byte, len(l.Items))
+// listObjects returns the items of lists (kubectl's List JSON, or typed
+// lists whose items get the list's item kind) by key, compacted, and their
+// total size, which must not exceed max.
+func listObjects(lists [][]byte, max int) (map[objKey][]byte, int, error) {
+	objs := map[objKey][]byte{}
 	size := 0
-	for i, it := range l.Items {
-		key, raw, err := identify(it)
-		if err != nil {
-			return nil, 0, fmt.Errorf("cache the list: item %d: %w", i, err)
+	for _, list := range lists {
+		var l kubeList
+		if err := json.Unmarshal(list, &l); err != nil {
+			return nil, 0, fmt.Errorf("cache the list: %w", err)
 		}
-		if old, ok := objs[key]; ok {
-			size -= len(old)
-		}
-		objs[key] = raw
-		size += len(raw)
-		if size > max {
-			return nil, 0, fmt.Errorf("cache the list: objects exceed %d bytes", max)
+		kind := listKinds[l.Kind]
+		for i, it := range l.Items {
+			if kind != "" {
+				it = withKind(it, kind)
+			}
+			key, raw, err := identify(it)
+			if err != nil {
+				return nil, 0, fmt.Errorf("cache the list: item %d: %w", i, err)
+			}
+			if old, ok := objs[key]; ok {
+				size -= len(old)
+			}
+			objs[key] = raw
+			size += len(raw)
+			if size > max {
+				return nil, 0, fmt.Errorf("cache the list: objects exceed %d bytes", max)
+			}
 		}
 	}
 	return objs, size, nil

@@ -90,7 +90,7 @@ func liveCache(t *testing.T, items ...string) *objectCache {
 	c := newObjectCache()
 	c.live[resServices], c.live[resSlices] = true, true
 	tok := c.beginList([]string{resServices, resSlices})
-	if ok, err := c.endList(listOf(items...), tok); !ok || err != nil {
+	if ok, err := c.endListOne(listOf(items...), tok); !ok || err != nil {
 		t.Fatalf("endList = %v, %v; want trusted", ok, err)
 	}
 	return c
@@ -132,7 +132,7 @@ func TestObjectCache(t *testing.T) {
 		mustApply(t, c, resServices, event(evAdded, svcObj("a", "new", 70)))
 		// The LIST was taken before the changes: it lacks old (deleted
 		// earlier), has web's old port and no new.
-		if ok, err := c.endList(listOf(svcObj("a", "web", 80), svcObj("b", "x", 1)), tok); !ok || err != nil {
+		if ok, err := c.endListOne(listOf(svcObj("a", "web", 80), svcObj("b", "x", 1)), tok); !ok || err != nil {
 			t.Fatalf("endList = %v, %v", ok, err)
 		}
 		want := []string{"Service/a/new", "Service/a/web", "Service/b/x"}
@@ -155,17 +155,17 @@ func TestObjectCache(t *testing.T) {
 			want bool
 		}{
 			{name: "no watch live: a LIST alone is not trusted", do: func(c *objectCache) bool {
-				ok, _ := c.endList(list, c.beginList(res))
+				ok, _ := c.endListOne(list, c.beginList(res))
 				return ok
 			}},
 			{name: "one watch live only", do: func(c *objectCache) bool {
 				c.live[resServices] = true
-				ok, _ := c.endList(list, c.beginList(res))
+				ok, _ := c.endListOne(list, c.beginList(res))
 				return ok
 			}},
 			{name: "both live", want: true, do: func(c *objectCache) bool {
 				c.live[resServices], c.live[resSlices] = true, true
-				ok, _ := c.endList(list, c.beginList(res))
+				ok, _ := c.endListOne(list, c.beginList(res))
 				return ok
 			}},
 			{name: "a session ends during the LIST", do: func(c *objectCache) bool {
@@ -173,12 +173,12 @@ func TestObjectCache(t *testing.T) {
 				tok := c.beginList(res)
 				c.ended(resSlices)
 				c.live[resSlices] = true // the next session is up again
-				ok, _ := c.endList(list, tok)
+				ok, _ := c.endListOne(list, tok)
 				return ok
 			}},
 			{name: "a session ends after the LIST", do: func(c *objectCache) bool {
 				c.live[resServices], c.live[resSlices] = true, true
-				c.endList(list, c.beginList(res))
+				c.endListOne(list, c.beginList(res))
 				c.ended(resServices)
 				return c.isTrusted()
 			}},
@@ -189,12 +189,12 @@ func TestObjectCache(t *testing.T) {
 				c.apply(resServices, big)
 				c.apply(resServices, big)
 				c.apply(resServices, cacheEvent{key: big.key, deleted: true})
-				ok, _ := c.endList(list, tok)
+				ok, _ := c.endListOne(list, tok)
 				return ok
 			}},
 			{name: "a failed LIST changes nothing", want: true, do: func(c *objectCache) bool {
 				c.live[resServices], c.live[resSlices] = true, true
-				c.endList(list, c.beginList(res))
+				c.endListOne(list, c.beginList(res))
 				c.beginList(res)
 				c.abortList()
 				return c.isTrusted()
@@ -231,7 +231,7 @@ func TestObjectCache(t *testing.T) {
 		}
 		// A LIST whose objects exceed the cap is refused too.
 		tok := c.beginList([]string{resServices, resSlices})
-		_, err := c.endList(listOf(`{"kind":"Service","metadata":{"name":"x","namespace":"a"},"pad":"`+strings.Repeat("x", c.max)+`"}`), tok)
+		_, err := c.endListOne(listOf(`{"kind":"Service","metadata":{"name":"x","namespace":"a"},"pad":"`+strings.Repeat("x", c.max)+`"}`), tok)
 		if err == nil || c.isTrusted() || c.bytes != 0 {
 			t.Errorf("endList of an over-cap list = %v, trusted %v, %d bytes; want an error, untrusted, empty", err, c.isTrusted(), c.bytes)
 		}
@@ -367,7 +367,11 @@ func (f *fakeCluster) source(t *testing.T) *Source {
 	return &Source{
 		kubectl: "k", master: "root@m", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		run: func(_ context.Context, cmd string) ([]byte, error) {
-			if cmd != "k"+slicesArgs {
+			switch cmd {
+			case "k" + slicesRaw:
+				return []byte(`{"kind":"EndpointSliceList","items":[]}`), nil
+			case "k" + servicesRaw:
+			default:
 				t.Errorf("unexpected command %q", cmd)
 			}
 			f.mu.Lock()
@@ -492,7 +496,10 @@ func TestCachedLegacyEndpoints(t *testing.T) {
 			mu.Lock()
 			cmds = append(cmds, cmd)
 			mu.Unlock()
-			return listOf(svcObj("a", "web", 80), eps("10.244.1.1")), nil
+			if cmd == "k"+servicesRaw {
+				return listOf(svcObj("a", "web", 80)), nil
+			}
+			return listOf(eps("10.244.1.1")), nil
 		},
 		streamEvents: func(ctx context.Context, cmd string, _ time.Duration, ev func([]byte) error) error {
 			mu.Lock()
@@ -536,9 +543,14 @@ func TestCachedLegacyEndpoints(t *testing.T) {
 	}
 	mu.Lock()
 	slices.Sort(cmds)
-	want := []string{"k get endpoints" + watchEventsTail, "k get services" + watchEventsTail, "k" + legacyArgs}
+	want := []string{"k" + endpointsRaw, "k" + servicesRaw, "k get endpoints" + watchEventsTail, "k get services" + watchEventsTail}
 	if diff := cmp.Diff(want, cmds); diff != "" {
 		t.Errorf("commands (-want +got):\n%s", diff)
 	}
 	mu.Unlock()
+}
+
+// endListOne is endList of one list.
+func (c *objectCache) endListOne(list []byte, t listToken) (bool, error) {
+	return c.endList([][]byte{list}, t)
 }

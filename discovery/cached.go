@@ -77,7 +77,7 @@ func (c *Cached) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 		c.relist.Store(true) // a full list stays due
 		return nil, nil, fmt.Errorf("discover services on %s: %w", c.src.master, err)
 	}
-	svcs, invalid, err := c.parse(out)
+	svcs, invalid, err := c.parse(out...)
 	if err != nil {
 		c.cache.abortList()
 		c.relist.Store(true)
@@ -91,9 +91,9 @@ func (c *Cached) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 	return svcs, invalid, nil
 }
 
-func (c *Cached) parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
+func (c *Cached) parse(data ...[]byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	start := time.Now()
-	svcs, invalid, err := Parse(data)
+	svcs, invalid, err := Parse(data...)
 	c.lastParse.Store(int64(time.Since(start)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover services on %s: %w", c.src.master, err)

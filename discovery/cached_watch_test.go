@@ -28,7 +28,8 @@ func TestCachedWatch(t *testing.T) {
 		}
 	}
 	svc := svcObj("shop", "web", 80)
-	write("list.json", listOf(svc, sliceObj("shop", "web", "10.244.1.1")))
+	write("services.list", listOf(svc))
+	write("slices.list", listOf(sliceObj("shop", "web", "10.244.1.1")))
 	write("services.ev", event(evAdded, svc))
 	write("endpointslices.discovery.k8s.io.ev", event(evAdded, sliceObj("shop", "web", "10.244.1.1")))
 	write("change.ev", event(evModified, sliceObj("shop", "web", "10.244.1.1", "10.244.1.2")))
@@ -40,7 +41,8 @@ case "$*" in
 		cat change.ev; echo "Warning: a line of text between events"
 	fi
 	exec -a %s sleep 600;;
-*) cat list.json;;
+"get --raw /api/v1/services "*) cat services.list;;
+*) cat slices.list;;
 esac`, dir, mark))
 	s, _ := newTestSource(t, d, func(c *Config) { c.Kubectl = kubectl })
 	c := NewCached(s)
@@ -88,9 +90,10 @@ esac`, dir, mark))
 		args = append(args, a)
 	}
 	want := []string{
+		"get --raw /api/v1/services --request-timeout=18s",
+		"get --raw /apis/discovery.k8s.io/v1/endpointslices --request-timeout=18s",
 		"get endpointslices.discovery.k8s.io --all-namespaces --watch -o json --output-watch-events",
 		"get services --all-namespaces --watch -o json --output-watch-events",
-		"get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s",
 	}
 	slices.Sort(args) // the watches start in either order
 	if diff := cmp.Diff(want, args); diff != "" {

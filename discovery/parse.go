@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lbd/lbd/lb"
@@ -200,25 +201,70 @@ type endpointGroup struct {
 	endpoints []endpointRef
 }
 
-// Parse decodes the JSON that kubectl prints for
-// "get services,endpointslices.discovery.k8s.io -o json" or
-// "get services,endpoints -o json" (a List whose items carry their kind)
-// into services with resolved endpoints.
+// listKinds are the kinds of the typed lists the API server answers a
+// LIST with (kubectl get --raw), by the kind of their items, which carry
+// none of their own.
+var listKinds = map[string]string{
+	"ServiceList":       "Service",
+	"EndpointSliceList": "EndpointSlice",
+	"EndpointsList":     "Endpoints",
+}
+
+// Parse decodes the JSON lists that kubectl prints into services with
+// resolved endpoints. Each list is either kubectl's own List (as printed
+// for "get services,endpointslices.discovery.k8s.io -o json", its items
+// carrying their kind) or the API server's typed list (ServiceList,
+// EndpointSliceList, EndpointsList, as "get --raw /api/v1/services"
+// prints it); the items of all lists are read together, and several lists
+// are decoded at once.
 //
 // Every value is validated here, once. A service with a bad field, or
 // whose EndpointSlices or Endpoints hold a bad field, is left out and
 // reported as one *lb.InvalidServiceError naming it and the field; the
 // others are returned normalized and sorted by namespace and name.
 // ExternalName services and items of other kinds are skipped without error.
-// When the list holds any EndpointSlice, Endpoints objects are ignored.
+// When the lists hold any EndpointSlice, Endpoints objects are ignored.
 //
 // The API's own limits hold even when the master does not enforce them: a
 // slice (or legacy subset) with more than 100 ports or 1000 endpoints, or
 // two ports of one name, rejects its service. Only the first address of an
 // endpoint is used, as in kube-proxy. So every service port gets at most
 // 1000 endpoints per slice or subset.
-// The error is non-nil only when data as a whole is not a kubectl List.
-func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
+// The error is non-nil only when some list as a whole is not one of those.
+func Parse(lists ...[]byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
+	decoded := make([]decodedList, len(lists))
+	var wg sync.WaitGroup
+	for i, data := range lists {
+		wg.Go(func() { decoded[i] = decodeList(data) })
+	}
+	wg.Wait()
+	var items []object
+	var itemErrs []error
+	for _, d := range decoded {
+		if d.err != nil {
+			return nil, nil, d.err
+		}
+		if len(decoded) == 1 {
+			items, itemErrs = d.items, d.errs
+			break
+		}
+		items = append(items, d.items...)
+		itemErrs = append(itemErrs, d.errs...)
+	}
+	return build(items, itemErrs)
+}
+
+// decodedList is one list of [Parse] decoded: its items, each with the
+// error of its own decoding, or the error of the list as a whole.
+type decodedList struct {
+	items []object
+	errs  []error
+	err   error
+}
+
+// decodeList decodes kubectl's List or a typed list; the items of a typed
+// list get the kind of the list's items.
+func decodeList(data []byte) decodedList {
 	// Fast path: decode the whole list at once. Only when some item holds a
 	// value of the wrong JSON type, decode item by item to learn which
 	// service it belongs to.
@@ -226,33 +272,45 @@ func Parse(data []byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 		Kind  string   `json:"kind"`
 		Items []object `json:"items"`
 	}
-	var items []object
-	var itemErrs []error
+	var d decodedList
 	switch err := json.Unmarshal(data, &whole); {
 	case err == nil:
-		items = whole.Items
-		itemErrs = make([]error, len(items))
+		d.items = whole.Items
+		d.errs = make([]error, len(d.items))
 	case errors.As(err, new(*json.UnmarshalTypeError)):
 		var list kubeList
 		if err := json.Unmarshal(data, &list); err != nil {
-			return nil, nil, fmt.Errorf("parse kubectl output: %w", err)
+			return decodedList{err: fmt.Errorf("parse kubectl output: %w", err)}
 		}
 		whole.Kind = list.Kind
-		items = make([]object, len(list.Items))
-		itemErrs = make([]error, len(list.Items))
+		d.items = make([]object, len(list.Items))
+		d.errs = make([]error, len(list.Items))
 		for i, raw := range list.Items {
-			itemErrs[i] = json.Unmarshal(raw, &items[i])
+			d.errs[i] = json.Unmarshal(raw, &d.items[i])
 		}
 	default:
 		if hint := notJSON(data); hint != "" {
-			return nil, nil, fmt.Errorf("parse kubectl output: %s: %w", hint, err)
+			return decodedList{err: fmt.Errorf("parse kubectl output: %s: %w", hint, err)}
 		}
-		return nil, nil, fmt.Errorf("parse kubectl output: %w", err)
+		return decodedList{err: fmt.Errorf("parse kubectl output: %w", err)}
 	}
-	if whole.Kind != "List" {
-		return nil, nil, fmt.Errorf("parse kubectl output: kind %q, want List", whole.Kind)
+	if whole.Kind == "List" {
+		return d
 	}
+	kind, ok := listKinds[whole.Kind]
+	if !ok {
+		return decodedList{err: fmt.Errorf("parse kubectl output: kind %q, want List, ServiceList, EndpointSliceList or EndpointsList", whole.Kind)}
+	}
+	for i := range d.items {
+		if d.items[i].Kind == "" {
+			d.items[i].Kind = kind
+		}
+	}
+	return d
+}
 
+// build resolves the decoded items into services (see [Parse]).
+func build(items []object, itemErrs []error) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	var (
 		svcs     []*object
 		svcErrs  []error

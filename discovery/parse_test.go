@@ -495,7 +495,7 @@ func TestParseMalformed(t *testing.T) {
 		{"empty", ``, "unexpected end"},
 		{"truncated", `{"kind":"List","items":[`, "unexpected end"},
 		{"array", `[]`, "cannot unmarshal array"},
-		{"not a list", `{"kind":"Service","metadata":{"name":"web"}}`, `kind "Service", want List`},
+		{"not a list", `{"kind":"Service","metadata":{"name":"web"}}`, `kind "Service", want List, ServiceList, EndpointSliceList or EndpointsList`},
 		{"items not an array", `{"kind":"List","items":{}}`, "cannot unmarshal object"},
 		{"trailing garbage", `{"kind":"List","items":[]} x`, "invalid character"},
 		{"kubectl error text", `error: the server doesn't have a resource type "endpointslices"`, "invalid character"},

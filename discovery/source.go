@@ -24,10 +24,15 @@ const (
 )
 
 // The remote commands. Only the kubectl prefix comes from the operator;
-// nothing from the cluster ever enters a command line.
+// nothing from the cluster ever enters a command line. A LIST is read
+// with --raw, two of them at once: the API server's JSON as it sends it.
+// `kubectl get services,endpointslices -o json` took 10-20 s of kubectl's
+// own decoding and printing at 10,000 services x 10 endpoints; --raw
+// takes about 0.4 s per list and prints half the bytes (no indentation).
 const (
-	slicesArgs = " get services,endpointslices.discovery.k8s.io --all-namespaces -o json"
-	legacyArgs = " get services,endpoints --all-namespaces -o json"
+	servicesRaw  = " get --raw /api/v1/services"
+	slicesRaw    = " get --raw /apis/discovery.k8s.io/v1/endpointslices"
+	endpointsRaw = " get --raw /api/v1/endpoints"
 )
 
 // Config says how to reach the Kubernetes master and what to run there.
@@ -192,7 +197,7 @@ func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
 	}
 	start := time.Now()
-	svcs, invalid, err := Parse(out)
+	svcs, invalid, err := Parse(out...)
 	s.mu.Lock()
 	s.lastParse = time.Since(start)
 	s.mu.Unlock()
@@ -210,16 +215,34 @@ func (s *Source) LastParse() time.Duration {
 	return s.lastParse
 }
 
-// fetch returns kubectl's output, trying EndpointSlices first unless the
-// cluster is known to lack them.
-func (s *Source) fetch(ctx context.Context) ([]byte, error) {
-	if !s.isLegacy() {
-		out, err := s.run(ctx, s.kubectl+slicesArgs+s.requestTimeout)
-		if !s.fallBack(err) {
-			return out, err
-		}
+// fetch returns the two lists, services and then EndpointSlices (or
+// Endpoints once the cluster is known to lack slices), read at once over
+// two sessions of the connection. Either failing fails the fetch.
+func (s *Source) fetch(ctx context.Context) ([][]byte, error) {
+	legacy := s.isLegacy()
+	second := slicesRaw
+	if legacy {
+		second = endpointsRaw
 	}
-	return s.run(ctx, s.kubectl+legacyArgs+s.requestTimeout)
+	var svcOut []byte
+	var svcErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		svcOut, svcErr = s.run(ctx, s.kubectl+servicesRaw+s.requestTimeout)
+	}()
+	epOut, epErr := s.run(ctx, s.kubectl+second+s.requestTimeout)
+	if !legacy && s.fallBack(epErr) {
+		epOut, epErr = s.run(ctx, s.kubectl+endpointsRaw+s.requestTimeout)
+	}
+	<-done
+	if svcErr != nil {
+		return nil, svcErr
+	}
+	if epErr != nil {
+		return nil, epErr
+	}
+	return [][]byte{svcOut, epOut}, nil
 }
 
 // isLegacy reports whether the cluster turned out to have no EndpointSlice
@@ -244,12 +267,18 @@ func (s *Source) fallBack(err error) bool {
 }
 
 // noEndpointSlices reports whether err is kubectl saying that the server
-// does not know the EndpointSlice resource type, as in
-// `error: the server doesn't have a resource type "endpointslices"`.
+// does not serve the EndpointSlice API: for --raw, `Error from server
+// (NotFound): the server could not find the requested resource` from the
+// slices list; for get, `error: the server doesn't have a resource type
+// "endpointslices"`.
 func noEndpointSlices(err error) bool {
 	ce, ok := errors.AsType[*CommandError](err)
 	if !ok || ce.ExitStatus <= 0 {
 		return false
+	}
+	if strings.Contains(ce.Command, slicesRaw) {
+		return strings.Contains(ce.Stderr, "(NotFound)") &&
+			strings.Contains(ce.Stderr, "could not find the requested resource")
 	}
 	return strings.Contains(ce.Stderr, "doesn't have a resource type") &&
 		strings.Contains(ce.Stderr, "endpointslices")

@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +22,9 @@ import (
 )
 
 const (
-	slicesCmd = "kubectl get services,endpointslices.discovery.k8s.io --all-namespaces -o json"
-	legacyCmd = "kubectl get services,endpoints --all-namespaces -o json"
+	svcCmd    = "kubectl" + servicesRaw
+	slicesCmd = "kubectl" + slicesRaw
+	legacyCmd = "kubectl" + endpointsRaw
 )
 
 // reply is what the fake remote answers to one command.
@@ -30,36 +34,69 @@ type reply struct {
 }
 
 // fakeSource returns a Source whose remote end answers from replies by
-// command, and the list of commands it ran.
-func fakeSource(t *testing.T, replies map[string]reply) (*Source, *[]string) {
+// command, and the commands it ran, sorted (the two lists are read at once).
+func fakeSource(t *testing.T, replies map[string]reply) (*Source, func() []string) {
 	t.Helper()
+	var mu sync.Mutex
 	var ran []string
 	s := &Source{
 		kubectl: "kubectl",
 		master:  "root@master",
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		run: func(_ context.Context, cmd string) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			ran = append(ran, cmd)
 			r, ok := replies[cmd]
 			if !ok {
-				t.Fatalf("unexpected command %q", cmd)
+				t.Errorf("unexpected command %q", cmd)
+				return nil, errors.New("unexpected command")
 			}
 			return r.out, r.err
 		},
 	}
-	return s, &ran
+	return s, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Sorted(slices.Values(ran))
+	}
 }
 
-func TestDiscoverFallback(t *testing.T) {
-	stderr, err := os.ReadFile("testdata/no-endpointslices.stderr") // kubectl's real words
+// typedList returns the items of kind in kubectl's List data as the API
+// server's typed list (<kind>List), as `kubectl get --raw` prints it.
+func typedList(t *testing.T, data []byte, kind string) []byte {
+	t.Helper()
+	var l kubeList
+	if err := json.Unmarshal(data, &l); err != nil {
+		t.Fatal(err)
+	}
+	items := []json.RawMessage{}
+	for _, it := range l.Items {
+		var h header
+		if err := json.Unmarshal(it, &h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Kind == kind {
+			items = append(items, it)
+		}
+	}
+	out, err := json.Marshal(map[string]any{"kind": kind + "List", "apiVersion": "v1", "items": items})
 	if err != nil {
 		t.Fatal(err)
 	}
-	noSlices := &CommandError{Command: slicesCmd, ExitStatus: 1, Stderr: strings.TrimSpace(string(stderr))}
+	return out
+}
+
+func TestDiscoverFallback(t *testing.T) {
+	// kubectl's words for --raw of an API the server does not serve.
+	const notFound = "Error from server (NotFound): the server could not find the requested resource"
+	noSlices := &CommandError{Command: slicesCmd, ExitStatus: 1, Stderr: notFound}
 	unauthorized := &CommandError{Command: slicesCmd, ExitStatus: 1, Stderr: "error: You must be logged in to the server (Unauthorized)"}
-	timedOut := &CommandError{Command: slicesCmd, ExitStatus: -1, Stderr: string(stderr), Err: context.DeadlineExceeded}
-	slices := reply{out: readFixture(t, sliceFixture)}
-	legacy := reply{out: readFixture(t, legacyFixture)}
+	timedOut := &CommandError{Command: slicesCmd, ExitStatus: -1, Stderr: notFound, Err: context.DeadlineExceeded}
+	svcNotFound := &CommandError{Command: svcCmd, ExitStatus: 1, Stderr: notFound}
+	svcs := reply{out: typedList(t, readFixture(t, sliceFixture), "Service")}
+	sl := reply{out: typedList(t, readFixture(t, sliceFixture), "EndpointSlice")}
+	legacy := reply{out: typedList(t, readFixture(t, legacyFixture), "Endpoints")}
 
 	tests := []struct {
 		name    string
@@ -73,43 +110,50 @@ func TestDiscoverFallback(t *testing.T) {
 	}{
 		{
 			name:    "endpointslices",
-			replies: map[string]reply{slicesCmd: slices},
+			replies: map[string]reply{svcCmd: svcs, slicesCmd: sl},
 			calls:   2,
-			wantRan: []string{slicesCmd, slicesCmd},
+			wantRan: []string{slicesCmd, slicesCmd, svcCmd, svcCmd},
 		},
 		{
 			name:    "no endpointslices: fall back once and for good",
-			replies: map[string]reply{slicesCmd: {err: noSlices}, legacyCmd: legacy},
+			replies: map[string]reply{svcCmd: svcs, slicesCmd: {err: noSlices}, legacyCmd: legacy},
 			calls:   3,
-			wantRan: []string{slicesCmd, legacyCmd, legacyCmd, legacyCmd},
+			wantRan: []string{slicesCmd, legacyCmd, legacyCmd, legacyCmd, svcCmd, svcCmd, svcCmd},
 		},
 		{
 			name:    "other kubectl failure: no fallback",
-			replies: map[string]reply{slicesCmd: {err: unauthorized}},
+			replies: map[string]reply{svcCmd: svcs, slicesCmd: {err: unauthorized}},
 			calls:   2,
-			wantRan: []string{slicesCmd, slicesCmd},
+			wantRan: []string{slicesCmd, slicesCmd, svcCmd, svcCmd},
 			wantErr: unauthorized,
 		},
 		{
 			name:    "timeout: no fallback even if stderr matched",
-			replies: map[string]reply{slicesCmd: {err: timedOut}},
+			replies: map[string]reply{svcCmd: svcs, slicesCmd: {err: timedOut}},
 			calls:   1,
-			wantRan: []string{slicesCmd},
+			wantRan: []string{slicesCmd, svcCmd},
 			wantErr: timedOut,
 		},
 		{
 			name:    "fallback fails too",
-			replies: map[string]reply{slicesCmd: {err: noSlices}, legacyCmd: {err: unauthorized}},
+			replies: map[string]reply{svcCmd: svcs, slicesCmd: {err: noSlices}, legacyCmd: {err: unauthorized}},
 			calls:   2,
-			wantRan: []string{slicesCmd, legacyCmd, legacyCmd},
+			wantRan: []string{slicesCmd, legacyCmd, legacyCmd, svcCmd, svcCmd},
 			wantErr: unauthorized,
+		},
+		{
+			name:    "the services list fails: no fallback",
+			replies: map[string]reply{svcCmd: {err: svcNotFound}, slicesCmd: sl},
+			calls:   2,
+			wantRan: []string{slicesCmd, slicesCmd, svcCmd, svcCmd},
+			wantErr: svcNotFound,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, ran := fakeSource(t, tt.replies)
 			for range tt.calls {
-				svcs, _, err := s.Discover(context.Background())
+				got, _, err := s.Discover(context.Background())
 				if tt.wantErr != nil {
 					if !errors.Is(err, tt.wantErr) {
 						t.Fatalf("Discover error %v, want %v", err, tt.wantErr)
@@ -119,19 +163,41 @@ func TestDiscoverFallback(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Discover: %v", err)
 				}
-				if len(svcs) != len(wantFixture(false)) {
-					t.Errorf("Discover returned %d services, want %d", len(svcs), len(wantFixture(false)))
+				if len(got) != len(wantFixture(false)) {
+					t.Errorf("Discover returned %d services, want %d", len(got), len(wantFixture(false)))
 				}
 			}
-			if diff := cmp.Diff(tt.wantRan, *ran); diff != "" {
+			if diff := cmp.Diff(slices.Sorted(slices.Values(tt.wantRan)), ran()); diff != "" {
 				t.Errorf("commands run (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
+// TestDiscoverTypedLists: the typed lists of --raw parse to the same
+// services as kubectl's List of both kinds.
+func TestDiscoverTypedLists(t *testing.T) {
+	for _, fx := range []struct {
+		file, kind string
+		legacy     bool
+	}{{sliceFixture, "EndpointSlice", false}, {legacyFixture, "Endpoints", true}} {
+		data := readFixture(t, fx.file)
+		want, _, err := Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := Parse(typedList(t, data, "Service"), typedList(t, data, fx.kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, addrComparer); diff != "" || len(got) != len(wantFixture(fx.legacy)) {
+			t.Errorf("%s: typed lists (-List +typed):\n%s", fx.file, diff)
+		}
+	}
+}
+
 func TestDiscoverBadOutput(t *testing.T) {
-	s, _ := fakeSource(t, map[string]reply{slicesCmd: {out: []byte("Usage: kubectl ...")}})
+	s, _ := fakeSource(t, map[string]reply{svcCmd: {out: []byte("Usage: kubectl ...")}, slicesCmd: {out: []byte(`{"kind":"EndpointSliceList","items":[]}`)}})
 	_, _, err := s.Discover(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "root@master") {
 		t.Fatalf("Discover error %v, want a parse error naming the master", err)

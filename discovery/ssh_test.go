@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,6 +209,22 @@ func (d *testSSHD) knownHosts(t *testing.T, keys ...ssh.PublicKey) string {
 
 // script writes an executable "remote kubectl" and returns its path. It
 // logs "$SSH_CONNECTION|$*" of each call to calls.log beside it.
+// rawLists is a kubectl script body that answers the --raw LISTs of
+// Discover from the typed fixtures in testdata, and runs other for any
+// other command ("" fails it).
+func rawLists(t *testing.T, other string) string {
+	td := mustAbs(t, "testdata")
+	if other == "" {
+		other = `echo "unexpected $*" >&2; exit 1`
+	}
+	return fmt.Sprintf(`case "$*" in
+"get --raw /api/v1/services "*) cat %s;;
+"get --raw /apis/discovery.k8s.io/v1/endpointslices "*) cat %s;;
+"get --raw /api/v1/endpoints "*) cat %s;;
+*) %s;;
+esac`, filepath.Join(td, "raw-services.json"), filepath.Join(td, "raw-endpointslices.json"), filepath.Join(td, "raw-endpoints.json"), other)
+}
+
 func script(t *testing.T, body string) (path, calls string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -285,7 +302,7 @@ func TestSSH(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	catSlices := "cat " + filepath.Join(mustAbs(t, "testdata"), sliceFixture)
+	catSlices := rawLists(t, "")
 	diffServices := func(t *testing.T, got []lb.Service) {
 		t.Helper()
 		if diff := cmp.Diff(want, got, addrComparer); diff != "" {
@@ -304,11 +321,18 @@ func TestSSH(t *testing.T) {
 			diffServices(t, got)
 		}
 		log := callLog(t, calls)
-		if len(log) != 2 || connOf(log[0]) != connOf(log[1]) || connOf(log[0]) == "" {
-			t.Errorf("calls %q: want two over one connection", log)
+		if len(log) != 4 || connOf(log[0]) == "" || connOf(log[1]) != connOf(log[0]) || connOf(log[2]) != connOf(log[0]) || connOf(log[3]) != connOf(log[0]) {
+			t.Errorf("calls %q: want four over one connection", log)
 		}
-		if !strings.HasSuffix(log[0], "|get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s") {
-			t.Errorf("remote command %q", log[0])
+		var args []string
+		for _, c := range log[:2] {
+			_, a, _ := strings.Cut(c, "|")
+			args = append(args, a)
+		}
+		slices.Sort(args)
+		want := []string{"get --raw /api/v1/services --request-timeout=18s", "get --raw /apis/discovery.k8s.io/v1/endpointslices --request-timeout=18s"}
+		if diff := cmp.Diff(want, args); diff != "" {
+			t.Errorf("remote commands (-want +got):\n%s", diff)
 		}
 	})
 
@@ -333,8 +357,8 @@ func TestSSH(t *testing.T) {
 		}
 		diffServices(t, got)
 		log := callLog(t, calls)
-		if len(log) != 2 || connOf(log[0]) == connOf(log[1]) {
-			t.Errorf("calls %q: want two over two connections", log)
+		if len(log) != 4 || connOf(log[0]) != connOf(log[1]) || connOf(log[2]) != connOf(log[3]) || connOf(log[0]) == connOf(log[2]) {
+			t.Errorf("calls %q: want two and two over two connections", log)
 		}
 	})
 
@@ -350,8 +374,8 @@ func TestSSH(t *testing.T) {
 		if _, _, err := s.Discover(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(callLog(t, calls)); n != 1 {
-			t.Errorf("%d calls, want 1", n)
+		if n := len(callLog(t, calls)); n != 2 {
+			t.Errorf("%d calls, want 2 (the two lists)", n)
 		}
 	})
 
@@ -588,13 +612,14 @@ func TestSSH(t *testing.T) {
 	})
 
 	t.Run("falls back to Endpoints when the cluster has no EndpointSlices", func(t *testing.T) {
-		// The first form fails with the words kubectl printed against an
-		// apiserver without discovery.k8s.io/v1 (captured by
-		// testdata/capture.sh); the second answers.
-		kubectl, calls := script(t, fmt.Sprintf(`case "$2" in
-*endpointslices*) cat %s >&2; exit 1;;
-*) cat %s;;
-esac`, filepath.Join(mustAbs(t, "testdata"), "no-endpointslices.stderr"), filepath.Join(mustAbs(t, "testdata"), legacyFixture)))
+		// The slices list fails with the words kubectl --raw prints for
+		// an API the apiserver does not serve (as the lab's kubectl
+		// v1.32 says for /apis/nosuch.k8s.io/v1/things); the Endpoints
+		// list answers.
+		kubectl, calls := script(t, `case "$*" in
+"get --raw /apis/discovery.k8s.io/v1/endpointslices "*) echo "Error from server (NotFound): the server could not find the requested resource" >&2; exit 1;;
+esac
+`+rawLists(t, ""))
 		s, logs := newTestSource(t, d, func(c *Config) { c.Kubectl = kubectl })
 		legacyWant, _, err := Parse(readFixture(t, legacyFixture))
 		if err != nil {
@@ -615,10 +640,13 @@ esac`, filepath.Join(mustAbs(t, "testdata"), "no-endpointslices.stderr"), filepa
 			args = append(args, a)
 		}
 		wantArgs := []string{
-			"get services,endpointslices.discovery.k8s.io --all-namespaces -o json --request-timeout=18s",
-			"get services,endpoints --all-namespaces -o json --request-timeout=18s",
-			"get services,endpoints --all-namespaces -o json --request-timeout=18s",
+			"get --raw /api/v1/endpoints --request-timeout=18s",
+			"get --raw /api/v1/endpoints --request-timeout=18s",
+			"get --raw /api/v1/services --request-timeout=18s",
+			"get --raw /api/v1/services --request-timeout=18s",
+			"get --raw /apis/discovery.k8s.io/v1/endpointslices --request-timeout=18s",
 		}
+		slices.Sort(args)
 		if diff := cmp.Diff(wantArgs, args); diff != "" {
 			t.Errorf("remote commands (-want +got):\n%s", diff)
 		}

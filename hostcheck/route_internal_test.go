@@ -253,3 +253,62 @@ func TestInPodNetwork(t *testing.T) {
 		t.Errorf("%d reads, want 2", reads)
 	}
 }
+
+// TestRouteCheckBatch: the addresses the batch vouches for are not asked
+// again; the others are, one by one, for the error's words; a failed batch
+// asks about every address alone.
+func TestRouteCheckBatch(t *testing.T) {
+	routes := map[string]netlink.Route{
+		"10.246.82.2": {LinkIndex: 3, Type: unix.RTN_UNICAST},
+		"10.246.82.6": {LinkIndex: 3, Type: unix.RTN_UNICAST},
+		"10.9.0.3":    {LinkIndex: 2, Type: unix.RTN_UNICAST},
+	}
+	e := func(ip string) lb.Endpoint { return lb.Endpoint{IP: netip.MustParseAddr(ip), Port: 80, Ready: true} }
+	s := svc("nginx", lb.TCP, 80)
+	tests := []struct {
+		name      string
+		eps       []lb.Endpoint
+		batch     func([]netip.Addr) ([]bool, error)
+		wantErr   string
+		wantAsked []string
+	}{
+		{"all vouched", []lb.Endpoint{e("10.246.82.2"), e("10.246.82.6")},
+			func(ips []netip.Addr) ([]bool, error) { return []bool{true, true}, nil }, "", nil},
+		{"one not vouched is asked", []lb.Endpoint{e("10.246.82.2"), e("10.9.0.3")},
+			func(ips []netip.Addr) ([]bool, error) { return []bool{true, false}, nil },
+			"service default/nginx: endpoint 10.9.0.3 routes via eth0, not flannel0", []string{"10.9.0.3"}},
+		{"not vouched but fine alone", []lb.Endpoint{e("10.246.82.2"), e("10.246.82.6")},
+			func(ips []netip.Addr) ([]bool, error) { return []bool{false, true}, nil }, "", []string{"10.246.82.2"}},
+		{"failed batch asks each", []lb.Endpoint{e("10.246.82.2"), e("10.246.82.6")},
+			func(ips []netip.Addr) ([]bool, error) { return nil, errors.New("netlink: boom") }, "", []string{"10.246.82.2", "10.246.82.6"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked []string
+			c := fakeRouteCheck(routes, &asked)
+			var batched []string
+			c.viaInterface = func(iface string, ips []netip.Addr) ([]bool, error) {
+				for _, ip := range ips {
+					batched = append(batched, ip.String())
+				}
+				return tt.batch(ips)
+			}
+			sv := s
+			sv.Ports = []lb.Port{s.Ports[0]}
+			sv.Ports[0].Endpoints = tt.eps
+			got := ""
+			if err := c.Check(&sv); err != nil {
+				got = err.Error()
+			}
+			if d := cmp.Diff(tt.wantErr, got); d != "" {
+				t.Errorf("Check error (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tt.wantAsked, asked); d != "" {
+				t.Errorf("asked alone (-want +got):\n%s", d)
+			}
+			if len(batched) != len(tt.eps) {
+				t.Errorf("batched %v, want every endpoint once", batched)
+			}
+		})
+	}
+}

@@ -41,6 +41,10 @@ type Backend struct {
 	// dialRead returns a connection for reads.
 	sendBatch func(*batch) error
 	dialRead  func() (conn, error)
+	// ruleIDs, when set, reads the comments of every rule of the table
+	// per chain in one dump (see rules.go); nil reads them chain by
+	// chain through dialRead's GetRules.
+	ruleIDs func(table string) (map[string][]string, error)
 	// deleteConntrack removes conntrack entries matching f.
 	deleteConntrack func(fam vnl.InetFamily, f *vnl.ConntrackFilter) (uint, error)
 	readFile        func(path string) ([]byte, error)
@@ -78,6 +82,7 @@ func New(opts Options, log *slog.Logger) (*Backend, error) {
 		log:       log,
 		table:     &nftables.Table{Name: opts.Table, Family: nftables.TableFamilyINet},
 		sendBatch: sock.send,
+		ruleIDs:   func(table string) (map[string][]string, error) { return ruleIDs(ns, table) },
 		dialRead: func() (conn, error) {
 			return nftables.New(nftables.WithNetNSFd(ns), nftables.WithSockOptions(func(c *netlink.Conn) error {
 				// A dump of a big table takes many reads; bound them all.

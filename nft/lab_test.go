@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
 	"github.com/lbd/lbd/hack/lab"
 	"github.com/lbd/lbd/internal/testkit"
 	"github.com/lbd/lbd/lb"
@@ -155,6 +158,48 @@ func TestLab(t *testing.T) {
 	t.Run("verify clean after apply", func(t *testing.T) {
 		if d := verify(); len(d) > 0 {
 			t.Errorf("drift right after Apply:\n%s", strings.Join(d, "\n"))
+		}
+	})
+	t.Run("one rule dump reads what GetRules reads chain by chain", func(t *testing.T) {
+		err := lab.InNS(l.LBNS, func() error {
+			all, err := b.ruleIDs(b.opts.Table)
+			if err != nil {
+				return err
+			}
+			c, err := b.dialRead()
+			if err != nil {
+				return err
+			}
+			chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for _, ch := range chains {
+				if ch.Table.Name != b.opts.Table {
+					continue
+				}
+				rules, err := c.GetRules(b.table, ch)
+				if err != nil {
+					return err
+				}
+				var want []string
+				for _, r := range rules {
+					id, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+					want = append(want, id)
+				}
+				n += len(want)
+				if d := cmp.Diff(want, all[ch.Name]); d != "" {
+					t.Errorf("chain %s (-GetRules +dump):\n%s", ch.Name, d)
+				}
+			}
+			if n == 0 {
+				t.Errorf("no rules read")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("spread over three pods, masqueraded", func(t *testing.T) {

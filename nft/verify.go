@@ -57,6 +57,13 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 			have[ch.Name] = true
 		}
 	}
+	var all map[string][]string
+	if b.ruleIDs != nil {
+		b.calls.Add(1)
+		if all, err = b.ruleIDs(b.opts.Table); err != nil {
+			return nil, fmt.Errorf("nft verify: %w", err)
+		}
+	}
 	expected := map[string]bool{}
 	for _, ch := range want.Chains {
 		expected[ch.Name] = true
@@ -67,15 +74,17 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("nft verify: %w", err)
 		}
-		b.calls.Add(1)
-		rules, err := c.GetRules(b.table, &nftables.Chain{Name: ch.Name, Table: b.table})
-		if err != nil {
-			return nil, fmt.Errorf("nft verify: rules of chain %s: %w", ch.Name, err)
-		}
-		var got []string
-		for _, r := range rules {
-			id, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			got = append(got, id)
+		got := all[ch.Name]
+		if all == nil {
+			b.calls.Add(1)
+			rules, err := c.GetRules(b.table, &nftables.Chain{Name: ch.Name, Table: b.table})
+			if err != nil {
+				return nil, fmt.Errorf("nft verify: rules of chain %s: %w", ch.Name, err)
+			}
+			for _, r := range rules {
+				id, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+				got = append(got, id)
+			}
 		}
 		var ids []string
 		for _, r := range ch.Rules {

@@ -555,8 +555,11 @@ type Result struct {
 	// States are what the backend made of every service in this pass.
 	States []lb.ServiceState
 	// Phases is how long each phase of the pass took, in pass order:
-	// discover (SSH and kubectl), parse, store-read, route-check, plan,
-	// apply, commit, after (addresses and status write).
+	// discover (SSH and kubectl), parse, store-read, plan, route-check,
+	// verify (the drift check of a full pass), prepare (what comes before
+	// the backend's call: deletion and allocation records, addresses),
+	// apply, commit, after (addresses and status write). A phase that did
+	// not run is absent.
 	Phases []Phase
 }
 
@@ -700,6 +703,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 			p.Drift = drift
 			p.Changes = rewriteAll(applied, p.Desired, p.Changes)
 		}
+		clock.mark("verify")
 	}
 
 	// New addresses go on the interface before the backend binds them;

@@ -224,6 +224,38 @@ func TestSyncDriftRewritesEveryService(t *testing.T) {
 	}
 }
 
+// TestSyncPhases: a full pass names its drift check as a phase of its own,
+// so that the time of a no-change pass is not all "commit".
+func TestSyncPhases(t *testing.T) {
+	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
+	tests := []struct {
+		name    string
+		applied []lb.Service
+		full    bool
+		want    []string
+	}{
+		{"first pass", nil, true, []string{"discover", "store-read", "plan", "prepare", "apply", "commit", "after"}},
+		{"full, no change", []lb.Service{a}, true, []string{"discover", "store-read", "plan", "verify", "commit", "after"}},
+		{"not full, no change", []lb.Service{a}, false, []string{"discover", "store-read", "plan", "commit", "after"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := New(&source{svcs: []lb.Service{a}}, &backend{}, &store{applied: tt.applied}, nil, Options{MaxDelete: 1})
+			res, err := r.Sync(t.Context(), tt.full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range res.Phases {
+				got = append(got, p.Name)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("phases (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
 func TestPlanChangesNothing(t *testing.T) {
 	a := svc("default", "a", "192.168.121.201", "10.246.0.1")
 	be := &backend{}

@@ -17,7 +17,7 @@ import (
 // commands are checked too, which the lab never reaches.
 func TestShapesFollowDiscovery(t *testing.T) {
 	c := discoveryConsts(t)
-	for _, name := range []string{"slicesArgs", "legacyArgs", "statusArgs", "watchTail", "watchEventsTail", "resServices", "resSlices", "resEndpoints"} {
+	for _, name := range []string{"servicesRaw", "slicesRaw", "endpointsRaw", "statusArgs", "watchTail", "watchEventsTail", "resServices", "resSlices", "resEndpoints"} {
 		if _, ok := c[name]; !ok {
 			t.Fatalf("discovery has no string constant %s any more: update this test and lbd-remote's shapes", name)
 		}
@@ -25,8 +25,9 @@ func TestShapesFollowDiscovery(t *testing.T) {
 	// As discovery.requestTimeout renders --kubectl-timeout 60s.
 	timeout := " --request-timeout=54s"
 	cmds := []string{
-		"kubectl" + c["slicesArgs"] + timeout,
-		"kubectl" + c["legacyArgs"] + timeout,
+		"kubectl" + c["servicesRaw"] + timeout,
+		"kubectl" + c["slicesRaw"] + timeout,
+		"kubectl" + c["endpointsRaw"] + timeout,
 		"kubectl" + c["statusArgs"] + timeout,
 	}
 	for _, res := range []string{c["resServices"], c["resSlices"], c["resEndpoints"]} {

@@ -54,7 +54,13 @@ var timeoutRE = regexp.MustCompile(`^--request-timeout=[1-9][0-9]{0,5}s$`)
 // shapes are the commands lbd sends (discovery/source.go, watch.go,
 // cached.go, status.go), after the "kubectl" prefix, one word each.
 var shapes = [][]string{
-	// Discover, and Discover on a cluster without EndpointSlices.
+	// Discover: two LISTs read at once, the second Endpoints on a
+	// cluster without EndpointSlices.
+	{"get", "--raw", "/api/v1/services", timeoutWord},
+	{"get", "--raw", "/apis/discovery.k8s.io/v1/endpointslices", timeoutWord},
+	{"get", "--raw", "/api/v1/endpoints", timeoutWord},
+	// Discover of an older lbd (kubectl's own List), kept for an lbd
+	// not yet upgraded.
 	{"get", "services,endpointslices.discovery.k8s.io", "--all-namespaces", "-o", "json", timeoutWord},
 	{"get", "services,endpoints", "--all-namespaces", "-o", "json", timeoutWord},
 	// Watch: one per resource type.
