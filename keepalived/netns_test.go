@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/lbd/lbd/internal/testkit"
@@ -27,11 +29,7 @@ func newNetns(tb testing.TB) string {
 	run(tb, "ip", "netns", "add", name)
 	tb.Cleanup(func() {
 		// anything the test left running in the namespace goes with it
-		if out, _ := exec.Command("ip", "netns", "pids", name).Output(); len(out) > 0 {
-			for _, pid := range strings.Fields(string(out)) {
-				exec.Command("kill", "-9", pid).Run()
-			}
-		}
+		killNS(name)
 		exec.Command("ip", "netns", "del", name).Run()
 	})
 	run(tb, "ip", "-n", name, "link", "set", "lo", "up")
@@ -54,12 +52,19 @@ func sweepOnce(tb testing.TB) {
 			continue
 		}
 		tb.Logf("removing leftover namespace %s", name)
-		if pids, _ := exec.Command("ip", "netns", "pids", name).Output(); len(pids) > 0 {
-			for _, pid := range strings.Fields(string(pids)) {
-				exec.Command("kill", "-9", pid).Run()
-			}
-		}
+		killNS(name)
 		exec.Command("ip", "netns", "del", name).Run()
+	}
+}
+
+// killNS SIGKILLs every process in namespace ns but this one: should a
+// thread of the test binary be inside ns, "ip netns pids" lists it too.
+func killNS(ns string) {
+	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+	for _, s := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(s); err == nil && pid > 1 && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 }
 

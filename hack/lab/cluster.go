@@ -477,7 +477,7 @@ func (l *Lab) killSessions() error {
 	l.mu.Unlock()
 	for _, s := range strings.Fields(string(out)) {
 		pid, err := strconv.Atoi(s)
-		if err == nil && pid > 1 && !own[pid] {
+		if err == nil && pid > 1 && !own[pid] && pid != os.Getpid() {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -49,6 +49,14 @@ func (l *Lab) HTTPClient(ns string) *http.Client {
 	}
 }
 
+// init keeps the main goroutine on the main thread for the life of the
+// process, so no other goroutine (and no InNS call) ever runs there. The
+// kernel reports the main thread's namespace as the whole process's
+// (/proc/<pid>/ns/net, "ip netns pids"): a main thread inside a lab
+// namespace would list the test binary among that namespace's processes,
+// and the cleanup that kills them would kill the test.
+func init() { runtime.LockOSThread() }
+
 // InNS runs f on a fresh goroutine locked to its OS thread while that
 // thread is in namespace ns: child processes (iptables, say) and netlink
 // sockets that f makes belong to ns. If the thread cannot go back to its
