@@ -62,12 +62,13 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./discovery ./store ./netfilter ./haproxy
 
-## fuzz: each fuzz target for $(FUZZTIME) (default 20s), one after the other: kubectl JSON, iptables-save, the haproxy services directory
+## fuzz: each fuzz target for $(FUZZTIME) (default 20s), one after the other: kubectl JSON, iptables-save, the haproxy services directory and its shards
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCfgs$$' -fuzztime $(FUZZTIME) ./haproxy
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitShard$$' -fuzztime $(FUZZTIME) ./haproxy
 
 ## demo: (root) start a lab in network namespaces, show lbd serving the notes' nginx service with iptables, then haproxy; leave it up for exploring
 demo:

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,6 +92,9 @@ type Backend struct {
 	// cfgLimit is the longest HAPROXY_CFGFILES a publish may make (see
 	// checkCfgFiles); 0: no limit (benchmarks that stand in for haproxy).
 	cfgLimit int
+	// laidOut says lbd's files on disk, as last read, are laid out as
+	// the options lay out what they hold (see layout.conforms).
+	laidOut bool
 	// foreignSeen names the operator's files already logged.
 	foreignSeen map[string]bool
 }
@@ -209,9 +213,10 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 		if err != nil {
 			return nil, err
 		}
-		cur, foreign = splitOwn(all)
+		cur, foreign = splitOwn(unpack(all))
 		b.known, b.foreign = cur, foreign
 		b.noteForeign(foreign)
+		b.laidOut = b.o.layoutOf(cur).conforms(cur, all)
 	}
 	files, err := b.renderCached(desired, cur)
 	if err != nil {
@@ -219,6 +224,7 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 	}
 	var skipped []lb.Skipped
 	canBind := b.bindable()
+	lay := b.o.layoutOf(files)
 	for i := range desired {
 		s := &desired[i]
 		if !s.Exposed() {
@@ -230,6 +236,8 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 			why = fmt.Sprintf("service %s: no TCP port; haproxy cannot serve %s; use --backend=iptables", s.Key(), s.PortsString())
 		} else if _, theirs := foreign[name]; theirs {
 			why = fmt.Sprintf("service %s: %s exists and was not written by lbd (its first line is not lbd's header); lbd does not overwrite it: move it away to serve the service", s.Key(), filepath.Join(b.tree.dir, name))
+		} else if _, theirs := foreign[lay.diskName(name)]; theirs {
+			why = fmt.Sprintf("service %s: its shard file %s exists and was not written by lbd (its first line is not lbd's header); lbd does not overwrite it: move it away to serve the service", s.Key(), filepath.Join(b.tree.dir, lay.diskName(name)))
 		}
 		// haproxy -c does not try binds: an address the host lacks
 		// passes it and then fails every reload, for every service.
@@ -248,7 +256,7 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 			delete(files, name)
 		}
 	}
-	if pend == nil && b.haveStats() {
+	if pend == nil && b.laidOut && b.haveStats() {
 		done, err := b.applyRuntime(ctx, files, cur)
 		if err != nil {
 			return nil, err
@@ -257,7 +265,7 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 			return skipped, nil
 		}
 	}
-	if files.Equal(cur) && pend == nil {
+	if files.Equal(cur) && pend == nil && b.laidOut {
 		return skipped, nil
 	}
 	if trusted {
@@ -271,10 +279,14 @@ func (b *Backend) apply(ctx context.Context, desired []lb.Service) ([]lb.Skipped
 		b.log.Warn("port not served", "service", u.Key, "reason", u.Reason)
 	}
 	b.known, b.foreign = nil, nil
+	if !b.laidOut {
+		cur = nil // the files are right, their layout on disk is not: publish them
+	}
 	if err := b.publish(ctx, files, cur, foreign, pend); err != nil {
 		return nil, err
 	}
 	b.known, b.foreign = files, foreign
+	b.laidOut = true
 	b.synced = true // haproxy loaded the files: its servers are theirs
 	return skipped, nil
 }
@@ -322,8 +334,14 @@ func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, err
 		return false, nil
 	}
 	b.synced = true
+	lay := b.o.layoutOf(files)
+	only := map[string]bool{}
 	for _, name := range names {
-		if err := writeAtomic(filepath.Join(b.tree.dir, name), files[name], 0o644); err != nil {
+		only[lay.diskName(name)] = true
+	}
+	disk := lay.packOnly(files, only)
+	for _, name := range slices.Sorted(maps.Keys(disk)) {
+		if err := writeAtomic(filepath.Join(b.tree.dir, name), disk[name], 0o644); err != nil {
 			// haproxy serves the change; the next pass finds the file
 			// behind and compares the servers again.
 			b.synced = false
@@ -333,7 +351,7 @@ func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, err
 	b.known = files
 	if n > 0 || len(names) > 0 {
 		b.runtimeChanges.Add(1)
-		b.log.Info("endpoints changed at runtime, no reload", "files", len(names), "commands", n)
+		b.log.Info("endpoints changed at runtime, no reload", "services", len(names), "files", len(disk), "commands", n)
 	}
 	return true, nil
 }
@@ -383,7 +401,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cur, foreign := splitOwn(all)
+	cur, foreign := splitOwn(unpack(all))
 	pend, err := b.tree.readPending()
 	if err != nil {
 		return err
@@ -446,7 +464,7 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 			if err != nil {
 				return err
 			}
-			cur, foreign = splitOwn(all)
+			cur, foreign = splitOwn(unpack(all))
 			pend = nil
 			if files.Equal(cur) {
 				return nil
@@ -469,11 +487,12 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 		b.log.Warn("haproxy was not confirmed to load the published files (did lbd stop between publishing and reloading?); reloading",
 			"dir", b.tree.dir, "generation", filepath.Base(b.tree.current()), "since", pend.Since)
 	} else {
-		gen, err := b.tree.write(files, cur)
+		disk := b.o.layoutOf(files).pack(files)
+		gen, err := b.tree.write(disk)
 		if err != nil {
 			return err
 		}
-		loaded := maps.Clone(files)
+		loaded := maps.Clone(disk)
 		maps.Copy(loaded, foreign)
 		if err := b.checkCfgFiles(loaded); err != nil {
 			os.RemoveAll(gen)
@@ -529,7 +548,7 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 	if gen != "" {
 		b.prune(gen)
 	}
-	b.log.Info("haproxy configuration applied", "files", len(files), "generation", filepath.Base(gen))
+	b.log.Info("haproxy configuration applied", "services", len(files), "generation", filepath.Base(gen))
 	return nil
 }
 
@@ -601,7 +620,7 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	// The operator's files are not drift: lbd keeps them as they are.
-	got, foreign := splitOwn(all)
+	got, foreign := splitOwn(unpack(all))
 	want, err := render(applied, b.o, got, nil)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -618,21 +637,26 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 	if _, err := os.Stat(b.o.BasePath); err != nil {
 		drift = append(drift, fmt.Sprintf("base file %s: %v", b.o.BasePath, err))
 	}
+	lay := b.o.layoutOf(want)
 	for _, name := range want.Names() {
 		g, ok := got[name]
 		switch {
-		case foreign[name] != nil:
+		case foreign[name] != nil || foreign[lay.diskName(name)] != nil:
 			// Apply skips the service rather than overwrite the file.
 		case !ok:
-			drift = append(drift, fmt.Sprintf("file %s: missing", filepath.Join(b.tree.dir, name)))
+			drift = append(drift, fmt.Sprintf("file %s: missing", b.where(lay, name)))
 		case !bytes.Equal(g, want[name]):
-			drift = append(drift, fmt.Sprintf("file %s: edited (differs from what lbd wrote)", filepath.Join(b.tree.dir, name)))
+			drift = append(drift, fmt.Sprintf("file %s: edited (differs from what lbd wrote)", b.where(lay, name)))
 		}
 	}
 	for _, name := range got.Names() {
 		if _, ok := want[name]; !ok {
-			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", filepath.Join(b.tree.dir, name)))
+			drift = append(drift, fmt.Sprintf("file %s: written by lbd for no applied service", b.where(lay, name)))
 		}
+	}
+	if len(drift) == 0 && !lay.conforms(got, all) {
+		drift = append(drift, fmt.Sprintf("files of %s: not laid out as lbd lays out %d services (one file each up to %d, else %d shards)",
+			b.tree.dir, len(want), b.o.FilesPerService, b.o.Shards))
 	}
 	if len(drift) > 0 {
 		// The next Apply reads the directory rather than trust what
@@ -640,6 +664,16 @@ func (b *Backend) Verify(ctx context.Context, applied []lb.Service) ([]string, e
 		b.known, b.foreign = nil, nil
 	}
 	return drift, nil
+}
+
+// where names the place of unit in the services directory: its file, and
+// the service when that file is a shard.
+func (b *Backend) where(lay layout, unit string) string {
+	d := lay.diskName(unit)
+	if d == unit {
+		return filepath.Join(b.tree.dir, unit)
+	}
+	return filepath.Join(b.tree.dir, d) + " (service " + serviceOfUnit(unit) + ")"
 }
 
 // ConfigError is haproxy rejecting a configuration in "haproxy -c".
@@ -709,7 +743,14 @@ func (b *Backend) checkConfig(ctx context.Context, base, dir string, files Files
 		if i < 0 {
 			return m
 		}
-		return fmt.Sprintf("%s:%d", filepath.Join(b.tree.dir, spans[i].name), n-spans[i].first+1)
+		at := n - spans[i].first + 1
+		loc := fmt.Sprintf("%s:%d", filepath.Join(b.tree.dir, spans[i].name), at)
+		if body := files[spans[i].name]; isShard(body) {
+			if u := unitAtLine(body, at); u != "" {
+				loc += " (service " + serviceOfUnit(u) + ")"
+			}
+		}
+		return loc
 	}
 	var alerts, all []string
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +48,7 @@ func BenchmarkRender(b *testing.B) {
 }
 
 // BenchmarkRenderWriteValidate renders 10,000 services with 10 endpoints
-// each, writes them as a new generation and validates the set with the
+// each, writes them as a new generation (sharded, as Apply does) and validates the set with the
 // real "haproxy -c": the work of a sync that changes everything, short of
 // the reload.
 func BenchmarkRenderWriteValidate(b *testing.B) {
@@ -72,12 +71,13 @@ func BenchmarkRenderWriteValidate(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		gen, err := be.tree.write(files, Files{})
+		disk := o.layoutOf(files).pack(files) // sharded, as Apply writes them
+		gen, err := be.tree.write(disk)
 		if err != nil {
 			b.Fatal(err)
 		}
 		t2 := time.Now()
-		if err := be.check(ctx, o.BasePath, gen, files); err != nil {
+		if err := be.check(ctx, o.BasePath, gen, disk); err != nil {
 			b.Fatal(err)
 		}
 		t3 := time.Now()
@@ -102,7 +102,6 @@ func BenchmarkApplyNoChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, nil)
 	be.bindable = bindAnything // the test's addresses are not this host's
-	be.cfgLimit = 0            // no haproxy master here (see TestLabMasterReexecLimit)
 	calls := 0
 	be.check = func(context.Context, string, string, Files) error { calls++; return nil }
 	be.reload = func(context.Context) error { calls++; return nil }
@@ -133,7 +132,6 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	o := testOptions(b.TempDir())
 	be := New(o, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	be.bindable = bindAnything
-	be.cfgLimit = 0 // no haproxy master here (see TestLabMasterReexecLimit)
 	reloads, cmds := 0, 0
 	be.check = func(context.Context, string, string, Files) error { return nil }
 	be.reload = func(context.Context) error { reloads++; return nil }
@@ -141,32 +139,7 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	if _, err := be.Apply(ctx, svcs, nil); err != nil {
 		b.Fatal(err)
 	}
-	be.haveStats = func() bool { return true }
-	be.stats = func(_ context.Context, cmd string) (string, error) {
-		backend, ok := strings.CutPrefix(cmd, "show servers state ")
-		if !ok {
-			cmds++
-			return "", nil
-		}
-		// svc<i> lives in ns<i%100>; its proxy is lbd_<ns>_<name>_80_tcp.
-		parts := strings.Split(backend, "_")
-		f, _ := os.ReadFile(filepath.Join(o.Dir, FileName(parts[1], parts[2])))
-		_, slots := parseSlots(f)
-		var sb strings.Builder
-		sb.WriteString("1\n# header\n")
-		for i, s := range slots[backend] {
-			addr, admin := s.addr, 0
-			if s.state == slotFree {
-				addr, admin = placeholder, 5
-			}
-			w := 1
-			if s.state == slotDrain {
-				w = 0
-			}
-			fmt.Fprintf(&sb, "3 %s %d %s %s 2 %d %d 1 0 6 3 4 6 0 0 0 - %d - 0 0 - - 0\n", backend, i+1, SlotName(i+1), addr.Addr(), admin, w, addr.Port())
-		}
-		return sb.String(), nil
-	}
+	fakeStats(be, &cmds)
 	be.synced = true
 	reloads = 0
 	i := 0
@@ -185,4 +158,37 @@ func BenchmarkApplyEndpointChange(b *testing.B) {
 	b.ReportMetric(float64(time.Since(start).Microseconds())/1e3/float64(b.N), "ms/change")
 	b.ReportMetric(float64(cmds)/float64(b.N), "runtime-cmds/op")
 	b.ReportMetric(float64(reloads), "reloads")
+}
+
+// fakeStats stands in for the stats socket of be: "show servers state"
+// is answered from the services directory (the unit of the backend's
+// service, in its file or shard), every other command is accepted and
+// counted in cmds. Services are in namespaces without '_'.
+func fakeStats(be *Backend, cmds *int) {
+	be.haveStats = func() bool { return true }
+	be.stats = func(_ context.Context, cmd string) (string, error) {
+		backend, ok := strings.CutPrefix(cmd, "show servers state ")
+		if !ok {
+			*cmds++
+			return "", nil
+		}
+		// lbd_<ns>_<name>_<port>_tcp
+		parts := strings.Split(backend, "_")
+		_, f, _ := be.readUnit(FileName(parts[1], parts[2]))
+		_, slots := parseSlots(f)
+		var sb strings.Builder
+		sb.WriteString("1\n# header\n")
+		for i, s := range slots[backend] {
+			addr, admin := s.addr, 0
+			if s.state == slotFree {
+				addr, admin = placeholder, 5
+			}
+			w := 1
+			if s.state == slotDrain {
+				w = 0
+			}
+			fmt.Fprintf(&sb, "3 %s %d %s %s 2 %d %d 1 0 6 3 4 6 0 0 0 - %d - 0 0 - - 0\n", backend, i+1, SlotName(i+1), addr.Addr(), admin, w, addr.Port())
+		}
+		return sb.String(), nil
+	}
 }

@@ -1,6 +1,6 @@
 // Package haproxy is lbd's production backend: it serves every TCP port of
 // every exposed service through haproxy, one configuration file per
-// service, validated with `haproxy -c` before it is used, swapped in
+// service (grouped into shard files past [Options.FilesPerService]), validated with `haproxy -c` before it is used, swapped in
 // atomically, reloaded without dropping connections, and rolled back when
 // anything fails.
 //
@@ -19,12 +19,23 @@
 //
 //	/etc/haproxy/haproxy-global-default.cfg   global and defaults (lbd writes it only when absent)
 //	/etc/haproxy/services.d                   symlink, renamed atomically on every change
-//	/etc/haproxy/.services.d.lbd/gen-*        generations: one <namespace>_<service>.cfg per service
+//	/etc/haproxy/.services.d.lbd/gen-*        generations: one <namespace>_<service>.cfg per service,
+//	                                          or past 1,000 services lbd-shard-000.cfg .. lbd-shard-255.cfg
 //	/etc/haproxy/.services.d.lbd-reload-pending  reload marker (see below)
 //
 // haproxy is started with `-f /etc/haproxy/haproxy-global-default.cfg -f
 // /etc/haproxy/services.d` and loads every *.cfg file of the directory in
 // lexical order.
+//
+// Past [Options.FilesPerService] services the units, each the bytes its
+// own file would hold, are grouped into [Options.Shards] shard files by a
+// hash of their names: haproxy 2.6's master re-executes itself with the
+// path of every file it loaded in one environment string, which execve
+// refuses past 128 KiB (about 2,500 service files, see [MaxArgStrlen]),
+// and it spends about 1 ms opening each file. Everything above the disk
+// (rendering, comparing, runtime changes, [Backend.Verify],
+// [Backend.Explain]) works per service whichever the layout; drift and
+// haproxy's complaints name the shard, the line and the service.
 //
 // # Files lbd did not write
 //

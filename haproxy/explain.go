@@ -31,15 +31,14 @@ func (b *Backend) Explain(ctx context.Context, s *lb.Service, p lb.Port, addr ne
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	name := FileName(s.Namespace, s.Name)
-	path := filepath.Join(b.tree.dir, name)
 	files, err := Render([]lb.Service{*s}, b.o)
 	if err != nil {
 		return lb.Explanation{}, fmt.Errorf("explain %s: %w", p.Key(s), err)
 	}
+	path, got, err := b.readUnit(name)
 	proxy := ProxyName(s, p)
 	want, _ := readProxy(files[name], path, proxy, addr, p.Port)
 	e := lb.Explanation{Backend: b.Name(), Want: want}
-	got, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		e.Have = lb.Live{Affinity: lb.AffinityNone, Drift: []string{"file " + path + " is missing"}}
@@ -54,6 +53,27 @@ func (b *Backend) Explain(ctx context.Context, s *lb.Service, p lb.Port, addr ne
 	}
 	b.runtimeState(ctx, &e.Have, proxy, servers)
 	return e, nil
+}
+
+// readUnit returns service unit name as the services directory holds it,
+// in its own file or in its shard, and the path of that file; an error
+// wrapping fs.ErrNotExist (and the path of its own file) when neither
+// holds it.
+func (b *Backend) readUnit(name string) (string, []byte, error) {
+	own := filepath.Join(b.tree.dir, name)
+	got, err := os.ReadFile(own)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return own, got, err
+	}
+	shard := filepath.Join(b.tree.dir, layout{shards: b.o.Shards}.diskName(name))
+	sb, serr := os.ReadFile(shard)
+	if serr != nil {
+		return own, nil, err
+	}
+	if u, ok := splitShard(sb)[name]; ok {
+		return shard, u, nil
+	}
+	return own, nil, err
 }
 
 // readProxy reads the frontend and backend proxy of an lbd file at path,

@@ -139,10 +139,12 @@ func readCfgs(dir string) (Files, error) {
 
 // ownFile reports whether b is a file lbd wrote: its first line is the
 // header [Render] begins every file with, "# Service <key>, written by
-// lbd: ..." ("# Peers ..., written by lbd: ..." for [PeersFile]). Anything else in the services directory is the operator's.
+// lbd: ..." ("# Peers ..., written by lbd: ..." for [PeersFile], "# Shard
+// ..., written by lbd: ..." for a shard). Anything else in the services
+// directory is the operator's.
 func ownFile(b []byte) bool {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
-	return (bytes.HasPrefix(line, []byte("# Service ")) || bytes.HasPrefix(line, []byte("# Peers "))) &&
+	return (bytes.HasPrefix(line, []byte("# Service ")) || bytes.HasPrefix(line, []byte("# Peers ")) || bytes.HasPrefix(line, []byte("# Shard "))) &&
 		bytes.Contains(line, []byte(", written by lbd: "))
 }
 
@@ -215,12 +217,13 @@ func (t tree) adopt() error {
 	return nil
 }
 
-// write makes a new generation holding files. A file whose bytes equal
-// the current generation's is hard-linked rather than rewritten. The files
+// write makes a new generation holding files (as they go on disk). A file
+// whose bytes equal the current generation's file of that name is
+// hard-linked rather than rewritten. The files
 // are new and invisible until the generation is published, so they are
 // written in place and made durable by one syncfs before returning, which
 // costs far less than one fsync per file.
-func (t tree) write(files Files, cur Files) (string, error) {
+func (t tree) write(files Files) (string, error) {
 	if err := os.MkdirAll(t.gens, 0o755); err != nil {
 		return "", fmt.Errorf("create generation: %w", err)
 	}
@@ -239,7 +242,7 @@ func (t tree) write(files Files, cur Files) (string, error) {
 	old := t.current()
 	for name, b := range files {
 		p := filepath.Join(gen, name)
-		if old != "" && bytes.Equal(cur[name], b) {
+		if old != "" && sameBytes(filepath.Join(old, name), b) {
 			if os.Link(filepath.Join(old, name), p) == nil {
 				continue
 			}
@@ -254,6 +257,16 @@ func (t tree) write(files Files, cur Files) (string, error) {
 		return "", fmt.Errorf("sync generation: %w", err)
 	}
 	return gen, nil
+}
+
+// sameBytes reports whether the regular file at path holds exactly b.
+func sameBytes(path string, b []byte) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(b)) {
+		return false
+	}
+	got, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(got, b)
 }
 
 // carry puts into gen everything of the current services directory that

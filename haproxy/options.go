@@ -80,6 +80,13 @@ type Options struct {
 	// PeerAddr is the local peer's address, a loopback ip:port haproxy
 	// binds (see [DefaultPeerAddr]).
 	PeerAddr string
+	// FilesPerService is the largest number of services that get a file
+	// each (<namespace>_<name>.cfg); a larger set is written as Shards
+	// shard files (see [ShardName]). Negative: never shard (haproxy 2.6
+	// then refuses past about 2,500 services, see [ErrTooManyFiles]).
+	FilesPerService int
+	// Shards is the number of shard files of a sharded set.
+	Shards int
 }
 
 // DefaultOptions returns the options with every default filled in; the CLI
@@ -115,6 +122,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReloadTimeout < 0 {
 		o.ReloadTimeout = 0
+	}
+	switch {
+	case o.FilesPerService == 0:
+		o.FilesPerService = DefaultFilesPerService
+	case o.FilesPerService < 0:
+		o.FilesPerService = int(^uint(0) >> 1)
+	}
+	if o.Shards <= 0 {
+		o.Shards = DefaultShards
 	}
 	if o.HardStopAfter <= 0 {
 		o.HardStopAfter = DefaultHardStopAfter

@@ -77,6 +77,7 @@ func TestSystemdDropIn(t *testing.T) {
 		"After=lbd.service",
 		"-S " + DefaultMasterSocket + " -f " + DefaultBasePath + " -f " + DefaultDir,
 		"LBD_WITH_HAPROXY_CFG=1",
+		"LimitNOFILE=1048576", // 10,000 services want about 50,000 descriptors
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("drop-in lacks %q:\n%s", want, text)
