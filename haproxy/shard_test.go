@@ -88,7 +88,7 @@ func TestSplitShardMalformed(t *testing.T) {
 	good := layout{shards: 1}.pack(units)[ShardName(0)]
 	hdr, body, _ := bytes.Cut(good, []byte("\n"))
 	for name, b := range map[string][]byte{
-		"text before the first unit": append(append(append([]byte{}, hdr...), "\nbackend x\n"...), body...),
+		"text before the first unit":      append(append(append([]byte{}, hdr...), "\nbackend x\n"...), body...),
 		"a unit header naming no service": append(append([]byte{}, good...), "# Service nonsense, written by lbd: x\n"...),
 	} {
 		t.Run(name, func(t *testing.T) {
