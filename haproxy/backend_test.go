@@ -414,7 +414,10 @@ func TestReloadWhenHaproxyIsNotRunning(t *testing.T) {
 
 // TestCheckConfigNamesTheServiceFile: the set is validated as one file, but
 // an error points at the service file and line an operator would open.
-func TestCheckConfigNamesTheServiceFile(t *testing.T) {
+// checkingBackend returns a Backend whose base file exists, for tests of
+// checkConfig with the real "haproxy -c" (skipped without haproxy).
+func checkingBackend(t *testing.T) (*Backend, Options) {
+	t.Helper()
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Skipf("SKIP: haproxy is not installed: %v", err)
 	}
@@ -424,6 +427,11 @@ func TestCheckConfigNamesTheServiceFile(t *testing.T) {
 	if err := b.ensureBase(); err != nil {
 		t.Fatal(err)
 	}
+	return b, o
+}
+
+func TestCheckConfigNamesTheServiceFile(t *testing.T) {
+	b, o := checkingBackend(t)
 	good, err := Render([]lb.Service{nginx()}, o)
 	if err != nil {
 		t.Fatal(err)

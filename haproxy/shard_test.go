@@ -256,15 +256,7 @@ func TestForeignFileWithAShardsName(t *testing.T) {
 // TestCheckConfigNamesTheServiceInAShard: haproxy's complaint about a line
 // of a shard names the shard, the line in it and the service.
 func TestCheckConfigNamesTheServiceInAShard(t *testing.T) {
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		t.Skipf("SKIP: haproxy is not installed: %v", err)
-	}
-	o := testOptions(t.TempDir())
-	o.User, o.Group = "-", "-"
-	b := New(o, nil)
-	if err := b.ensureBase(); err != nil {
-		t.Fatal(err)
-	}
+	b, o := checkingBackend(t)
 	units, _ := Render(services(5), o)
 	bad := FileName("default", "svc-3")
 	units[bad] = bytes.Replace(units[bad], []byte("balance roundrobin"), []byte("balance nonsense"), 1)
