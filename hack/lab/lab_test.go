@@ -39,29 +39,46 @@ func TestPodIP(t *testing.T) {
 	}
 }
 
-// TestNetworkPlanStaysInNamespaces checks the rendered plan: every command
-// except `netns add` names a lab namespace with -n, and every veth peer is
-// created straight into a lab namespace, so the host never sees a link.
+// TestNetworkPlanStaysInNamespaces checks the rendered plan, with one LB
+// and with two: every command except `netns add` names a lab namespace
+// with -n, and every veth peer is created straight into a lab namespace,
+// so the host never sees a link; the namespaces and the switch's bridges
+// are the ones expected.
 func TestNetworkPlanStaysInNamespaces(t *testing.T) {
-	l := newLab(Options{Name: "x", Pods: 4})
-	plan := networkPlan(l)
-	var nsAdded []string
-	for _, c := range plan {
-		line := strings.Join(c, " ")
-		switch {
-		case c[0] == "netns" && c[1] == "add":
-			nsAdded = append(nsAdded, c[2])
-		case c[0] == "-n" && strings.HasPrefix(c[1], "lbd-x-"):
-			if strings.Contains(line, " peer ") && !strings.Contains(line, " netns lbd-x-") {
-				t.Errorf("veth peer not created in a lab namespace: ip %s", line)
+	for _, tt := range []struct {
+		opts    Options
+		ns      []string
+		bridges []string
+	}{
+		{Options{Name: "x", Pods: 4}, []string{"lbd-x-master", "lbd-x-lb", "lbd-x-client", "lbd-x-pod0", "lbd-x-pod1", "lbd-x-pod2", "lbd-x-pod3"}, []string{"lbd-x-lb flannel0"}},
+		{Options{Name: "x", Pods: 2, LBs: 2}, []string{"lbd-x-master", "lbd-x-lb", "lbd-x-client", "lbd-x-lb2", "lbd-x-sw", "lbd-x-pod0", "lbd-x-pod1"},
+			[]string{"lbd-x-sw infra", "lbd-x-sw ext", "lbd-x-sw pods"}},
+	} {
+		t.Run(fmt.Sprintf("LBs=%d", max(1, tt.opts.LBs)), func(t *testing.T) {
+			var nsAdded, bridges []string
+			for _, c := range networkPlan(newLab(tt.opts)) {
+				line := strings.Join(c, " ")
+				switch {
+				case c[0] == "netns" && c[1] == "add":
+					nsAdded = append(nsAdded, c[2])
+				case c[0] == "-n" && strings.HasPrefix(c[1], "lbd-x-"):
+					if strings.Contains(line, " peer ") && !strings.Contains(line, " netns lbd-x-") {
+						t.Errorf("veth peer not created in a lab namespace: ip %s", line)
+					}
+					if strings.HasSuffix(line, " type bridge forward_delay 0") {
+						bridges = append(bridges, c[1]+" "+c[4])
+					}
+				default:
+					t.Errorf("command outside the lab namespaces: ip %s", line)
+				}
 			}
-		default:
-			t.Errorf("command outside the lab namespaces: ip %s", line)
-		}
-	}
-	want := []string{"lbd-x-master", "lbd-x-lb", "lbd-x-client", "lbd-x-pod0", "lbd-x-pod1", "lbd-x-pod2", "lbd-x-pod3"}
-	if d := cmp.Diff(want, nsAdded); d != "" {
-		t.Errorf("namespaces (-want +got):\n%s", d)
+			if d := cmp.Diff(tt.ns, nsAdded); d != "" {
+				t.Errorf("namespaces (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tt.bridges, bridges); d != "" {
+				t.Errorf("bridges (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 

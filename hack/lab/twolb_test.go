@@ -15,37 +15,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestTwoLBPlanStaysInNamespaces: with LBs = 2 every command names a lab
-// namespace, every veth peer is born in one, and the bridges live in the
-// lab's switch namespace.
-func TestTwoLBPlanStaysInNamespaces(t *testing.T) {
-	l := newLab(Options{Name: "x", Pods: 2, LBs: 2})
-	var nsAdded, bridges []string
-	for _, c := range networkPlan(l) {
-		line := strings.Join(c, " ")
-		switch {
-		case c[0] == "netns" && c[1] == "add":
-			nsAdded = append(nsAdded, c[2])
-		case c[0] == "-n" && strings.HasPrefix(c[1], "lbd-x-"):
-			if strings.Contains(line, " peer ") && !strings.Contains(line, " netns lbd-x-") {
-				t.Errorf("veth peer not created in a lab namespace: ip %s", line)
-			}
-			if strings.HasSuffix(line, " type bridge forward_delay 0") {
-				bridges = append(bridges, c[1]+" "+c[4])
-			}
-		default:
-			t.Errorf("command outside the lab namespaces: ip %s", line)
-		}
-	}
-	want := []string{"lbd-x-master", "lbd-x-lb", "lbd-x-client", "lbd-x-lb2", "lbd-x-sw", "lbd-x-pod0", "lbd-x-pod1"}
-	if d := cmp.Diff(want, nsAdded); d != "" {
-		t.Errorf("namespaces (-want +got):\n%s", d)
-	}
-	if d := cmp.Diff([]string{"lbd-x-sw infra", "lbd-x-sw ext", "lbd-x-sw pods"}, bridges); d != "" {
-		t.Errorf("bridges (-want +got):\n%s", d)
-	}
-}
-
 // TestTwoLBLab builds a two-LB lab and checks that each LB reaches the
 // master, the client and every pod (which see each LB's own flannel0
 // address), that the LBs reach each other over sync0, and that nothing
