@@ -125,7 +125,7 @@ func NewMetrics(window time.Duration, now func() time.Time) *Metrics {
 	}
 	m.phaseDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lbd_sync_phase_seconds",
-		Help:    "Duration of each phase of a sync: discover, parse, store-read, plan, route-check, verify (drift check), prepare, apply, commit, after.",
+		Help:    "Duration of each phase of a sync: discover, parse, store-read, verify (drift check), plan, route-check, prepare, apply, commit, after. discover and parse run alongside store-read and verify, so the phases of a sync may add up to more than its duration.",
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"phase"})
 	m.haMaster = prometheus.NewGauge(prometheus.GaugeOpts{

@@ -71,7 +71,7 @@ func (c *Cached) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 	}
 	tok := c.cache.beginList(c.src.watchResources())
 	c.lists.Add(1)
-	out, err := c.src.fetch(ctx)
+	out, err := c.src.fetchRaw(ctx)
 	if err != nil {
 		c.cache.abortList()
 		c.relist.Store(true) // a full list stays due

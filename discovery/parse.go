@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -24,6 +25,7 @@ const serviceNameLabel = "kubernetes.io/service-name"
 // rejected instead of wrapping; strings are checked before they become
 // typed lb values.
 
+// kubeList is a list with its items left as JSON.
 type kubeList struct {
 	Kind  string            `json:"kind"`
 	Items []json.RawMessage `json:"items"`
@@ -46,6 +48,33 @@ type object struct {
 
 	// Endpoints.
 	Subsets []subset `json:"subsets"`
+
+	// slice is the EndpointSlice part above (addressType, endpoints,
+	// ports) validated into its group as soon as the item is decoded
+	// (see compact); those fields are then dropped.
+	slice *sliceResult
+}
+
+// sliceResult is one EndpointSlice validated on its own: its group, or
+// that it has none (an address type lbd does not read), or the field that
+// rejects its service and why.
+type sliceResult struct {
+	group         endpointGroup
+	none          bool
+	field, reason string
+}
+
+// compact validates the EndpointSlice part of o into o.slice and drops
+// the decoded fields, which take several times the memory (a growing
+// slice per endpoint and per address). Items of other kinds carry none
+// of those fields and are left alone.
+func compact(o *object) {
+	if o.AddressType == "" && o.Endpoints == nil && o.Ports == nil {
+		return
+	}
+	r := validateSlice(o)
+	o.slice = &r
+	o.AddressType, o.Endpoints, o.Ports = "", nil, nil
 }
 
 type metadata struct {
@@ -238,20 +267,18 @@ func Parse(lists ...[]byte) ([]lb.Service, []*lb.InvalidServiceError, error) {
 		wg.Go(func() { decoded[i] = decodeList(data) })
 	}
 	wg.Wait()
-	var items []object
-	var itemErrs []error
+	return assemble(decoded)
+}
+
+// assemble builds the services of lists decoded by [decodeStream] (see
+// [Parse]); the first list that failed as a whole fails it.
+func assemble(decoded []decodedList) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	for _, d := range decoded {
 		if d.err != nil {
 			return nil, nil, d.err
 		}
-		if len(decoded) == 1 {
-			items, itemErrs = d.items, d.errs
-			break
-		}
-		items = append(items, d.items...)
-		itemErrs = append(itemErrs, d.errs...)
 	}
-	return build(items, itemErrs)
+	return build(decoded)
 }
 
 // decodedList is one list of [Parse] decoded: its items, each with the
@@ -262,55 +289,168 @@ type decodedList struct {
 	err   error
 }
 
-// decodeList decodes kubectl's List or a typed list; the items of a typed
-// list get the kind of the list's items.
-func decodeList(data []byte) decodedList {
-	// Fast path: decode the whole list at once. Only when some item holds a
-	// value of the wrong JSON type, decode item by item to learn which
-	// service it belongs to.
-	var whole struct {
-		Kind  string   `json:"kind"`
-		Items []object `json:"items"`
+// decodeList decodes kubectl's List or a typed list held in data.
+func decodeList(data []byte) decodedList { return decodeStream(bytes.NewReader(data)) }
+
+// decodeStream decodes kubectl's List or a typed list as it reads it from
+// r, item by item: only the item being decoded is held as JSON, never the
+// list (tens of megabytes at 10,000 services). The items of a typed list
+// get the kind of the list's items. An item holding a value of the wrong
+// JSON type is kept with its error, so that its service is rejected by
+// name; anything else that is not such a list fails the list as a whole.
+func decodeStream(r io.Reader) decodedList {
+	head := &headReader{r: r}
+	kind, d := decodeItems(json.NewDecoder(head))
+	if d.err != nil {
+		if errors.Is(d.err, io.EOF) || errors.Is(d.err, io.ErrUnexpectedEOF) {
+			d.err = errors.New("unexpected end of JSON input")
+		}
+		if hint := notJSON(head.head); hint != "" {
+			return decodedList{err: fmt.Errorf("parse kubectl output: %s: %w", hint, d.err)}
+		}
+		return decodedList{err: fmt.Errorf("parse kubectl output: %w", d.err)}
 	}
-	var d decodedList
-	switch err := json.Unmarshal(data, &whole); {
-	case err == nil:
-		d.items = whole.Items
-		d.errs = make([]error, len(d.items))
-	case errors.As(err, new(*json.UnmarshalTypeError)):
-		var list kubeList
-		if err := json.Unmarshal(data, &list); err != nil {
-			return decodedList{err: fmt.Errorf("parse kubectl output: %w", err)}
-		}
-		whole.Kind = list.Kind
-		d.items = make([]object, len(list.Items))
-		d.errs = make([]error, len(list.Items))
-		for i, raw := range list.Items {
-			d.errs[i] = json.Unmarshal(raw, &d.items[i])
-		}
-	default:
-		if hint := notJSON(data); hint != "" {
-			return decodedList{err: fmt.Errorf("parse kubectl output: %s: %w", hint, err)}
-		}
-		return decodedList{err: fmt.Errorf("parse kubectl output: %w", err)}
-	}
-	if whole.Kind == "List" {
+	if kind == "List" {
 		return d
 	}
-	kind, ok := listKinds[whole.Kind]
+	itemKind, ok := listKinds[kind]
 	if !ok {
-		return decodedList{err: fmt.Errorf("parse kubectl output: kind %q, want List, ServiceList, EndpointSliceList or EndpointsList", whole.Kind)}
+		return decodedList{err: fmt.Errorf("parse kubectl output: kind %q, want List, ServiceList, EndpointSliceList or EndpointsList", kind)}
 	}
 	for i := range d.items {
 		if d.items[i].Kind == "" {
-			d.items[i].Kind = kind
+			d.items[i].Kind = itemKind
 		}
 	}
 	return d
 }
 
-// build resolves the decoded items into services (see [Parse]).
-func build(items []object, itemErrs []error) ([]lb.Service, []*lb.InvalidServiceError, error) {
+// decodeItems reads one JSON object, the list, from dec: its kind and
+// its items. Keys match as encoding/json matches them (case-insensitive,
+// the last of duplicates wins); other keys are skipped; nothing may
+// follow the object.
+func decodeItems(dec *json.Decoder) (string, decodedList) {
+	var d decodedList
+	fail := func(err error) (string, decodedList) { return "", decodedList{err: err} }
+	if err := expectDelim(dec, '{', "a list object"); err != nil {
+		return fail(err)
+	}
+	var kind string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fail(err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case strings.EqualFold(key, "kind"):
+			kind = ""
+			err = dec.Decode(&kind)
+		case strings.EqualFold(key, "items"):
+			d.items, d.errs, err = decodeArray(dec)
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return fail(err)
+	}
+	switch tok, err := dec.Token(); {
+	case err == nil:
+		return fail(fmt.Errorf("invalid character %v after top-level value", tok))
+	case err != io.EOF:
+		return fail(err)
+	}
+	return kind, d
+}
+
+// decodeArray reads the items array (or null) from dec, one object at a
+// time.
+func decodeArray(dec *json.Decoder) ([]object, []error, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tok == nil {
+		return nil, nil, nil
+	}
+	if tok != json.Delim('[') {
+		return nil, nil, fmt.Errorf("json: cannot unmarshal %s into the items of a list", jsonType(tok))
+	}
+	var items []object
+	var errs []error
+	for dec.More() {
+		items = append(items, object{})
+		err := dec.Decode(&items[len(items)-1])
+		if err != nil && !errors.As(err, new(*json.UnmarshalTypeError)) {
+			return nil, nil, err
+		}
+		if err == nil {
+			compact(&items[len(items)-1])
+		}
+		errs = append(errs, err)
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		return nil, nil, err
+	}
+	return items, errs, nil
+}
+
+// expectDelim reads the next token of dec and fails unless it is delim,
+// naming what was expected.
+func expectDelim(dec *json.Decoder, delim json.Delim, what string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != delim {
+		return fmt.Errorf("json: cannot unmarshal %s into %s", jsonType(tok), what)
+	}
+	return nil
+}
+
+// jsonType names the JSON type that tok starts, as encoding/json's
+// errors do.
+func jsonType(tok json.Token) string {
+	switch tok := tok.(type) {
+	case json.Delim:
+		if tok == '[' {
+			return "array"
+		}
+		return "object"
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case nil:
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+// headReader passes reads through and keeps their first bytes, so that an
+// error can quote the start of the output.
+type headReader struct {
+	r    io.Reader
+	head []byte
+}
+
+func (h *headReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if room := 128 - len(h.head); room > 0 {
+		h.head = append(h.head, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// build resolves the items of the decoded lists into services (see
+// [Parse]); the lists are read in place, not joined.
+func build(lists []decodedList) ([]lb.Service, []*lb.InvalidServiceError, error) {
 	var (
 		svcs     []*object
 		svcErrs  []error
@@ -319,35 +459,38 @@ func build(items []object, itemErrs []error) ([]lb.Service, []*lb.InvalidService
 		objErr   = map[string]*lb.InvalidServiceError{} // by ns/name of the service
 		anySlice bool
 	)
-	for i := range items {
-		o, err := &items[i], itemErrs[i]
-		switch o.Kind {
-		case "Service":
-			svcs = append(svcs, o)
-			svcErrs = append(svcErrs, err)
-		case "EndpointSlice":
-			anySlice = true
-			svc := o.Metadata.Labels[serviceNameLabel]
-			if svc == "" {
-				continue // not managed for a Service
-			}
-			key := o.Metadata.Namespace + "/" + svc
-			if err != nil {
-				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+objName(o.Metadata.Name), err)
+	for l := range lists {
+		items, itemErrs := lists[l].items, lists[l].errs
+		for i := range items {
+			o, err := &items[i], itemErrs[i]
+			switch o.Kind {
+			case "Service":
+				svcs = append(svcs, o)
+				svcErrs = append(svcErrs, err)
+			case "EndpointSlice":
+				anySlice = true
+				svc := o.Metadata.Labels[serviceNameLabel]
+				if svc == "" {
+					continue // not managed for a Service
 				}
-				continue
-			}
-			bySlice[key] = append(bySlice[key], o)
-		case "Endpoints":
-			key := o.Metadata.Namespace + "/" + o.Metadata.Name
-			if err != nil {
-				if objErr[key] == nil {
-					objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+objName(o.Metadata.Name), err)
+				key := o.Metadata.Namespace + "/" + svc
+				if err != nil {
+					if objErr[key] == nil {
+						objErr[key] = decodeError(o.Metadata.Namespace, svc, "endpointslice "+objName(o.Metadata.Name), err)
+					}
+					continue
 				}
-				continue
+				bySlice[key] = append(bySlice[key], o)
+			case "Endpoints":
+				key := o.Metadata.Namespace + "/" + o.Metadata.Name
+				if err != nil {
+					if objErr[key] == nil {
+						objErr[key] = decodeError(o.Metadata.Namespace, o.Metadata.Name, "endpoints "+objName(o.Metadata.Name), err)
+					}
+					continue
+				}
+				byName[key] = o
 			}
-			byName[key] = o
 		}
 	}
 
@@ -700,81 +843,99 @@ func resolve(groups []endpointGroup, name string, proto lb.Protocol) []lb.Endpoi
 func sliceGroups(ns, name string, objs []*object) ([]endpointGroup, *lb.InvalidServiceError) {
 	groups := make([]endpointGroup, 0, len(objs))
 	for _, o := range objs {
-		var want func(netip.Addr) bool
-		switch o.AddressType {
-		case "IPv4":
-			want = netip.Addr.Is4
-		case "IPv6":
-			want = netip.Addr.Is6
-		default:
-			continue
+		r := o.slice
+		if r == nil {
+			v := validateSlice(o)
+			r = &v
 		}
-		bad := func(field, format string, a ...any) ([]endpointGroup, *lb.InvalidServiceError) {
-			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + objName(o.Metadata.Name) + ": " + field, Reason: fmt.Sprintf(format, a...)}
+		if r.field != "" {
+			return nil, &lb.InvalidServiceError{Namespace: ns, Name: name, Field: "endpointslice " + objName(o.Metadata.Name) + ": " + r.field, Reason: r.reason}
 		}
-		if n := len(o.Ports); n > maxSlicePorts {
-			return bad("ports", "%d ports, more than the API's limit of %d", n, maxSlicePorts)
+		if !r.none {
+			groups = append(groups, r.group)
 		}
-		if n := len(o.Endpoints); n > maxSliceEndpoints {
-			return bad("endpoints", "%d endpoints, more than the API's limit of %d", n, maxSliceEndpoints)
-		}
-		g := endpointGroup{ports: make([]portRef, 0, len(o.Ports))}
-		portNames := make(map[string]int, len(o.Ports))
-		for j, p := range o.Ports {
-			var pn string
-			if p.Name != nil {
-				pn = *p.Name
-			}
-			// The API requires unique names; with them a service port
-			// matches at most one port of a slice.
-			if k, dup := portNames[pn]; dup {
-				return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, pn)
-			}
-			portNames[pn] = j
-			if p.Port == nil {
-				continue // "all ports": nothing lbd can forward to
-			}
-			if *p.Port < 1 || *p.Port > 65535 {
-				return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", *p.Port)
-			}
-			var ps string
-			if p.Protocol != nil {
-				ps = *p.Protocol
-			}
-			proto, err := lb.ParseProtocol(ps)
-			if err != nil {
-				return bad(fmt.Sprintf("ports[%d].protocol", j), "%v", err)
-			}
-			g.ports = append(g.ports, portRef{name: pn, proto: proto, port: uint16(*p.Port)})
-		}
-		g.endpoints = make([]endpointRef, 0, len(o.Endpoints))
-		for j, e := range o.Endpoints {
-			// Only the first address counts: the API defines no meaning
-			// for the others, and kube-proxy ignores them too.
-			if len(e.Addresses) == 0 {
-				continue
-			}
-			ip, err := parseUnicast(e.Addresses[0])
-			if err == nil && !want(ip) {
-				err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
-			}
-			if err != nil {
-				return bad(fmt.Sprintf("endpoints[%d].addresses[0]", j), "%v", err)
-			}
-			r := endpointRef{ip: ip}
-			c := &e.Conditions
-			// Per the API: ready nil means true, serving nil means as ready.
-			r.ready = c.Ready == nil || *c.Ready
-			r.serving = r.ready
-			if c.Serving != nil {
-				r.serving = *c.Serving
-			}
-			r.terminating = c.Terminating != nil && *c.Terminating
-			g.endpoints = append(g.endpoints, r)
-		}
-		groups = append(groups, g)
 	}
 	return groups, nil
+}
+
+// validateSlice validates the addressType, ports and endpoints of one
+// EndpointSlice into its group. A slice of an address type other than
+// IPv4 and IPv6 has none; a bad field is returned with the reason, and
+// rejects the slice's service.
+func validateSlice(o *object) sliceResult {
+	var want func(netip.Addr) bool
+	switch o.AddressType {
+	case "IPv4":
+		want = netip.Addr.Is4
+	case "IPv6":
+		want = netip.Addr.Is6
+	default:
+		return sliceResult{none: true}
+	}
+	bad := func(field, format string, a ...any) sliceResult {
+		return sliceResult{field: field, reason: fmt.Sprintf(format, a...)}
+	}
+	if n := len(o.Ports); n > maxSlicePorts {
+		return bad("ports", "%d ports, more than the API's limit of %d", n, maxSlicePorts)
+	}
+	if n := len(o.Endpoints); n > maxSliceEndpoints {
+		return bad("endpoints", "%d endpoints, more than the API's limit of %d", n, maxSliceEndpoints)
+	}
+	g := endpointGroup{ports: make([]portRef, 0, len(o.Ports))}
+	portNames := make(map[string]int, len(o.Ports))
+	for j, p := range o.Ports {
+		var pn string
+		if p.Name != nil {
+			pn = *p.Name
+		}
+		// The API requires unique names; with them a service port
+		// matches at most one port of a slice.
+		if k, dup := portNames[pn]; dup {
+			return bad(fmt.Sprintf("ports[%d].name", j), "duplicate of ports[%d].name %q", k, pn)
+		}
+		portNames[pn] = j
+		if p.Port == nil {
+			continue // "all ports": nothing lbd can forward to
+		}
+		if *p.Port < 1 || *p.Port > 65535 {
+			return bad(fmt.Sprintf("ports[%d].port", j), "%d is outside 1-65535", *p.Port)
+		}
+		var ps string
+		if p.Protocol != nil {
+			ps = *p.Protocol
+		}
+		proto, err := lb.ParseProtocol(ps)
+		if err != nil {
+			return bad(fmt.Sprintf("ports[%d].protocol", j), "%v", err)
+		}
+		g.ports = append(g.ports, portRef{name: pn, proto: proto, port: uint16(*p.Port)})
+	}
+	g.endpoints = make([]endpointRef, 0, len(o.Endpoints))
+	for j, e := range o.Endpoints {
+		// Only the first address counts: the API defines no meaning
+		// for the others, and kube-proxy ignores them too.
+		if len(e.Addresses) == 0 {
+			continue
+		}
+		ip, err := parseUnicast(e.Addresses[0])
+		if err == nil && !want(ip) {
+			err = fmt.Errorf("%s is not an %s address", ip, o.AddressType)
+		}
+		if err != nil {
+			return bad(fmt.Sprintf("endpoints[%d].addresses[0]", j), "%v", err)
+		}
+		r := endpointRef{ip: ip}
+		c := &e.Conditions
+		// Per the API: ready nil means true, serving nil means as ready.
+		r.ready = c.Ready == nil || *c.Ready
+		r.serving = r.ready
+		if c.Serving != nil {
+			r.serving = *c.Serving
+		}
+		r.terminating = c.Terminating != nil && *c.Terminating
+		g.endpoints = append(g.endpoints, r)
+	}
+	return sliceResult{group: g}
 }
 
 // subsetGroups validates the legacy Endpoints object of service ns/name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -87,6 +88,10 @@ type Source struct {
 	run func(ctx context.Context, cmd string) ([]byte, error)
 	// runInput is run with data on the command's stdin.
 	runInput func(ctx context.Context, cmd string, stdin []byte) ([]byte, error)
+	// runDecode is run with the command's stdout handed to decode as it
+	// arrives (see sshRunner.runDecode). nil: run, then decode the bytes
+	// (tests that replace run).
+	runDecode func(ctx context.Context, cmd string, decode func(io.Reader) error) error
 	// addrs returns both ends of the open connection.
 	addrs func() (master, local netip.Addr, ok bool)
 	// connect makes sure the connection behind run is up.
@@ -158,6 +163,7 @@ func New(cfg Config) (*Source, error) {
 		log:            cfg.Log,
 		run:            r.run,
 		runInput:       r.runInput,
+		runDecode:      r.runDecode,
 		addrs:          r.addrs,
 		connect:        r.Connect,
 		close:          r.Close,
@@ -189,15 +195,16 @@ func checkKubectl(k string) error {
 }
 
 // Discover runs kubectl on the master and parses its output (see [Parse]).
-// The first call that finds no EndpointSlice API on the cluster switches
-// this Source to Endpoints for good.
+// Each list is decoded as it arrives, item by item, so that its bytes are
+// never all held. The first call that finds no EndpointSlice API on the
+// cluster switches this Source to Endpoints for good.
 func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServiceError, error) {
-	out, err := s.fetch(ctx)
+	lists, err := s.fetch(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover services on %s: %w", s.master, err)
 	}
 	start := time.Now()
-	svcs, invalid, err := Parse(out...)
+	svcs, invalid, err := assemble(lists)
 	s.mu.Lock()
 	s.lastParse = time.Since(start)
 	s.mu.Unlock()
@@ -207,42 +214,83 @@ func (s *Source) Discover(ctx context.Context) ([]lb.Service, []*lb.InvalidServi
 	return svcs, invalid, nil
 }
 
-// LastParse returns how long the last Discover spent parsing kubectl's
-// output (the rest was SSH and kubectl on the master).
+// LastParse returns how long the last Discover spent building services
+// from kubectl's decoded output. The JSON is decoded while it arrives, so
+// its decoding counts in the rest, with SSH and kubectl on the master.
 func (s *Source) LastParse() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastParse
 }
 
-// fetch returns the two lists, services and then EndpointSlices (or
-// Endpoints once the cluster is known to lack slices), read at once over
-// two sessions of the connection. Either failing fails the fetch.
-func (s *Source) fetch(ctx context.Context) ([][]byte, error) {
+// fetch returns the two lists decoded, services and then EndpointSlices
+// (or Endpoints once the cluster is known to lack slices), read at once
+// over two sessions of the connection. Either failing fails the fetch; a
+// list that is not one fails it too (see [decodeStream]).
+func (s *Source) fetch(ctx context.Context) ([]decodedList, error) {
+	svcs, eps, err := fetchBoth(ctx, s, s.list)
+	if err != nil {
+		return nil, err
+	}
+	return []decodedList{svcs, eps}, nil
+}
+
+// fetchRaw is fetch returning kubectl's bytes, for the cache.
+func (s *Source) fetchRaw(ctx context.Context) ([][]byte, error) {
+	svcs, eps, err := fetchBoth(ctx, s, s.run)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{svcs, eps}, nil
+}
+
+// fetchBoth runs get for the services and, at once, for the
+// EndpointSlices, falling back to Endpoints for good when the cluster has
+// no EndpointSlice API. Either failing fails both.
+func fetchBoth[T any](ctx context.Context, s *Source, get func(context.Context, string) (T, error)) (svcs, eps T, _ error) {
 	legacy := s.isLegacy()
 	second := slicesRaw
 	if legacy {
 		second = endpointsRaw
 	}
-	var svcOut []byte
 	var svcErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		svcOut, svcErr = s.run(ctx, s.kubectl+servicesRaw+s.requestTimeout)
+		svcs, svcErr = get(ctx, s.kubectl+servicesRaw+s.requestTimeout)
 	}()
-	epOut, epErr := s.run(ctx, s.kubectl+second+s.requestTimeout)
+	eps, epErr := get(ctx, s.kubectl+second+s.requestTimeout)
 	if !legacy && s.fallBack(epErr) {
-		epOut, epErr = s.run(ctx, s.kubectl+endpointsRaw+s.requestTimeout)
+		eps, epErr = get(ctx, s.kubectl+endpointsRaw+s.requestTimeout)
 	}
 	<-done
+	var zero T
 	if svcErr != nil {
-		return nil, svcErr
+		return zero, zero, svcErr
 	}
 	if epErr != nil {
-		return nil, epErr
+		return zero, zero, epErr
 	}
-	return [][]byte{svcOut, epOut}, nil
+	return svcs, eps, nil
+}
+
+// list runs one LIST and decodes what it prints. The error is the
+// command's (a *CommandError) or the decoding's.
+func (s *Source) list(ctx context.Context, cmd string) (decodedList, error) {
+	if s.runDecode == nil {
+		out, err := s.run(ctx, cmd)
+		if err != nil {
+			return decodedList{}, err
+		}
+		d := decodeList(out)
+		return d, d.err
+	}
+	var d decodedList
+	err := s.runDecode(ctx, cmd, func(r io.Reader) error {
+		d = decodeStream(r)
+		return d.err
+	})
+	return d, err
 }
 
 // isLegacy reports whether the cluster turned out to have no EndpointSlice

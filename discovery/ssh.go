@@ -463,22 +463,65 @@ func (r *sshRunner) run(ctx context.Context, cmd string) ([]byte, error) {
 // runInput is run with stdin fed to the command (nil: none). Data goes to
 // the command's standard input, never into its command line.
 func (r *sshRunner) runInput(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
+	stdout := &capBuffer{max: maxStdout}
+	if err := r.runOutput(ctx, cmd, stdin, stdout); err != nil {
+		return nil, err
+	}
+	return stdout.Bytes(), nil
+}
+
+// runDecode is run with the command's stdout handed to decode as it
+// arrives, so that lbd never holds all of it. decode may stop early;
+// whatever it leaves is read and dropped, so that the command can finish.
+// A failed command (or stdout past maxStdout) is the error; only when the
+// command succeeded is decode's error returned.
+func (r *sshRunner) runDecode(ctx context.Context, cmd string, decode func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	decoded := make(chan error, 1)
+	go func() {
+		err := decode(pr)
+		_, _ = io.Copy(io.Discard, pr) // until the pipe closes
+		decoded <- err
+	}()
+	err := r.runOutput(ctx, cmd, nil, &capPipe{w: pw, max: maxStdout})
+	if err != nil {
+		pw.CloseWithError(err)
+	} else {
+		pw.Close()
+	}
+	derr := <-decoded
+	if err != nil {
+		return err
+	}
+	return derr
+}
+
+// output is where a command's stdout goes: it takes every write and
+// tells whether it had to drop bytes past its cap.
+type output interface {
+	io.Writer
+	overflowed() bool
+}
+
+// runOutput runs cmd on the master within the command timeout, stdin fed
+// to it (nil: none) and its stdout written to stdout. A failure is a
+// *CommandError.
+func (r *sshRunner) runOutput(ctx context.Context, cmd string, stdin []byte, stdout output) error {
 	ctx, cancel := context.WithTimeout(ctx, r.commandTimeout)
 	defer cancel()
 	c, sess, err := r.openSession(ctx, cmd)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer sess.Close()
 
-	stdout := &capBuffer{max: maxStdout}
 	stderr := &capBuffer{max: maxStderr}
 	sess.Stdout, sess.Stderr = &countingWriter{w: stdout, n: &r.received}, stderr
 	if stdin != nil {
 		sess.Stdin = bytes.NewReader(stdin)
 	}
-	fail := func(status int, err error) ([]byte, error) {
-		return nil, &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: Printable(stderr.String()), Err: err}
+	fail := func(status int, err error) error {
+		return &CommandError{Host: r.addr, Command: cmd, ExitStatus: status, Stderr: Printable(stderr.String()), Err: err}
 	}
 	if err := sess.Start(cmd); err != nil {
 		return fail(-1, err)
@@ -503,13 +546,13 @@ func (r *sshRunner) runInput(ctx context.Context, cmd string, stdin []byte) ([]b
 		}
 		return fail(-1, fmt.Errorf("command timed out or was cancelled: %w", context.Cause(ctx)))
 	}
-	if stdout.over {
+	if stdout.overflowed() {
 		return fail(-1, fmt.Errorf("stdout exceeds %d bytes", maxStdout))
 	}
 	if err != nil {
 		return fail(r.exitStatus(c, err))
 	}
-	return stdout.Bytes(), nil
+	return nil
 }
 
 // openSession returns the connection and a new session on it for cmd,
@@ -610,6 +653,38 @@ func (b *capBuffer) Write(p []byte) (int, error) {
 
 // Bytes returns the kept bytes.
 func (b *capBuffer) Bytes() []byte { return b.buf.Bytes() }
+
+// overflowed reports whether bytes past the cap were dropped.
+func (b *capBuffer) overflowed() bool { return b.over }
+
+// capPipe passes the first max bytes written to it on to w and notes the
+// rest; past the cap it closes w with an error, so that its reader stops
+// on a cut stream instead of taking it for the whole.
+type capPipe struct {
+	w    *io.PipeWriter
+	max  int
+	n    int
+	over bool
+}
+
+// Write passes on what fits and always reports success: the command must
+// not stall on a reader that stopped early.
+func (c *capPipe) Write(p []byte) (int, error) {
+	if c.over {
+		return len(p), nil
+	}
+	if room := c.max - c.n; len(p) > room {
+		c.over = true
+		c.w.CloseWithError(fmt.Errorf("stdout exceeds %d bytes", c.max))
+		return len(p), nil
+	}
+	c.n += len(p)
+	_, _ = c.w.Write(p) // fails only once the pipe is closed
+	return len(p), nil
+}
+
+// overflowed reports whether bytes past the cap were dropped.
+func (c *capPipe) overflowed() bool { return c.over }
 
 // String returns the kept bytes trimmed, marked when some were cut.
 func (b *capBuffer) String() string {

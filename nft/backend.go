@@ -45,6 +45,10 @@ type Backend struct {
 	// per chain in one dump (see rules.go); nil reads them chain by
 	// chain through dialRead's GetRules.
 	ruleIDs func(table string) (map[string][]string, error)
+	// setElems, when set, reads the elements of one set in one dump as
+	// Verify compares them (see rules.go); nil reads them through
+	// dialRead's GetSetElements.
+	setElems func(table, set string, verdicts bool) (map[string]string, error)
 	// deleteConntrack removes conntrack entries matching f.
 	deleteConntrack func(fam vnl.InetFamily, f *vnl.ConntrackFilter) (uint, error)
 	readFile        func(path string) ([]byte, error)
@@ -83,6 +87,9 @@ func New(opts Options, log *slog.Logger) (*Backend, error) {
 		table:     &nftables.Table{Name: opts.Table, Family: nftables.TableFamilyINet},
 		sendBatch: sock.send,
 		ruleIDs:   func(table string) (map[string][]string, error) { return ruleIDs(ns, table) },
+		setElems: func(table, set string, verdicts bool) (map[string]string, error) {
+			return setElements(ns, table, set, verdicts)
+		},
 		dialRead: func() (conn, error) {
 			return nftables.New(nftables.WithNetNSFd(ns), nftables.WithSockOptions(func(c *netlink.Conn) error {
 				// A dump of a big table takes many reads; bound them all.

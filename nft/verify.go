@@ -127,20 +127,9 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 			continue
 		}
 		b.calls.Add(1)
-		elems, err := c.GetSetElements(s)
+		got, err := b.elements(c, s, fixed.Map)
 		if err != nil {
 			return nil, fmt.Errorf("nft verify: elements of %s: %w", setName, err)
-		}
-		got := map[string]string{}
-		for _, e := range elems {
-			v := string(e.Val)
-			switch {
-			case e.VerdictData != nil:
-				v = e.VerdictData.Chain
-			case fixed.Map:
-				v = verdictChain(e.Val)
-			}
-			got[string(e.Key)] = v
 		}
 		for _, e := range want.Elements {
 			if e.Set != setName {
@@ -164,6 +153,31 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 		}
 	}
 	return diffs, nil
+}
+
+// elements reads the elements of s by key, each with its data (empty in
+// a set) or, with verdicts, the chain of its verdict: in one lean dump
+// with setElems, else through c's GetSetElements.
+func (b *Backend) elements(c conn, s *nftables.Set, verdicts bool) (map[string]string, error) {
+	if b.setElems != nil {
+		return b.setElems(b.opts.Table, s.Name, verdicts)
+	}
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, err
+	}
+	got := make(map[string]string, len(elems))
+	for _, e := range elems {
+		v := string(e.Val)
+		switch {
+		case e.VerdictData != nil:
+			v = e.VerdictData.Chain
+		case verdicts:
+			v = verdictChain(e.Val)
+		}
+		got[string(e.Key)] = v
+	}
+	return got, nil
 }
 
 // firstDiff describes the first rule where ch and the kernel's rule

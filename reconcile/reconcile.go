@@ -555,11 +555,14 @@ type Result struct {
 	// States are what the backend made of every service in this pass.
 	States []lb.ServiceState
 	// Phases is how long each phase of the pass took, in pass order:
-	// discover (SSH and kubectl), parse, store-read, plan, route-check,
-	// verify (the drift check of a full pass), prepare (what comes before
+	// discover (SSH and kubectl), parse, store-read, verify (the drift
+	// check of a full pass), plan, route-check, prepare (what comes before
 	// the backend's call: deletion and allocation records, addresses),
 	// apply, commit, after (addresses and status write). A phase that did
-	// not run is absent.
+	// not run is absent. Phases may overlap: discover and parse run
+	// alongside store-read and verify, so the phases of a pass can add up
+	// to more than its Record.Duration; the pass waits for the longer of
+	// the two.
 	Phases []Phase
 }
 
@@ -589,6 +592,17 @@ func (c *phaseClock) mark(name string) {
 	c.last = t
 }
 
+// resume starts the next phase at now, leaving the time since the last
+// mark to no phase: the pass waited on work whose phases are counted
+// where it ran.
+func (c *phaseClock) resume() { c.last = c.now() }
+
+// lead puts phases that ran alongside the ones marked so far at the head
+// of the list.
+func (c *phaseClock) lead(ps ...Phase) {
+	c.phases = append(ps, c.phases...)
+}
+
 // split moves d of the last phase into a phase of its own named name,
 // placed after it.
 func (c *phaseClock) split(name string, d time.Duration) {
@@ -598,13 +612,90 @@ func (c *phaseClock) split(name string, d time.Duration) {
 	}
 }
 
+// discovered is what one Discover returned, with the time it took and
+// the part of it that went to parsing.
+type discovered struct {
+	svcs        []lb.Service
+	rejected    []*lb.InvalidServiceError
+	err         error
+	took, parse time.Duration
+}
+
+// discover runs the source's Discover in a goroutine of its own and
+// delivers its result on the channel, which is buffered: the goroutine
+// never blocks on it.
+func (r *Reconciler) discover(ctx context.Context) <-chan discovered {
+	found := make(chan discovered, 1)
+	go func() {
+		t0 := r.now()
+		var d discovered
+		d.svcs, d.rejected, d.err = r.src.Discover(ctx)
+		d.took = r.now().Sub(t0)
+		if pt, ok := r.src.(ParseTimer); ok && d.err == nil {
+			d.parse = min(pt.LastParse(), d.took)
+		}
+		found <- d
+	}()
+	return found
+}
+
+// passState is what a pass reads before it plans, besides discovery: the
+// stored state, and the drift the check found.
+type passState struct {
+	applied []lb.Service
+	as      AddressStore
+	prev    []lb.Allocation
+	recent  map[string]time.Time
+	last    []lb.ServiceState
+	drift   []string
+}
+
+// readState reads the stored state and, on a full pass with something
+// applied and a backend that is a Verifier, checks the data plane for
+// drift from the applied state. It marks the phases store-read and
+// verify on clock. It changes nothing but the backend's own memory of
+// drift (a backend that found drift rewrites everything at its next
+// Apply).
+func (r *Reconciler) readState(ctx context.Context, clock *phaseClock, full bool) (passState, error) {
+	var st passState
+	var err error
+	if st.applied, err = r.store.Applied(ctx, r.backend.Name()); err != nil {
+		return st, fmt.Errorf("load applied state: %w", err)
+	}
+	if st.as, err = r.addressStore(); err != nil {
+		return st, err
+	}
+	if st.prev, err = r.allocations(ctx); err != nil {
+		return st, err
+	}
+	if st.recent, err = r.recentDeletions(ctx); err != nil {
+		return st, err
+	}
+	if st.last, err = r.lastStates(ctx); err != nil {
+		return st, err
+	}
+	clock.mark("store-read")
+	// With nothing applied there is nothing to drift from: a first sync
+	// writes everything anyway.
+	if v, ok := r.backend.(Verifier); ok && full && len(st.applied) > 0 {
+		if st.drift, err = v.Verify(ctx, st.applied); err != nil {
+			return st, fmt.Errorf("verify %s: %w", r.backend.Name(), err)
+		}
+		clock.mark("verify")
+	}
+	return st, nil
+}
+
 // Sync runs one pass: discover, plan, guard, apply, commit. Deletions the
 // guard holds back are in Result.Plan.Held and the history says "held";
 // the rest of the plan applies and the error is nil. With full set,
 // a backend that implements Verifier is also checked for drift, and every
-// service is rewritten when drift is found. A discovery error or a failed
-// apply changes neither the data plane nor the stored
-// state; it is recorded in the sync history and returned.
+// service is rewritten when drift is found. The store reads and the drift
+// check run while discovery does (they need only the applied state);
+// planning starts once all of them are done. A failed discovery, store
+// read or drift check, or a failed apply, changes neither the data plane
+// nor the stored state; it is recorded in the sync history and returned
+// (a discovery error first when several failed).
 func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	start := r.now()
 	rec := lb.SyncRecord{Started: start, Backend: r.backend.Name()}
@@ -618,37 +709,29 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	}
 
 	clock := &phaseClock{now: r.now, last: r.now()}
-	discovered, rejected, err := r.src.Discover(ctx)
-	if err != nil {
-		return fail("error", fmt.Errorf("discover: %w", err))
+	// Discovery mostly waits on SSH and the remote kubectl, so the store
+	// reads and the drift check (a read of the kernel) run meanwhile. The
+	// pass always waits for discovery, whatever fails, and a discovery
+	// error comes first, as if it had run alone.
+	found := r.discover(ctx)
+	pre, preErr := r.readState(ctx, clock, full)
+	d := <-found
+	clock.resume()
+	head := []Phase{{"discover", d.took - d.parse}}
+	if d.parse > 0 {
+		head = append(head, Phase{"parse", d.parse})
 	}
-	clock.mark("discover")
-	if pt, ok := r.src.(ParseTimer); ok {
-		clock.split("parse", pt.LastParse())
+	clock.lead(head...)
+	if d.err != nil {
+		return fail("error", fmt.Errorf("discover: %w", d.err))
+	}
+	if preErr != nil {
+		return fail("error", preErr)
 	}
 	r.step("discovered")
-	applied, err := r.store.Applied(ctx, r.backend.Name())
-	if err != nil {
-		return fail("error", fmt.Errorf("load applied state: %w", err))
-	}
-	as, err := r.addressStore()
-	if err != nil {
-		return fail("error", err)
-	}
-	prev, err := r.allocations(ctx)
-	if err != nil {
-		return fail("error", err)
-	}
-	recent, err := r.recentDeletions(ctx)
-	if err != nil {
-		return fail("error", err)
-	}
-	last, err := r.lastStates(ctx)
-	if err != nil {
-		return fail("error", err)
-	}
-	clock.mark("store-read")
-	p := r.plan(applied, discovered, rejected, prev, recent, skippedBefore(last))
+	discovered, rejected := d.svcs, d.rejected
+	applied, as, prev := pre.applied, pre.as, pre.prev
+	p := r.plan(applied, discovered, rejected, prev, pre.recent, skippedBefore(pre.last))
 	clock.mark("plan")
 	clock.split("route-check", p.routeCheck)
 	res := &Result{Plan: p}
@@ -691,19 +774,10 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 
 	r.step("recorded")
 
-	// With nothing applied there is nothing to drift from: a first sync
-	// writes everything anyway.
-	if v, ok := r.backend.(Verifier); ok && full && len(applied) > 0 {
-		drift, err := v.Verify(ctx, applied)
-		if err != nil {
-			return fail("error", fmt.Errorf("verify %s: %w", r.backend.Name(), err))
-		}
-		if len(drift) > 0 {
-			r.log.Warn("data plane drifted from the applied state; rewriting every service", "backend", r.backend.Name(), "differences", len(drift), "first", drift[0])
-			p.Drift = drift
-			p.Changes = rewriteAll(applied, p.Desired, p.Changes)
-		}
-		clock.mark("verify")
+	if drift := pre.drift; len(drift) > 0 {
+		r.log.Warn("data plane drifted from the applied state; rewriting every service", "backend", r.backend.Name(), "differences", len(drift), "first", drift[0])
+		p.Drift = drift
+		p.Changes = rewriteAll(applied, p.Desired, p.Changes)
 	}
 
 	// New addresses go on the interface before the backend binds them;
@@ -720,6 +794,7 @@ func (r *Reconciler) Sync(ctx context.Context, full bool) (*Result, error) {
 	// still (a skipped service is a pending create or update, so a pass
 	// with one is never a noop).
 	var skipped []lb.Skipped
+	var err error
 	if p.Empty() {
 		rec.Result, rec.Duration = result(p, "noop"), r.now().Sub(start)
 		if err := r.store.RecordSync(ctx, rec); err != nil {

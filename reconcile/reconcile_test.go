@@ -235,7 +235,7 @@ func TestSyncPhases(t *testing.T) {
 		want    []string
 	}{
 		{"first pass", nil, true, []string{"discover", "store-read", "plan", "prepare", "apply", "commit", "after"}},
-		{"full, no change", []lb.Service{a}, true, []string{"discover", "store-read", "plan", "verify", "commit", "after"}},
+		{"full, no change", []lb.Service{a}, true, []string{"discover", "store-read", "verify", "plan", "commit", "after"}},
 		{"not full, no change", []lb.Service{a}, false, []string{"discover", "store-read", "plan", "commit", "after"}},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/lbd/lbd/cli"
+	"github.com/lbd/lbd/daemon"
 	"github.com/lbd/lbd/discovery"
 	"github.com/lbd/lbd/haproxy"
 	"github.com/lbd/lbd/keepalived"
@@ -29,6 +30,7 @@ var version = ""
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	daemon.LimitMemory(os.LookupEnv, daemon.DefaultMemoryLimit)
 	os.Exit(run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 

@@ -388,7 +388,7 @@ func lastSyncLine(path string) (phases, result string, err error) {
 // printTable prints the passes: wall time, each phase in seconds, RSS.
 func printTable(c *config, rows []row) {
 	// The pass's order first; a phase not known here goes after them.
-	names := []string{"discover", "parse", "store-read", "plan", "route-check", "verify", "prepare", "apply", "commit", "after"}
+	names := []string{"discover", "parse", "store-read", "verify", "plan", "route-check", "prepare", "apply", "commit", "after"}
 	seen := map[string]bool{}
 	for _, n := range names {
 		seen[n] = true
@@ -402,7 +402,8 @@ func printTable(c *config, rows []row) {
 			}
 		}
 	}
-	fmt.Printf("\none cron pass (lbd sync, drift check on), %d services x %d endpoints; seconds; RSS in MB\n\n", c.services, c.endpoints)
+	fmt.Printf("\none cron pass (lbd sync, drift check on), %d services x %d endpoints; seconds; RSS in MB;\n"+
+		"discover and parse run alongside store-read and verify\n\n", c.services, c.endpoints)
 	fmt.Printf("| backend | pass | result | wall |")
 	for _, n := range names {
 		fmt.Printf(" %s |", n)
