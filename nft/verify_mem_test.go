@@ -1,37 +1,12 @@
 package nft
 
 import (
-	"fmt"
 	"maps"
-	"os"
-	"os/exec"
 	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/lbd/lbd/hack/lab"
-	"github.com/lbd/lbd/internal/testkit"
 )
-
-// p12Netns creates an empty network namespace lbd-p12-nft<pid> for the
-// tests of this file, removing a leftover of a killed run of the same
-// name first, and removes it when tb ends.
-func p12Netns(tb testing.TB) string {
-	tb.Helper()
-	testkit.RequireRoot(tb)
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, l := range strings.Split(string(out), "\n") {
-		if name, _, _ := strings.Cut(strings.TrimSpace(l), " "); strings.HasPrefix(name, "lbd-p12-nft") {
-			exec.Command("ip", "netns", "del", name).Run()
-		}
-	}
-	name := fmt.Sprintf("lbd-p12-nft%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	tb.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return name
-}
 
 // TestVerifyElementsLean: Verify reads the sets' elements with one lean
 // dump each, which gives exactly what google/nftables' GetSetElements
@@ -39,7 +14,7 @@ func p12Netns(tb testing.TB) string {
 // the whole drift check allocates 27 MB, 53 MB through GetSetElements;
 // the bound is 40.
 func TestVerifyElementsLean(t *testing.T) {
-	ns := p12Netns(t)
+	ns := newNetns(t)
 	b := nsBackend(t, ns, DefaultOptions())
 	desired := bigServices(2000, 10)
 	if err := lab.InNS(ns, func() error { _, err := b.Apply(t.Context(), desired, creates(desired)); return err }); err != nil {
