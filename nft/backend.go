@@ -2,8 +2,10 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -64,6 +66,10 @@ type Backend struct {
 	synced, dirty bool
 	// applied is every exposed service as last programmed, by key.
 	applied map[string]*lb.Service
+	// spreads counts the service ports of applied that each spread
+	// chain serves: a partial sync adds a spread chain and its map when
+	// its count leaves zero, and deletes them when it returns there.
+	spreads map[spreadKey]int
 }
 
 // New returns a backend with the given options, logging to log. Its
@@ -138,7 +144,12 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 	}
 	skipped, err := b.partialSync(ctx, changes)
 	if err != nil {
-		b.log.Warn("partial sync failed, rewriting the table", "backend", "nftables", "err", err)
+		if errors.Is(err, unix.ENFILE) {
+			// A set at its size (see setSize): expected as services grow.
+			b.log.Info("a set of the table is full, rewriting the table with larger sets", "backend", "nftables", "err", err)
+		} else {
+			b.log.Warn("partial sync failed, rewriting the table", "backend", "nftables", "err", err)
+		}
 		return b.fullSync(ctx, desired)
 	}
 	return skipped, nil
@@ -149,8 +160,12 @@ func (b *Backend) Apply(ctx context.Context, desired []lb.Service, changes []lb.
 // the unchanged services of desired plus the Old side of each change. It
 // reports whether anything is programmed at all.
 func (b *Backend) trustStore(desired []lb.Service, changes []lb.Change) bool {
+	b.spreads = map[spreadKey]int{}
 	for k, s := range lb.Programmed(desired, changes) {
 		b.applied[k] = s
+		for _, sk := range renderService(s, b.opts).spreads {
+			b.spreads[sk]++
+		}
 	}
 	return len(b.applied) > 0
 }
@@ -197,7 +212,7 @@ func (b *Backend) fullSync(ctx context.Context, desired []lb.Service) ([]lb.Skip
 	for k, s := range next {
 		next[k] = s.Clone()
 	}
-	b.applied = next
+	b.applied, b.spreads = next, rs.spreads
 	b.synced, b.dirty = true, false
 	b.flushConntrack(gone)
 	b.log.Info("nftables full sync", "backend", "nftables", "table", b.opts.Table, "services", len(next), "chains", len(rs.Chains), "messages", tx.messages())
@@ -209,6 +224,7 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 	var skipped []lb.Skipped
 	var gone []goneEndpoint
 	next := map[string]*lb.Service{}
+	delta := map[spreadKey]int{}
 	for _, c := range changes {
 		newO := renderService(c.New, b.opts)
 		if newO.skipped != nil {
@@ -219,7 +235,14 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 		if old != nil && b.applied[old.Key()] == nil {
 			old = nil // never programmed here (not exposed, or skipped)
 		}
-		tx.diff(renderService(old, b.opts), newO)
+		oldO := renderService(old, b.opts)
+		tx.diff(oldO, newO)
+		for _, k := range oldO.spreads {
+			delta[k]--
+		}
+		for _, k := range newO.spreads {
+			delta[k]++
+		}
 		gone = append(gone, goneUDP(old, c.New)...)
 		if c.New != nil && c.New.Exposed() {
 			next[c.Key()] = c.New.Clone()
@@ -227,11 +250,13 @@ func (b *Backend) partialSync(ctx context.Context, changes []lb.Change) ([]lb.Sk
 			next[c.Key()] = nil
 		}
 	}
+	spreads := tx.spreads(b.spreads, delta, b.opts)
 	if !tx.empty() {
 		if err := b.send(ctx, &tx); err != nil {
 			return nil, err
 		}
 	}
+	b.spreads = spreads
 	for k, s := range next {
 		if s == nil {
 			delete(b.applied, k)
@@ -322,6 +347,38 @@ func (t *tx) messages() int {
 		n += 1 + len(c.Rules)
 	}
 	return n
+}
+
+// spreads adds to t the spread chains and endpoints maps whose count of
+// service ports goes from zero in use to more by delta, and deletes those
+// whose count returns to zero (after the service chains that may go to
+// them, and after the elements), and returns the counts after t.
+func (t *tx) spreads(use, delta map[spreadKey]int, opts Options) map[spreadKey]int {
+	after := maps.Clone(use)
+	for _, k := range slices.SortedFunc(maps.Keys(delta), spreadKey.less) {
+		before := use[k]
+		after[k] = before + delta[k]
+		switch {
+		case before == 0 && after[k] > 0:
+			set := k.set()
+			n := 0
+			for _, e := range t.addElements {
+				if e.Set == set.Name {
+					n++
+				}
+			}
+			set.Size = setSize(n)
+			t.addSets = append(t.addSets, set)
+			t.addChains = append(t.addChains, k.spreadChain(opts))
+		case before > 0 && after[k] == 0:
+			t.delChains = append(t.delChains, k.chain())
+			t.delSets = append(t.delSets, k.mapName())
+		}
+		if after[k] == 0 {
+			delete(after, k)
+		}
+	}
+	return after
 }
 
 // diff adds to t what turns old's objects into new's: chains whose rules
@@ -490,12 +547,13 @@ func nfSet(s Set, table *nftables.Table) *nftables.Set {
 		if s.family == ipv6 {
 			addr = nftables.TypeIP6Addr
 		}
-		ns.KeyType = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark, nftables.TypeMark)
+		ns.KeyType = nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
 		ns.IsMap, ns.DataType = true, nftables.MustConcatSetType(addr, nftables.TypeInetService)
 	}
 	if s.Timeout > 0 {
 		ns.HasTimeout, ns.Dynamic, ns.Timeout = true, true, s.Timeout
 	}
+	ns.Size = s.Size
 	return ns
 }
 
@@ -521,7 +579,7 @@ func nfChain(c Chain, table *nftables.Table) *nftables.Chain {
 
 func nfElement(e Element) nftables.SetElement {
 	if e.endpoint() {
-		return nftables.SetElement{Key: endpointKeyBytes(e.id, e.Index), Val: endpointBytes(e.To)}
+		return nftables.SetElement{Key: endpointKeyBytes(e.Addr, e.Proto, e.Port, e.Index), Val: endpointBytes(e.To)}
 	}
 	el := nftables.SetElement{Key: serviceKeyBytes(e.Addr, e.Proto, e.Port)}
 	if e.Chain != "" {

@@ -169,12 +169,15 @@ func (b *batch) elements(table *nftables.Table, set string, all []Element, indic
 		e := &all[i]
 		item := b.nest(unix.NFTA_LIST_ELEM)
 		key := b.nest(unix.NFTA_SET_ELEM_KEY)
+		n := 4*(e.Addr.BitLen()/32) + 8
 		if e.endpoint() {
-			b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.SizeofNlAttr+12)
-			b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.NFTA_DATA_VALUE)
-			b.buf = appendEndpointKey(b.buf, e.id, e.Index)
-		} else {
-			b.attr(unix.NFTA_DATA_VALUE, serviceKeyBytes(e.Addr, e.Proto, e.Port))
+			n += 4
+		}
+		b.buf = binary.NativeEndian.AppendUint16(b.buf, uint16(unix.SizeofNlAttr+n))
+		b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.NFTA_DATA_VALUE)
+		b.buf = appendServiceKey(b.buf, e.Addr, e.Proto, e.Port)
+		if e.endpoint() {
+			b.buf = binary.NativeEndian.AppendUint32(b.buf, e.Index)
 		}
 		b.end(key)
 		switch {

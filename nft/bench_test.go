@@ -96,8 +96,9 @@ func BenchmarkOneServiceChange(b *testing.B) {
 }
 
 // BenchmarkOneServiceScale adds or removes one endpoint of one service
-// among 10,000 x 10: its chain is rewritten (the spread's modulus
-// changes), which makes the kernel validate the whole table.
+// among 10,000 x 10: its endpoints move to the map of the new count (the
+// first time with a new spread chain) and its dispatch element to that
+// chain.
 func BenchmarkOneServiceScale(b *testing.B) {
 	ns := newNetns(b)
 	desired := bigServices(10000, 10)

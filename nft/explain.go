@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/nftables"
@@ -22,11 +24,13 @@ import (
 
 // Explain says how lbd's table serves port p of the applied service s at
 // addr: the element of the dispatch map (or of the no-endpoints set) and
-// the service-port chain it goes to, with the endpoints, affinity and
-// source ranges those rules hold, both as Render makes them of s (Want)
-// and as the kernel holds them now (Have, decoded from the rules' netlink
-// expressions). Have.Drift lists where the element's verdict, the chain's
-// rules or the base chains differ from Render's. It changes nothing.
+// the chains it goes to (the port's own, the spread chain), with the
+// endpoints (from the endpoints map, or the affinity rules), affinity and
+// source ranges they hold, both as Render makes them of s (Want) and as
+// the kernel holds them now (Have, decoded from the rules' netlink
+// expressions and the map's elements). Have.Drift lists where the
+// element's verdict, the chains' rules, the port's endpoints map elements
+// or the base chains differ from Render's. It changes nothing.
 func (b *Backend) Explain(ctx context.Context, s *lb.Service, p lb.Port, addr netip.Addr) (lb.Explanation, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -53,8 +57,16 @@ func explainRendered(rs Ruleset, p lb.Port, addr netip.Addr) lb.Live {
 	for _, s := range rs.Sets {
 		timeouts[s.Name] = s.Timeout
 	}
+	chains := map[string]Chain{}
+	for _, c := range rs.Chains {
+		chains[c.Name] = c
+	}
 	for _, el := range rs.Elements {
 		if el.Addr != addr || el.Proto != p.Protocol || el.Port != p.Port {
+			continue
+		}
+		if el.endpoint() {
+			l.Endpoints = append(l.Endpoints, lb.LiveEndpoint{Addr: el.To})
 			continue
 		}
 		l.Objects = append(l.Objects, lb.LiveObject{Kind: "map element", Name: el.key(), Present: true, Detail: el.text()})
@@ -62,18 +74,47 @@ func explainRendered(rs Ruleset, p lb.Port, addr netip.Addr) lb.Live {
 			l.Rejects = true
 			continue
 		}
-		for _, c := range rs.Chains {
-			if c.Name == el.Chain {
-				l.Objects = append(l.Objects, chainObject(c.Name, len(c.Rules)))
-				var rules [][]expr.Any
-				for _, r := range c.Rules {
-					rules = append(rules, r.exprs)
-				}
-				readChain(&l, rules, timeouts)
+		// The port's chain, and the spread chain it may go to.
+		for name := el.Chain; name != ""; {
+			c, ok := chains[name]
+			if !ok {
+				break
 			}
+			l.Objects = append(l.Objects, chainObject(c.Name, len(c.Rules)))
+			var rules [][]expr.Any
+			for _, r := range c.Rules {
+				rules = append(rules, r.exprs)
+			}
+			readChain(&l, rules, timeouts)
+			name = goesTo(rules, name)
 		}
 	}
 	return l
+}
+
+// goesTo returns the chain other than from that rules go to, if any.
+func goesTo(rules [][]expr.Any, from string) string {
+	for _, r := range rules {
+		for _, x := range r {
+			if v, ok := x.(*expr.Verdict); ok && v.Chain != "" && v.Chain != from {
+				return v.Chain
+			}
+		}
+	}
+	return ""
+}
+
+// endpointsMaps returns the endpoints maps that rules look up.
+func endpointsMaps(rules [][]expr.Any) []string {
+	var out []string
+	for _, r := range rules {
+		for _, x := range r {
+			if lk, ok := x.(*expr.Lookup); ok && lk.IsDestRegSet && strings.HasPrefix(lk.SetName, "endpoints") {
+				out = append(out, lk.SetName)
+			}
+		}
+	}
+	return out
 }
 
 func chainObject(name string, rules int) lb.LiveObject {
@@ -144,73 +185,151 @@ func (b *Backend) explainKernel(ctx context.Context, rs Ruleset, p lb.Port, addr
 			l.Objects = append(l.Objects, o)
 		}
 	}
-	var want *Chain
+	var want []Chain // the port's chain, and the spread chain it may go to
+	rendered := map[string]Chain{}
+	for _, ch := range rs.Chains {
+		rendered[ch.Name] = ch
+	}
+	var wantEps []Element
 	for _, el := range rs.Elements {
-		if el.Addr == addr && el.Proto == p.Protocol && el.Port == p.Port && el.Chain != "" {
-			if goTo != "" && goTo != el.Chain {
-				l.Drift = append(l.Drift, fmt.Sprintf("element %s goes to chain %s, want %s", Element{Addr: addr, Proto: p.Protocol, Port: p.Port}.text(), goTo, el.Chain))
+		if el.Addr != addr || el.Proto != p.Protocol || el.Port != p.Port {
+			continue
+		}
+		if el.endpoint() {
+			wantEps = append(wantEps, el)
+			continue
+		}
+		if el.Chain == "" {
+			continue
+		}
+		if goTo != "" && goTo != el.Chain {
+			l.Drift = append(l.Drift, fmt.Sprintf("element %s goes to chain %s, want %s", Element{Addr: addr, Proto: p.Protocol, Port: p.Port}.text(), goTo, el.Chain))
+		}
+		for name := el.Chain; name != ""; {
+			ch, ok := rendered[name]
+			if !ok {
+				break
 			}
-			for i := range rs.Chains {
-				if rs.Chains[i].Name == el.Chain {
-					want = &rs.Chains[i]
-				}
+			want = append(want, ch)
+			var exprs [][]expr.Any
+			for _, r := range ch.Rules {
+				exprs = append(exprs, r.exprs)
 			}
+			name = goesTo(exprs, name)
 		}
 	}
-	if goTo == "" && want != nil {
-		goTo = want.Name
+	if goTo == "" && len(want) > 0 {
+		goTo = want[0].Name
+	}
+	// The kernel's rules by chain, read once each.
+	type kernelChain struct {
+		ids   []string
+		exprs [][]expr.Any
+	}
+	read := map[string]kernelChain{}
+	rulesOf := func(name string) (kernelChain, error) {
+		if k, ok := read[name]; ok {
+			return k, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return kernelChain{}, err
+		}
+		rules, err := c.GetRules(b.table, &nftables.Chain{Name: name, Table: b.table})
+		if err != nil {
+			return kernelChain{}, fmt.Errorf("rules of chain %s: %w", name, err)
+		}
+		var k kernelChain
+		for _, r := range rules {
+			id, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			k.ids = append(k.ids, id)
+			k.exprs = append(k.exprs, r.Exprs)
+		}
+		read[name] = k
+		return k, nil
 	}
 	// The fixed chains dispatch and reject for every service; the port's
-	// own chain is the one the element goes to.
-	check := fixedChains(b.opts)
-	if want != nil {
-		check = append(check, *want)
-	}
-	for _, ch := range check {
+	// own chains are the ones the element goes to.
+	for _, ch := range append(fixedChains(b.opts), want...) {
 		if !haveChain[ch.Name] {
 			l.Drift = append(l.Drift, fmt.Sprintf("table inet %s: chain %s is missing", b.opts.Table, ch.Name))
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return l, err
-		}
-		rules, err := c.GetRules(b.table, &nftables.Chain{Name: ch.Name, Table: b.table})
+		k, err := rulesOf(ch.Name)
 		if err != nil {
-			return l, fmt.Errorf("rules of chain %s: %w", ch.Name, err)
-		}
-		var ids []string
-		var exprs [][]expr.Any
-		for _, r := range rules {
-			id, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			ids = append(ids, id)
-			exprs = append(exprs, r.Exprs)
+			return l, err
 		}
 		var wantIDs []string
 		for _, r := range ch.Rules {
 			wantIDs = append(wantIDs, r.ID(ch.Name))
 		}
-		if !slices.Equal(ids, wantIDs) {
-			l.Drift = append(l.Drift, fmt.Sprintf("table inet %s: chain %s has %d rules, want %d (%s)", b.opts.Table, ch.Name, len(ids), len(wantIDs), firstDiff(ch, ids)))
-		}
-		if ch.Name == goTo {
-			l.Objects = append(l.Objects, chainObject(ch.Name, len(rules)))
-			readChain(&l, exprs, timeouts)
+		if !slices.Equal(k.ids, wantIDs) {
+			l.Drift = append(l.Drift, fmt.Sprintf("table inet %s: chain %s has %d rules, want %d (%s)", b.opts.Table, ch.Name, len(k.ids), len(wantIDs), firstDiff(ch, k.ids)))
 		}
 	}
-	if goTo != "" && (want == nil || goTo != want.Name) && haveChain[goTo] {
-		// The element goes somewhere Render does not: say what is there.
-		rules, err := c.GetRules(b.table, &nftables.Chain{Name: goTo, Table: b.table})
+	// What the kernel's element goes to: its chain, the chain that one
+	// goes to, and the endpoints their rules look up.
+	var epMaps []string
+	for name, hops := goTo, 0; name != "" && haveChain[name] && hops < 2; hops++ {
+		k, err := rulesOf(name)
 		if err != nil {
-			return l, fmt.Errorf("rules of chain %s: %w", goTo, err)
+			return l, err
 		}
-		var exprs [][]expr.Any
-		for _, r := range rules {
-			exprs = append(exprs, r.Exprs)
+		l.Objects = append(l.Objects, chainObject(name, len(k.ids)))
+		readChain(&l, k.exprs, timeouts)
+		epMaps = append(epMaps, endpointsMaps(k.exprs)...)
+		name = goesTo(k.exprs, name)
+	}
+	haveEps := map[string]bool{}
+	for _, s := range sets {
+		if !slices.Contains(epMaps, s.Name) {
+			continue
 		}
-		l.Objects = append(l.Objects, chainObject(goTo, len(rules)))
-		readChain(&l, exprs, timeouts)
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return l, fmt.Errorf("elements of %s: %w", s.Name, err)
+		}
+		n := len(key)
+		var found []Element
+		for _, el := range elems {
+			if len(el.Key) != n+4 || !bytes.Equal(el.Key[:n], key) {
+				continue
+			}
+			to, ok := decodeEndpoint(el.Val, f)
+			if !ok {
+				l.Drift = append(l.Drift, fmt.Sprintf("%s: element of %s with a malformed endpoint %x", s.Name, Element{Addr: addr, Proto: p.Protocol, Port: p.Port}.text(), el.Val))
+				continue
+			}
+			found = append(found, Element{Set: s.Name, Addr: addr, Proto: p.Protocol, Port: p.Port, Index: binary.NativeEndian.Uint32(el.Key[n:]), To: to})
+		}
+		slices.SortFunc(found, func(a, b Element) int { return int(a.Index) - int(b.Index) })
+		for _, e := range found {
+			l.Endpoints = append(l.Endpoints, lb.LiveEndpoint{Addr: e.To})
+			haveEps[e.text()] = true
+		}
+	}
+	// Each index the spread draws must find its endpoint: the kernel's
+	// elements for the port, index by index, are the rendered ones.
+	for _, e := range wantEps {
+		if !haveEps[e.text()] {
+			l.Drift = append(l.Drift, fmt.Sprintf("table inet %s: %s lacks element %s", b.opts.Table, e.Set, e.text()))
+		}
+		delete(haveEps, e.text())
+	}
+	for _, t := range slices.Sorted(maps.Keys(haveEps)) {
+		l.Drift = append(l.Drift, fmt.Sprintf("table inet %s: unexpected endpoints element %s", b.opts.Table, t))
 	}
 	return l, nil
+}
+
+// decodeEndpoint reads an endpoints map element's data: the address of
+// family f, then the port (padded to 4 bytes).
+func decodeEndpoint(v []byte, f family) (netip.AddrPort, bool) {
+	n := int(f.addrLen())
+	if len(v) != n+4 {
+		return netip.AddrPort{}, false
+	}
+	a, ok := netip.AddrFromSlice(v[:n])
+	return netip.AddrPortFrom(a, binary.BigEndian.Uint16(v[n:])), ok
 }
 
 // elementChain decodes the chain of a verdict map element: the library

@@ -114,7 +114,18 @@ func serviceKey(f family) []expr.Any {
 // inet_service" set: each part padded to 4 bytes, as the registers hold
 // them.
 func serviceKeyBytes(a netip.Addr, p lb.Protocol, port uint16) []byte {
-	k := addrBytes(a)
+	return appendServiceKey(make([]byte, 0, 28), a, p, port)
+}
+
+// appendServiceKey appends serviceKeyBytes(a, p, port) to k.
+func appendServiceKey(k []byte, a netip.Addr, p lb.Protocol, port uint16) []byte {
+	if a = a.Unmap(); a.Is4() {
+		b := a.As4()
+		k = append(k, b[:]...)
+	} else {
+		b := a.As16()
+		k = append(k, b[:]...)
+	}
 	k = append(k, protoNumber(p), 0, 0, 0)
 	k = binary.BigEndian.AppendUint16(k, port)
 	return append(k, 0, 0)
@@ -241,31 +252,27 @@ func verdict(k expr.VerdictKind, chain string) *expr.Verdict {
 // ipsDstNAT is the conntrack status bit IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h).
 const ipsDstNAT = 1 << 5
 
-// dnatSpread: "dnat ip to <id> . numgen random mod n map @set". The key,
-// id then the random index, is built in the 4-byte registers from
-// NFT_REG32_00; the lookup writes the endpoint, address then port, to
-// register 2, whence the NAT takes them.
-func dnatSpread(f family, id [2]uint32, n uint32, set string) []expr.Any {
-	key := binary.NativeEndian.AppendUint32(binary.NativeEndian.AppendUint32(nil, id[0]), id[1])
-	return []expr.Any{
-		&expr.Immediate{Register: reg32_00, Data: key},
-		&expr.Numgen{Register: reg32_00 + 2, Modulus: n, Type: unix.NFT_NG_RANDOM},
+// dnatSpread: "dnat ip to ip daddr . meta l4proto . th dport . numgen
+// random mod n map @set". The key, the service key then the random
+// index, is built in the 4-byte registers from NFT_REG32_00; the lookup
+// writes the endpoint, address then port, to register 2, whence the NAT
+// takes them (for IPv6 register 2 overlaps the key, which the lookup
+// reads before it writes).
+func dnatSpread(f family, n uint32, set string) []expr.Any {
+	words := f.addrLen() / 4
+	return append(serviceKey(f),
+		&expr.Numgen{Register: reg32_00 + words + 2, Modulus: n, Type: unix.NFT_NG_RANDOM},
 		&expr.Lookup{SourceRegister: reg32_00, SetName: set, DestRegister: reg2, IsDestRegSet: true},
 		// Register 2 is NFT_REG32_04 to _07; the port follows the address.
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto()), RegAddrMin: reg2, RegProtoMin: reg32_00 + 4 + f.addrLen()/4, Specified: true},
-	}
+	)
 }
 
-// endpointKeyBytes is the key of an endpoints map element: the chain id
-// and the index, as the registers hold them (host order).
-func endpointKeyBytes(id [2]uint32, i uint32) []byte {
-	return appendEndpointKey(make([]byte, 0, 12), id, i)
-}
-
-func appendEndpointKey(k []byte, id [2]uint32, i uint32) []byte {
-	k = binary.NativeEndian.AppendUint32(k, id[0])
-	k = binary.NativeEndian.AppendUint32(k, id[1])
-	return binary.NativeEndian.AppendUint32(k, i)
+// endpointKeyBytes is the key of an endpoints map element: the service
+// key of the address, protocol and port, then the index, as the
+// registers hold them (the index in host order).
+func endpointKeyBytes(a netip.Addr, p lb.Protocol, port uint16, i uint32) []byte {
+	return binary.NativeEndian.AppendUint32(serviceKeyBytes(a, p, port), i)
 }
 
 // endpointBytes is the value of an endpoints map element: the address,

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -160,6 +161,47 @@ func TestLab(t *testing.T) {
 			t.Errorf("drift right after Apply:\n%s", strings.Join(d, "\n"))
 		}
 	})
+	t.Run("explain reads the spread from the endpoints map", func(t *testing.T) {
+		explain := func(s lb.Service) lb.Explanation {
+			t.Helper()
+			var e lb.Explanation
+			if err := lab.InNS(l.LBNS, func() (err error) { e, err = b.Explain(ctx, &s, s.Ports[0], l.LBExternalIP); return err }); err != nil {
+				t.Fatal(err)
+			}
+			return e
+		}
+		for _, s := range []lb.Service{web, ranged} {
+			e := explain(s)
+			if !e.Matches() || len(e.Have.Endpoints) != 3 || len(e.Want.Endpoints) != 3 {
+				t.Errorf("explain %s: diff %q, have %+v, want %+v", s.Key(), e.Diff(), e.Have, e.Want)
+			}
+		}
+		if e := explain(ranged); !slices.Equal(e.Have.SourceRanges, ranged.SourceRanges) {
+			t.Errorf("explain ranged: source ranges %v, want %v", e.Have.SourceRanges, ranged.SourceRanges)
+		}
+		// One index of web's spread without its endpoint: a third of
+		// new connections would find nothing.
+		var ep Element
+		for _, e := range Render(desired, b.opts).Elements {
+			if e.endpoint() && e.Port == 80 && e.Index == 2 {
+				ep = e
+			}
+		}
+		key, _, _ := strings.Cut(ep.text(), " : ")
+		run(l.LBNS, "nft", "delete element inet lbd "+ep.Set+" { "+key+" }")
+		e := explain(web)
+		if d := strings.Join(e.Diff(), "\n"); e.Matches() || !strings.Contains(d, "lacks element "+ep.text()) || !strings.Contains(d, "is not programmed") {
+			t.Errorf("explain with an endpoint element deleted: %s", d)
+		}
+		apply()
+		if d := verify(); len(d) != 1 || !strings.Contains(d[0], "lacks element "+ep.text()) {
+			t.Fatalf("Verify = %q, want the missing element", d)
+		}
+		apply() // the full sync after drift
+		if e := explain(web); !e.Matches() {
+			t.Errorf("explain after repair: %q", e.Diff())
+		}
+	})
 	t.Run("one rule dump reads what GetRules reads chain by chain", func(t *testing.T) {
 		err := lab.InNS(l.LBNS, func() error {
 			all, err := b.ruleIDs(b.opts.Table)
@@ -256,7 +298,7 @@ func TestLab(t *testing.T) {
 			t.Errorf("no-change Apply made %d netlink calls, want 0", n)
 		}
 	})
-	t.Run("endpoint removed: one chain rewritten, UDP conntrack cleared", func(t *testing.T) {
+	t.Run("endpoint removed: map elements only, UDP conntrack cleared", func(t *testing.T) {
 		c, err := l.Dial(ctx, l.ClientNS, "udp", vip+":53")
 		if err != nil {
 			t.Fatal(err)
@@ -275,7 +317,9 @@ func TestLab(t *testing.T) {
 				live = append(live, ip)
 			}
 		}
-		webChain := ServicePortChain("default/web:80/TCP", false)
+		// web, ranged and dns spread over three pods; dns leaves for the
+		// spread chain of two, which appears, and no chain is rewritten.
+		webChain := SpreadChain(3, false)
 		handles := regexp.MustCompile(`# handle \d+`)
 		webBefore := handles.FindAllString(run(l.LBNS, "nft", "-a", "list", "chain", "inet", "lbd", webChain), -1)
 		old := desired
@@ -287,6 +331,9 @@ func TestLab(t *testing.T) {
 		}
 		if after := handles.FindAllString(run(l.LBNS, "nft", "-a", "list", "chain", "inet", "lbd", webChain), -1); strings.Join(after, ",") != strings.Join(webBefore, ",") {
 			t.Errorf("web's chain was rewritten by a change of dns: handles %v -> %v", webBefore, after)
+		}
+		if out := run(l.LBNS, "nft", "list", "chain", "inet", "lbd", SpreadChain(2, false)); !strings.Contains(out, "numgen random mod 2") {
+			t.Errorf("spread chain of two endpoints:\n%s", out)
 		}
 		if got, err := udpAsk(c); err != nil || got == first {
 			t.Errorf("existing UDP flow after %s (%s) left: answered by %q (%v), want a live pod", first, gone, got, err)
@@ -315,6 +362,14 @@ func TestLab(t *testing.T) {
 		if out := run(l.LBNS, "nft", "list", "set", "inet", "lbd", NoEndpointsSet4); !strings.Contains(out, vip+" . tcp . 80") {
 			t.Errorf("noendpoints4 lacks web:\n%s", out)
 		}
+		// dns was the last port of two endpoints: its spread chain and
+		// map went with it.
+		if out := run(l.LBNS, "nft", "list", "table", "inet", "lbd"); strings.Contains(out, SpreadChain(2, false)) || strings.Contains(out, EndpointsMap(2, false)) {
+			t.Errorf("the spread chain of two endpoints outlived its last port:\n%s", out)
+		}
+		if d := verify(); len(d) > 0 {
+			t.Errorf("Verify after the spread chain went:\n%s", strings.Join(d, "\n"))
+		}
 		old = desired
 		desired = []lb.Service{dns, ranged, sticky, web}
 		apply(lb.Change{Kind: lb.Update, Old: &old[0], New: &desired[0]}, lb.Change{Kind: lb.Update, Old: &old[3], New: &desired[3]})
@@ -323,7 +378,7 @@ func TestLab(t *testing.T) {
 		}
 	})
 	t.Run("drift repaired", func(t *testing.T) {
-		chain := ServicePortChain("default/web:80/TCP", false)
+		chain := SpreadChain(3, false)
 		run(l.LBNS, "nft", "flush", "chain", "inet", "lbd", chain)
 		d := verify()
 		want := "table inet lbd: chain " + chain + " has 0 rules, want 1 (missing \"meta mark set meta mark | 0x00002000 dnat ip to "
@@ -339,11 +394,11 @@ func TestLab(t *testing.T) {
 		}
 	})
 	t.Run("endpoint and verdict drift repaired", func(t *testing.T) {
-		webChain := ServicePortChain("default/web:80/TCP", false)
+		webChain := ServicePortChain("default/sticky:81/TCP", false)
 		var ep, dispatch Element
 		for _, e := range Render(desired, b.opts).Elements {
 			switch {
-			case e.endpoint() && e.Chain == webChain && e.Index == 0:
+			case e.endpoint() && e.Proto == lb.TCP && e.Port == 80 && e.Index == 0:
 				ep = e
 			case e.Set == ServicesMap4 && e.Proto == lb.UDP:
 				dispatch = e
@@ -402,4 +457,54 @@ func TestLab(t *testing.T) {
 			t.Errorf("foreign table changed:\n%s\nwas:\n%s", now, foreign)
 		}
 	})
+}
+
+// A partial sync that would overflow a set fails whole in the kernel,
+// and Apply rewrites the table with sets sized anew: nothing is lost,
+// and the next partial syncs fit.
+func TestSetFullFallsBackToFullSync(t *testing.T) {
+	ns := newNetns(t)
+	b := nsBackend(t, ns, DefaultOptions())
+	ctx := t.Context()
+	first := bigServices(1, 2)
+	if err := lab.InNS(ns, func() error { _, err := b.Apply(ctx, first, creates(first)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	// 600 more ports of two endpoints: 1,202 elements for a map of 1,024.
+	all := bigServices(601, 2)
+	before := b.Calls()
+	if err := lab.InNS(ns, func() error { _, err := b.Apply(ctx, all, creates(all[1:])); return err }); err != nil {
+		t.Fatalf("Apply past a set's size: %v", err)
+	}
+	if n := b.Calls() - before; n != 2 {
+		t.Errorf("%d netlink calls, want 2 (the partial sync the kernel refused, then the full sync)", n)
+	}
+	var d []string
+	var size uint32
+	err := lab.InNS(ns, func() error {
+		var err error
+		if d, err = b.Verify(ctx, all); err != nil {
+			return err
+		}
+		c, err := b.dialRead()
+		if err != nil {
+			return err
+		}
+		sets, err := c.GetSets(b.table)
+		for _, s := range sets {
+			if s.Name == EndpointsMap(2, false) {
+				size = s.Size
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d) > 0 {
+		t.Errorf("Verify after the fallback:\n%s", strings.Join(d, "\n"))
+	}
+	if size != 4096 {
+		t.Errorf("%s has size %d, want 4096 (room for twice its 1,202 elements)", EndpointsMap(2, false), size)
+	}
 }

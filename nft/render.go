@@ -3,8 +3,8 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -20,7 +20,7 @@ import (
 // Names of the objects of lbd's table besides the per-service ones.
 const (
 	// ServicesMap4 and ServicesMap6 are the dispatch verdict maps,
-	// "daddr . l4proto . dport : goto <service-port chain>".
+	// "daddr . l4proto . dport : goto <spread or service-port chain>".
 	ServicesMap4 = "services4"
 	ServicesMap6 = "services6"
 	// NoEndpointsSet4 and NoEndpointsSet6 hold the service ports without
@@ -29,38 +29,78 @@ const (
 	NoEndpointsSet6 = "noendpoints6"
 	// NoEndpointsChain rejects them (TCP reset, ICMP port unreachable).
 	NoEndpointsChain = "noendpoints"
-	// EndpointsMaps maps, "endpoints4-00" to "endpoints4-7f" and
-	// "endpoints6-00" to "endpoints6-7f", hold the endpoints of every
-	// service port without affinity, "chain id . index : address .
-	// port", where the chain's spread rule looks up "id . numgen random
-	// mod n". A chain's map is chosen by its id (see [EndpointsMap]).
-	//
-	// Why shards: the kernel checks every element of a map against
-	// every rule that looks it up, once when either is added, so one
-	// map for 10,000 services of 10 endpoints costs 10^9 checks (17 s);
-	// 128 maps cost 1/128 of that, while each lookup of a map by name
-	// walks the table's list of sets, which 256 sets keep short.
-	EndpointsMaps = 128
 )
 
-// EndpointsMap returns the name of the endpoints map of a service-port
-// chain of the given family.
-func EndpointsMap(chain string, v6 bool) string { return endpointsMap(chainID(chain), v6) }
+// The shared spread chains and endpoints maps. Every service port
+// without ClientIP affinity whose family has n ready endpoints is served
+// by the chain SpreadChain(n) and the map EndpointsMap(n): the chain's
+// one rule marks the packet and DNATs it to "daddr . l4proto . dport .
+// numgen random mod n" looked up in the map, whose elements hold each
+// such port's endpoints, "address . protocol . port . index : endpoint
+// address . port". A port with source ranges has a chain of its own
+// that checks them first and goes to the spread chain.
+//
+// Why shared: what the kernel pays for in a transaction is per chain and
+// per rule (each expression is parsed, each rule's set lookups bound and
+// checked, the table revalidated), while map elements are cheap. With a
+// chain and a rule per service port, 10,000 ports cost 0.25 s of kernel
+// time in a full program; with the shared chains there are as many as
+// distinct endpoint counts, and a change of endpoints is map elements
+// only. One map per count also keeps each map bound to one rule, and the
+// kernel checks an element added to a map against every rule bound to
+// it.
 
-var endpointsMapNames = func() (names [2][EndpointsMaps]string) {
-	for i := range EndpointsMaps {
-		names[0][i] = fmt.Sprintf("endpoints4-%02x", i)
-		names[1][i] = fmt.Sprintf("endpoints6-%02x", i)
-	}
-	return names
-}()
+// SpreadChain returns the name of the shared chain that spreads new
+// connections over n endpoints: "spread4-<n>", or "spread6-<n>".
+func SpreadChain(n int, v6 bool) string { return spreadKey{familyOfV6(v6), n}.chain() }
 
-func endpointsMap(id [2]uint32, v6 bool) string {
-	f := 0
+// EndpointsMap returns the name of the map of the endpoints of every
+// service port served by SpreadChain(n, v6): "endpoints4-<n>", or
+// "endpoints6-<n>".
+func EndpointsMap(n int, v6 bool) string { return spreadKey{familyOfV6(v6), n}.mapName() }
+
+func familyOfV6(v6 bool) family {
 	if v6 {
-		f = 1
+		return ipv6
 	}
-	return endpointsMapNames[f][id[0]%EndpointsMaps]
+	return ipv4
+}
+
+// spreadKey names one shared spread chain and its endpoints map.
+type spreadKey struct {
+	f family
+	n int
+}
+
+func (k spreadKey) chain() string { return "spread" + strconv.Itoa(int(k.f)) + "-" + strconv.Itoa(k.n) }
+func (k spreadKey) mapName() string {
+	return "endpoints" + strconv.Itoa(int(k.f)) + "-" + strconv.Itoa(k.n)
+}
+
+func (k spreadKey) less(o spreadKey) int {
+	if k.f != o.f {
+		return int(k.f) - int(o.f)
+	}
+	return k.n - o.n
+}
+
+// set is k's endpoints map.
+func (k spreadKey) set() Set {
+	return Set{Name: k.mapName(), Type: k.f.word()[:2] + "v" + strconv.Itoa(int(k.f)) + "_addr . inet_proto . inet_service . " + endpointsIndexType,
+		Data: k.f.word()[:2] + "v" + strconv.Itoa(int(k.f)) + "_addr . inet_service", family: k.f, concat: true}
+}
+
+// spreadChain is k's chain: one rule that marks the packet and DNATs it
+// to the endpoint that the map gives for the packet's service port and
+// a random index below n.
+func (k spreadKey) spreadChain(opts Options) Chain {
+	m := opts.mark()
+	w := k.f.word()
+	return Chain{Name: k.chain(), Rules: []Rule{{
+		Text: fmt.Sprintf("meta mark set meta mark | %#08x dnat %s to %s daddr . meta l4proto . th dport . numgen random mod %d map @%s",
+			m, w, w, k.n, k.mapName()),
+		exprs: slices.Concat(markSet(m), dnatSpread(k.f, uint32(k.n), k.mapName())),
+	}}}
 }
 
 // Hook makes a chain a base chain.
@@ -106,27 +146,44 @@ type Set struct {
 	// packet path) with this default element timeout: a ClientIP
 	// affinity set.
 	Timeout time.Duration
-	family  family
-	concat  bool
+	// Size, when not zero, is the most elements the kernel lets the set
+	// hold (see setSize).
+	Size   uint32
+	family family
+	concat bool
+}
+
+// setSize is the size lbd gives a set or map of n elements: room for
+// twice as many, and at least 1,024.
+//
+// Why: a set of known size is one hash table made at once, while one
+// without grows by rehashing as elements arrive, which took 0.2 s of
+// the 0.3 s the kernel spent on a full program of 10,000 services x 10
+// endpoints. The size is a limit: a transaction that would overflow a
+// set fails whole and changes nothing, and Apply then rewrites the table
+// (a full sync), which sizes every set anew.
+func setSize(n int) uint32 {
+	size := uint32(1024)
+	for int(size) < 2*n && size < 1<<31 {
+		size <<= 1
+	}
+	return size
 }
 
 // Element is one element of a dispatch map or a no-endpoints set (an
 // external address, protocol and port), or of an endpoints map (the
-// Index-th endpoint To of the service-port chain Chain).
+// Index-th endpoint To of that address, protocol and port).
 type Element struct {
 	Set   string
 	Addr  netip.Addr
 	Proto lb.Protocol
 	Port  uint16
 	// Chain is the verdict ("goto Chain") of a dispatch map element;
-	// empty in a set. In an endpoints map, the chain whose endpoint
-	// this is.
+	// empty in a set and in an endpoints map.
 	Chain string
 	// Index and To: the endpoint of an endpoints map element.
 	Index uint32
 	To    netip.AddrPort
-	// id is chainID(Chain) in an endpoints map element.
-	id [2]uint32
 }
 
 // endpoint reports whether e is an element of an endpoints map.
@@ -134,22 +191,22 @@ func (e Element) endpoint() bool { return e.To.IsValid() }
 
 // key identifies e within its set: what the kernel keys it by.
 func (e Element) key() string {
+	k := e.Set + " " + netip.AddrPortFrom(e.Addr, e.Port).String() + "/" + string(e.Proto)
 	if e.endpoint() {
-		return e.Set + " " + e.Chain + "#" + strconv.FormatUint(uint64(e.Index), 10)
+		k += "#" + strconv.FormatUint(uint64(e.Index), 10)
 	}
-	return e.Set + " " + netip.AddrPortFrom(e.Addr, e.Port).String() + "/" + string(e.Proto)
+	return k
 }
 
 // sameValue reports whether e and o, of the same key, map to the same.
 func (e Element) sameValue(o Element) bool { return e.Chain == o.Chain && e.To == o.To }
 
 func (e Element) text() string {
-	if e.endpoint() {
-		id := e.id
-		return fmt.Sprintf("%#08x . %#08x . %d : %s . %d", id[0], id[1], e.Index, e.To.Addr(), e.To.Port())
-	}
 	s := fmt.Sprintf("%s . %s . %d", e.Addr, strings.ToLower(string(e.Proto)), e.Port)
-	if e.Chain != "" {
+	switch {
+	case e.endpoint():
+		s += fmt.Sprintf(" . %#08x : %s . %d", e.Index, e.To.Addr(), e.To.Port())
+	case e.Chain != "":
 		s += " : goto " + e.Chain
 	}
 	return s
@@ -164,6 +221,8 @@ type Ruleset struct {
 	Chains   []Chain
 	Elements []Element
 	Skipped  []lb.Skipped
+	// spreads counts the service ports served by each spread chain.
+	spreads map[spreadKey]int
 }
 
 // Render returns lbd's table for svcs under opts. It is pure: no I/O, and
@@ -178,24 +237,23 @@ func Render(svcs []lb.Service, opts Options) Ruleset {
 	return assemble(objs, opts)
 }
 
-// assemble joins rendered services and the fixed objects into a Ruleset.
+// assemble joins rendered services and the fixed objects into a Ruleset:
+// the fixed sets, then the endpoints maps the services use, then their
+// own sets; the fixed chains, then the spread chains, then their own.
 // A service claiming an address, protocol and port that an earlier one
-// holds is skipped whole, and so is one whose chain id (see
-// [EndpointsMap]) an earlier chain has, which 64 bits make unlikely
-// (about 10^-11 at 10,000 chains) but not impossible.
+// holds is skipped whole.
 func assemble(objs []serviceObjects, opts Options) Ruleset {
-	rs := Ruleset{Table: opts.table(), Sets: fixedSets(), Chains: fixedChains(opts)}
+	rs := Ruleset{Table: opts.table(), spreads: map[spreadKey]int{}}
 	// Sized in advance: growing these slices of structs with pointers
 	// was a third of the user time of a full program at 10,000 services.
-	nSets, nChains, nElems := len(rs.Sets), len(rs.Chains), 0
+	nSets, nChains, nElems := 0, 0, 0
 	for _, o := range objs {
 		nSets, nChains, nElems = nSets+len(o.sets), nChains+len(o.chains), nElems+len(o.elements)
 	}
-	rs.Sets = slices.Grow(rs.Sets, nSets-len(rs.Sets))
-	rs.Chains = slices.Grow(rs.Chains, nChains-len(rs.Chains))
+	sets := make([]Set, 0, nSets)
+	chains := make([]Chain, 0, nChains)
 	rs.Elements = make([]Element, 0, nElems)
 	owner := make(map[string]string, len(objs))
-	ids := make(map[[2]uint32]string, nChains)
 	for _, o := range objs {
 		if o.skipped != nil {
 			rs.Skipped = append(rs.Skipped, *o.skipped)
@@ -205,40 +263,35 @@ func assemble(objs []serviceObjects, opts Options) Ruleset {
 			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: k + " is already served by " + other})
 			continue
 		}
-		chainIDs := o.chainIDs()
-		if ch, other := o.idConflict(ids, chainIDs); other != "" {
-			rs.Skipped = append(rs.Skipped, lb.Skipped{Key: o.key, Reason: "chain " + ch + " has the endpoints map id of chain " + other})
-			continue
-		}
 		for _, e := range o.elements {
 			if !e.endpoint() {
 				owner[e.key()[len(e.Set)+1:]] = o.key
 			}
 		}
-		for i, c := range o.chains {
-			ids[chainIDs[i]] = c.Name
+		for _, k := range o.spreads {
+			rs.spreads[k]++
 		}
-		rs.Sets = append(rs.Sets, o.sets...)
-		rs.Chains = append(rs.Chains, o.chains...)
+		sets = append(sets, o.sets...)
+		chains = append(chains, o.chains...)
 		rs.Elements = append(rs.Elements, o.elements...)
 	}
-	return rs
-}
-
-func fixedSets() []Set {
-	return append(dispatchSets(), endpointsMaps()...)
-}
-
-// endpointsMaps are the shards of the endpoints maps, IPv4 then IPv6.
-func endpointsMaps() []Set {
-	var out []Set
-	for _, f := range []family{ipv4, ipv6} {
-		for i := range EndpointsMaps {
-			out = append(out, Set{Name: fmt.Sprintf("endpoints%d-%02x", f, i), Type: endpointsKeyType,
-				Data: f.word()[:2] + "v" + strconv.Itoa(int(f)) + "_addr . inet_service", family: f, concat: true})
-		}
+	keys := slices.SortedFunc(maps.Keys(rs.spreads), spreadKey.less)
+	rs.Sets = dispatchSets()
+	rs.Chains = fixedChains(opts)
+	for _, k := range keys {
+		rs.Sets = append(rs.Sets, k.set())
+		rs.Chains = append(rs.Chains, k.spreadChain(opts))
 	}
-	return out
+	count := map[string]int{}
+	for _, e := range rs.Elements {
+		count[e.Set]++
+	}
+	for i := range rs.Sets {
+		rs.Sets[i].Size = setSize(count[rs.Sets[i].Name])
+	}
+	rs.Sets = append(rs.Sets, sets...) // affinity sets: the packet path fills them
+	rs.Chains = append(rs.Chains, chains...)
+	return rs
 }
 
 // dispatchSets are the dispatch maps and the no-endpoints sets.
@@ -319,6 +372,9 @@ type serviceObjects struct {
 	chains   []Chain
 	sets     []Set
 	elements []Element
+	// spreads are the spread chains the service's ports go to, one
+	// per port and family.
+	spreads []spreadKey
 	// skipped is set when the service cannot be programmed at all.
 	skipped *lb.Skipped
 }
@@ -338,26 +394,6 @@ func (o *serviceObjects) conflict(owner map[string]string) (string, string) {
 	return "", ""
 }
 
-// idConflict returns the first chain of o whose id ids gives to another
-// chain, and that chain.
-func (o *serviceObjects) idConflict(ids map[[2]uint32]string, chainIDs [][2]uint32) (string, string) {
-	for i, c := range o.chains {
-		if other, ok := ids[chainIDs[i]]; ok && other != c.Name {
-			return c.Name, other
-		}
-	}
-	return "", ""
-}
-
-// chainIDs returns the id of each chain of o.
-func (o *serviceObjects) chainIDs() [][2]uint32 {
-	out := make([][2]uint32, len(o.chains))
-	for i, c := range o.chains {
-		out[i] = chainID(c.Name)
-	}
-	return out
-}
-
 // renderService renders one service. A nil or unexposed service renders
 // to nothing.
 func renderService(s *lb.Service, opts Options) serviceObjects {
@@ -367,7 +403,7 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 	o := serviceObjects{key: s.Key()}
 	n := 0
 	for _, p := range s.Ports {
-		n += len(p.Endpoints) + len(s.ExternalIPs)
+		n += (len(p.Endpoints) + 1) * len(s.ExternalIPs)
 	}
 	o.elements = make([]Element, 0, n)
 	for _, p := range s.Ports {
@@ -375,7 +411,6 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 			o.skipped = &lb.Skipped{Key: s.Key(), Reason: fmt.Sprintf("port %s: protocol %q is not TCP, UDP or SCTP", p, p.Protocol)}
 			return serviceObjects{key: s.Key(), skipped: o.skipped}
 		}
-		key := p.Key(s)
 		for _, f := range []family{ipv4, ipv6} {
 			var vips []netip.Addr
 			for _, ip := range s.ExternalIPs {
@@ -398,16 +433,11 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 				set = NoEndpointsSet6
 			}
 			if len(eps) > 0 {
-				chain = ServicePortChain(key, f == ipv6)
 				set = ServicesMap4
 				if f == ipv6 {
 					set = ServicesMap6
 				}
-				var c Chain
-				var sets []Set
-				c, sets, o.elements = portChain(chain, f, eps, s, opts, o.elements)
-				o.chains = append(o.chains, c)
-				o.sets = append(o.sets, sets...)
+				chain = o.renderPort(s, p, f, vips, eps, opts)
 			}
 			for _, ip := range vips {
 				o.elements = append(o.elements, Element{Set: set, Addr: ip, Proto: p.Protocol, Port: p.Port, Chain: chain})
@@ -417,35 +447,67 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 	return o
 }
 
-// portChain renders the chain of one service port and family with ready
-// endpoints, its affinity sets and its endpoints map elements: the
-// source-range check, the mark, then the spread. Without affinity the
-// spread is one rule, "dnat to <chain id> . numgen random mod n map
-// @endpoints4", the map holding the chain's n endpoints (one endpoint:
-// a plain dnat). With ClientIP affinity it is one rule per endpoint that
-// sends a known client back, then rule i of n DNATs with probability
-// 1/(n-i) and records the client, the last one always, so each endpoint
-// gets 1/n.
+// renderPort adds to o what serves port p of s in family f, at vips, over
+// its ready endpoints eps, and returns the chain the dispatch map goes
+// to.
 //
-// Why one rule: the kernel's cost of a transaction grows with the rules
-// and expressions of the whole table (it parses each expression, and
-// every commit walks all the table's rules to validate them), while map
-// elements are cheap and their changes need no validation.
-// The elements are appended to elems.
-func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Options, elems []Element) (Chain, []Set, []Element) {
-	c := Chain{Name: name}
-	m := opts.mark()
-	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
+// Without ClientIP affinity that is the shared spread chain of
+// len(eps) endpoints, the port's endpoints going into its map at each of
+// vips. With source ranges the port has a chain of its own first, which
+// sends the clients inside a range on to the spread chain and drops the
+// others (a service with ranges of the other family only drops every
+// client of this one).
+//
+// With ClientIP affinity the port has a chain of its own: one rule per
+// endpoint that sends a known client back, then rule i of n DNATs with
+// probability 1/(n-i) and records the client, the last one always, so
+// each endpoint gets 1/n. Source ranges are checked first, by rules that
+// mark the clients inside a range; the unmarked are dropped.
+func (o *serviceObjects) renderPort(s *lb.Service, p lb.Port, f family, vips []netip.Addr, eps []lb.Endpoint, opts Options) string {
 	var ranges []netip.Prefix
 	for _, r := range s.SourceRanges {
 		if familyOf(r.Addr()) == f {
 			ranges = append(ranges, r)
 		}
 	}
+	if s.Affinity == lb.AffinityClientIP {
+		own := ServicePortChain(p.Key(s), f == ipv6)
+		c, sets := affinityChain(own, f, eps, s, ranges, opts)
+		o.chains = append(o.chains, c)
+		o.sets = append(o.sets, sets...)
+		return own
+	}
+	k := spreadKey{f, len(eps)}
+	o.spreads = append(o.spreads, k)
+	for _, ip := range vips {
+		for i, e := range eps {
+			o.elements = append(o.elements, Element{Set: k.mapName(), Addr: ip, Proto: p.Protocol, Port: p.Port,
+				Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port)})
+		}
+	}
+	if len(s.SourceRanges) == 0 {
+		return k.chain()
+	}
+	own := ServicePortChain(p.Key(s), f == ipv6)
+	c := Chain{Name: own}
+	for _, r := range ranges {
+		c.Rules = append(c.Rules, Rule{
+			Text:  f.word() + " saddr " + r.String() + " goto " + k.chain(),
+			exprs: append(saddrIn(f, r), verdict(expr.VerdictGoto, k.chain())),
+		})
+	}
+	c.Rules = append(c.Rules, Rule{Text: "drop", exprs: []expr.Any{verdict(expr.VerdictDrop, "")}})
+	o.chains = append(o.chains, c)
+	return own
+}
+
+// affinityChain renders the chain of a service port with ClientIP
+// affinity (see renderPort) and its affinity sets.
+func affinityChain(name string, f family, eps []lb.Endpoint, s *lb.Service, ranges []netip.Prefix, opts Options) (Chain, []Set) {
+	c := Chain{Name: name}
+	m := opts.mark()
+	mark := Rule{Text: fmt.Sprintf("meta mark set meta mark | %#08x", m), exprs: markSet(m)}
 	if len(s.SourceRanges) > 0 {
-		// Only clients inside a range get the mark; the others are
-		// dropped. A service with ranges of the other family only
-		// drops every client of this one.
 		for _, r := range ranges {
 			c.Rules = append(c.Rules, Rule{
 				Text:  f.word() + " saddr " + r.String() + " " + mark.Text,
@@ -458,25 +520,6 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 		})
 	} else {
 		c.Rules = append(c.Rules, mark)
-	}
-	if s.Affinity != lb.AffinityClientIP {
-		spread := spreadRule(name, f, eps)
-		if len(s.SourceRanges) == 0 {
-			// One rule marks and DNATs: a rule costs the kernel more
-			// than its expressions do.
-			c.Rules = c.Rules[:0]
-			spread = Rule{Text: mark.Text + " " + spread.Text, exprs: slices.Concat(mark.exprs, spread.exprs)}
-		}
-		c.Rules = append(c.Rules, spread)
-		if len(eps) == 1 {
-			return c, nil, elems
-		}
-		id := chainID(name)
-		set := endpointsMap(id, f == ipv6)
-		for i, e := range eps {
-			elems = append(elems, Element{Set: set, Chain: name, Index: uint32(i), To: netip.AddrPortFrom(e.IP, e.Port), id: id})
-		}
-		return c, nil, elems
 	}
 	var sets []Set
 	timeout := s.AffinityTimeout
@@ -518,34 +561,12 @@ func portChain(name string, f family, eps []lb.Endpoint, s *lb.Service, opts Opt
 		ex = append(ex, dnatTo(e)...)
 		c.Rules = append(c.Rules, Rule{Text: strings.Join(text, " "), exprs: ex})
 	}
-	return c, sets, elems
+	return c, sets
 }
 
-// spreadRule is the DNAT of a chain without affinity: to the only
-// endpoint, or through the endpoints map.
-func spreadRule(chain string, f family, eps []lb.Endpoint) Rule {
-	if len(eps) == 1 {
-		e := eps[0]
-		return Rule{Text: "dnat " + f.word() + " to " + netip.AddrPortFrom(e.IP, e.Port).String(), exprs: dnatTo(e)}
-	}
-	id := chainID(chain)
-	set := endpointsMap(id, f == ipv6)
-	return Rule{
-		Text:  fmt.Sprintf("dnat %s to %#08x . %#08x . numgen random mod %d map @%s", f.word(), id[0], id[1], len(eps), set),
-		exprs: dnatSpread(f, id, uint32(len(eps)), set),
-	}
-}
-
-// endpointsKeyType is the key of the endpoints maps: the chain id, two
-// 32-bit words, and the endpoint's index.
-const endpointsKeyType = "mark . mark . mark"
-
-// chainID is the id of a service-port chain in the endpoints maps: the
-// first 64 bits of the SHA-256 of its name, as two host-order words.
-func chainID(chain string) [2]uint32 {
-	sum := sha256.Sum256([]byte(chain))
-	return [2]uint32{binary.BigEndian.Uint32(sum[0:4]), binary.BigEndian.Uint32(sum[4:8])}
-}
+// endpointsIndexType is the nft type of an endpoint's index in the
+// endpoints maps' keys: 32 bits in host order, as numgen writes it.
+const endpointsIndexType = "mark"
 
 // ServicePortChain returns the name of the chain of the service port with
 // the given key (lb.Port.Key, "namespace/name:port/protocol"): "svc-" and
@@ -563,8 +584,11 @@ func hash(s string, n int) string {
 	return base32.StdEncoding.EncodeToString(sum[:])[:n]
 }
 
-// Text returns rs in nft's syntax, as `nft -f` would take it (each rule's
-// kernel comment left out): the readable form the golden tests compare.
+// Text returns rs in nft's syntax (each rule's kernel comment left out):
+// the readable form the golden tests compare. It is close to what `nft
+// list` prints, not a script for `nft -f`, whose type checks refuse a few
+// forms the kernel takes (a numgen index keyed as a mark, a DNAT port
+// without a protocol match).
 func (rs Ruleset) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
@@ -583,6 +607,9 @@ func (rs Ruleset) Text() string {
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
 		if s.Timeout > 0 {
 			fmt.Fprintf(&b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", int64(s.Timeout.Seconds()))
+		}
+		if s.Size > 0 {
+			fmt.Fprintf(&b, "\t\tsize %d\n", s.Size)
 		}
 		if es := elems[s.Name]; len(es) > 0 {
 			b.WriteString("\t\telements = {\n")

@@ -62,20 +62,37 @@ func TestOptionsValidate(t *testing.T) {
 	}
 }
 
-// A change of one service's endpoints touches only that service's
-// endpoints map elements, and its chain only when their number changes;
-// a new service adds its chain and elements only.
+// A change of one service's endpoints touches only that service's map
+// elements: a change of their number moves them to the endpoints map of
+// the new number and the dispatch element to its spread chain; no chain
+// is touched. A new service adds its elements only; its spread chain is
+// added by tx.spreads when it is the first of its count.
 func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	svcs := goldenServices()
 	opts := DefaultOptions()
 	old := svcs[0]
 	nw := svc("web", 80, 8080, lb.TCP, []netip.Addr{pod0, pod1}, "192.168.121.201")
 	var ch tx
-	ch.diff(renderService(&old, opts), renderService(&nw, opts))
-	chain := ServicePortChain("default/web:80/TCP", false)
-	if len(ch.fillChains) != 1 || ch.fillChains[0].Name != chain || len(ch.delElements) != 1 || ch.delElements[0].Index != 2 ||
-		len(ch.addChains)+len(ch.delChains)+len(ch.addElements)+len(ch.addSets)+len(ch.delSets) != 0 {
-		t.Errorf("endpoint removed: %+v, want only %s refilled and its endpoint 2 deleted", ch, chain)
+	oldO, newO := renderService(&old, opts), renderService(&nw, opts)
+	ch.diff(oldO, newO)
+	sets := func(es []Element) map[string]int {
+		m := map[string]int{}
+		for _, e := range es {
+			m[e.Set]++
+		}
+		return m
+	}
+	if d := cmp.Diff(map[string]int{EndpointsMap(3, false): 3, ServicesMap4: 1}, sets(ch.delElements)); d != "" {
+		t.Errorf("endpoint removed: deleted elements (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(map[string]int{EndpointsMap(2, false): 2, ServicesMap4: 1}, sets(ch.addElements)); d != "" {
+		t.Errorf("endpoint removed: added elements (-want +got):\n%s", d)
+	}
+	if len(ch.fillChains)+len(ch.addChains)+len(ch.delChains)+len(ch.addSets)+len(ch.delSets) != 0 {
+		t.Errorf("endpoint removed: %+v, want no chain or set touched", ch)
+	}
+	if d := cmp.Diff([]spreadKey{{ipv4, 3}}, oldO.spreads, cmp.AllowUnexported(spreadKey{})); d != "" {
+		t.Errorf("old spreads (-want +got):\n%s", d)
 	}
 	moved := svc("web", 80, 8080, lb.TCP, []netip.Addr{pod0, pod1, pod2}, "192.168.121.201")
 	moved.Ports[0].Endpoints[0].Port = 9000
@@ -88,18 +105,48 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 	var add tx
 	n := svc("new", 90, 90, lb.UDP, []netip.Addr{pod2}, "192.168.121.209")
 	add.diff(serviceObjects{}, renderService(&n, opts))
-	if len(add.addChains) != 1 || len(add.addElements) != 1 || len(add.fillChains)+len(add.delChains)+len(add.delElements) != 0 {
-		t.Errorf("create: %+v", add)
+	if len(add.addElements) != 2 || len(add.addChains)+len(add.fillChains)+len(add.delChains)+len(add.delElements) != 0 {
+		t.Errorf("create: %+v, want its endpoint and dispatch elements only", add)
 	}
 	var del tx
 	del.diff(renderService(&n, opts), serviceObjects{})
-	if len(del.delChains) != 1 || len(del.delElements) != 1 || len(del.addChains)+len(del.addElements) != 0 {
+	if len(del.delElements) != 2 || len(del.delChains)+len(del.addChains)+len(del.addElements) != 0 {
 		t.Errorf("delete: %+v", del)
 	}
 	var none tx
 	none.diff(renderService(&old, opts), renderService(&old, opts))
 	if !none.empty() {
 		t.Errorf("no change: %+v, want empty", none)
+	}
+}
+
+// A spread chain and its map are added with the first service port of
+// their count and deleted with the last, after the chains that may go to
+// them; counts that stay above zero touch nothing.
+func TestTxSpreads(t *testing.T) {
+	opts := DefaultOptions()
+	three, two, one := spreadKey{ipv4, 3}, spreadKey{ipv4, 2}, spreadKey{ipv6, 1}
+	var t1 tx
+	t1.delChains = []string{"svc-A"}
+	after := t1.spreads(map[spreadKey]int{three: 1, two: 4}, map[spreadKey]int{three: -1, two: 1, one: 1}, opts)
+	if d := cmp.Diff(map[spreadKey]int{two: 5, one: 1}, after, cmp.AllowUnexported(spreadKey{})); d != "" {
+		t.Errorf("counts after (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"svc-A", SpreadChain(3, false)}, t1.delChains); d != "" {
+		t.Errorf("deleted chains (-want +got):\n%s", d)
+	}
+	var added []string
+	for _, c := range t1.addChains {
+		added = append(added, c.Name)
+	}
+	for _, s := range t1.addSets {
+		added = append(added, s.Name)
+	}
+	if d := cmp.Diff([]string{SpreadChain(1, true), EndpointsMap(1, true)}, added); d != "" {
+		t.Errorf("added (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{EndpointsMap(3, false)}, t1.delSets); d != "" {
+		t.Errorf("deleted sets (-want +got):\n%s", d)
 	}
 }
 
@@ -111,9 +158,9 @@ func TestBatchElementListFits(t *testing.T) {
 		a := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: byte(i)})
 		elems = append(elems, Element{Set: ServicesMap6, Addr: a, Proto: lb.SCTP, Port: 65535, Chain: ServicePortChain(fmt.Sprint(i), true)})
 	}
-	ch := ServicePortChain("x", true)
+	vip := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: 1})
 	for i := range elementsPerMessage {
-		elems = append(elems, Element{Set: EndpointsMap(ch, true), Chain: ch, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535), id: chainID(ch)})
+		elems = append(elems, Element{Set: EndpointsMap(elementsPerMessage, true), Addr: vip, Proto: lb.SCTP, Port: 65535, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535)})
 	}
 	tx := &tx{addElements: elems}
 	b, err := tx.marshal(&nftables.Table{Name: "lbd", Family: nftables.TableFamilyINet})
