@@ -120,6 +120,10 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 			diffs = append(diffs, fmt.Sprintf("%s: set %s is not lbd's current state (stale)", name, s.Name))
 		}
 	}
+	bySet := map[string][]int{}
+	for i, e := range want.Elements {
+		bySet[e.Set] = append(bySet[e.Set], i)
+	}
 	for _, want1 := range want.Sets {
 		setName := want1.Name
 		s := haveSets[setName]
@@ -133,10 +137,8 @@ func (b *Backend) verify(ctx context.Context, want Ruleset) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nft verify: elements of %s: %w", setName, err)
 		}
-		for _, e := range want.Elements {
-			if e.Set != setName {
-				continue
-			}
+		for _, i := range bySet[setName] {
+			e := want.Elements[i]
 			el := nfElement(e)
 			k := string(el.Key)
 			v, ok := got[k]
