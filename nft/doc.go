@@ -27,20 +27,23 @@
 //	nat-prerouting, nat-output: "daddr . l4proto . dport vmap @services4"
 //	    (and @services6): one hash lookup per new connection, whatever
 //	    the number of services
-//	spread4-<n> (spread6-<n>): one chain per number n of ready endpoints
-//	    that some service port without affinity has, shared by all such
+//	spread4-<n>-s<shard> (spread6-...): one chain per number n of ready
+//	    endpoints that some service port without affinity has, and per
+//	    shard (16, by the hash of the port's key), shared by all such
 //	    ports: one rule that marks the packet and DNATs it, "dnat to
 //	    daddr . l4proto . dport . numgen random mod n map
-//	    @endpoints4-<n>"
-//	endpoints4-<n>, endpoints6-<n>: "address . protocol . port . index :
-//	    endpoint address . port", the endpoints of every port served by
-//	    spread4-<n>; a change of a port's endpoints is elements here (and
-//	    its dispatch element, when their number changes), which the
-//	    kernel applies without revalidating the table
+//	    @endpoints4-<n>-s<shard>"
+//	endpoints4-<n>-s<shard>, endpoints6-...: "address . protocol . port .
+//	    index : endpoint address . port", the endpoints of every port
+//	    served by that chain; a change of a port's endpoints is elements
+//	    here (and its dispatch element, when their number changes), which
+//	    the kernel applies without revalidating the table; the shards keep
+//	    each map small enough to read back quickly (a set dump is
+//	    quadratic in its elements)
 //	svc-<hash> (svc6-<hash>): a chain of its own for a service port and
 //	    family with source ranges or ClientIP affinity, the hash that of
 //	    the iptables backend's LBD- chain. With source ranges and no
-//	    affinity: "saddr <range> goto spread4-<n>" per range, then drop.
+//	    affinity: "saddr <range> goto spread4-..." per range, then drop.
 //	    With affinity: the range checks marking first (and a drop of the
 //	    unmarked), then one dynamic set with the timeout per endpoint,
 //	    checked and renewed from the packet path, and the spread as one

@@ -319,7 +319,7 @@ func TestLab(t *testing.T) {
 		}
 		// web, ranged and dns spread over three pods; dns leaves for the
 		// spread chain of two, which appears, and no chain is rewritten.
-		webChain := SpreadChain(3, false)
+		webChain := SpreadChain("default/web:80/TCP", 3, false)
 		handles := regexp.MustCompile(`# handle \d+`)
 		webBefore := handles.FindAllString(run(l.LBNS, "nft", "-a", "list", "chain", "inet", "lbd", webChain), -1)
 		old := desired
@@ -332,7 +332,7 @@ func TestLab(t *testing.T) {
 		if after := handles.FindAllString(run(l.LBNS, "nft", "-a", "list", "chain", "inet", "lbd", webChain), -1); strings.Join(after, ",") != strings.Join(webBefore, ",") {
 			t.Errorf("web's chain was rewritten by a change of dns: handles %v -> %v", webBefore, after)
 		}
-		if out := run(l.LBNS, "nft", "list", "chain", "inet", "lbd", SpreadChain(2, false)); !strings.Contains(out, "numgen random mod 2") {
+		if out := run(l.LBNS, "nft", "list", "chain", "inet", "lbd", SpreadChain("default/dns:53/UDP", 2, false)); !strings.Contains(out, "numgen random mod 2") {
 			t.Errorf("spread chain of two endpoints:\n%s", out)
 		}
 		if got, err := udpAsk(c); err != nil || got == first {
@@ -364,7 +364,7 @@ func TestLab(t *testing.T) {
 		}
 		// dns was the last port of two endpoints: its spread chain and
 		// map went with it.
-		if out := run(l.LBNS, "nft", "list", "table", "inet", "lbd"); strings.Contains(out, SpreadChain(2, false)) || strings.Contains(out, EndpointsMap(2, false)) {
+		if out := run(l.LBNS, "nft", "list", "table", "inet", "lbd"); strings.Contains(out, SpreadChain("default/dns:53/UDP", 2, false)) || strings.Contains(out, EndpointsMap("default/dns:53/UDP", 2, false)) {
 			t.Errorf("the spread chain of two endpoints outlived its last port:\n%s", out)
 		}
 		if d := verify(); len(d) > 0 {
@@ -378,7 +378,7 @@ func TestLab(t *testing.T) {
 		}
 	})
 	t.Run("drift repaired", func(t *testing.T) {
-		chain := SpreadChain(3, false)
+		chain := SpreadChain("default/web:80/TCP", 3, false)
 		run(l.LBNS, "nft", "flush", "chain", "inet", "lbd", chain)
 		d := verify()
 		want := "table inet lbd: chain " + chain + " has 0 rules, want 1 (missing \"meta mark set meta mark | 0x00002000 dnat ip to "
@@ -466,14 +466,24 @@ func TestSetFullFallsBackToFullSync(t *testing.T) {
 	ns := newNetns(t)
 	b := nsBackend(t, ns, DefaultOptions())
 	ctx := t.Context()
-	first := bigServices(1, 2)
+	// One port's elements all go to one map: 600 addresses of two
+	// endpoints are 1,200 elements for a map of 1,024.
+	pods := []netip.Addr{netip.MustParseAddr("10.246.0.1"), netip.MustParseAddr("10.246.0.2")}
+	first := []lb.Service{svc("many", 80, 8080, lb.TCP, pods, "198.18.0.1")}
 	if err := lab.InNS(ns, func() error { _, err := b.Apply(ctx, first, creates(first)); return err }); err != nil {
 		t.Fatal(err)
 	}
-	// 600 more ports of two endpoints: 1,202 elements for a map of 1,024.
-	all := bigServices(601, 2)
+	var vips []string
+	for i := range 600 {
+		vips = append(vips, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i + 1)}).String())
+	}
+	all := []lb.Service{svc("many", 80, 8080, lb.TCP, pods, vips...)}
+	epMap := EndpointsMap("default/many:80/TCP", 2, false)
 	before := b.Calls()
-	if err := lab.InNS(ns, func() error { _, err := b.Apply(ctx, all, creates(all[1:])); return err }); err != nil {
+	if err := lab.InNS(ns, func() error {
+		_, err := b.Apply(ctx, all, []lb.Change{{Kind: lb.Update, Old: &first[0], New: &all[0]}})
+		return err
+	}); err != nil {
 		t.Fatalf("Apply past a set's size: %v", err)
 	}
 	if n := b.Calls() - before; n != 2 {
@@ -492,7 +502,7 @@ func TestSetFullFallsBackToFullSync(t *testing.T) {
 		}
 		sets, err := c.GetSets(b.table)
 		for _, s := range sets {
-			if s.Name == EndpointsMap(2, false) {
+			if s.Name == epMap {
 				size = s.Size
 			}
 		}
@@ -505,6 +515,6 @@ func TestSetFullFallsBackToFullSync(t *testing.T) {
 		t.Errorf("Verify after the fallback:\n%s", strings.Join(d, "\n"))
 	}
 	if size != 4096 {
-		t.Errorf("%s has size %d, want 4096 (room for twice its 1,202 elements)", EndpointsMap(2, false), size)
+		t.Errorf("%s has size %d, want 4096 (room for twice its 1,200 elements)", epMap, size)
 	}
 }

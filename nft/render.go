@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"net/netip"
 	"slices"
@@ -33,7 +34,8 @@ const (
 
 // The shared spread chains and endpoints maps. Every service port
 // without ClientIP affinity whose family has n ready endpoints is served
-// by the chain SpreadChain(n) and the map EndpointsMap(n): the chain's
+// by the chain SpreadChain(key, n) and the map EndpointsMap(key, n), one
+// of SpreadShards for that family and n: the chain's
 // one rule marks the packet and DNATs it to "daddr . l4proto . dport .
 // numgen random mod n" looked up in the map, whose elements hold each
 // such port's endpoints, "address . protocol . port . index : endpoint
@@ -44,20 +46,34 @@ const (
 // per rule (each expression is parsed, each rule's set lookups bound and
 // checked, the table revalidated), while map elements are cheap. With a
 // chain and a rule per service port, 10,000 ports cost 0.25 s of kernel
-// time in a full program; with the shared chains there are as many as
-// distinct endpoint counts, and a change of endpoints is map elements
-// only. One map per count also keeps each map bound to one rule, and the
+// time in a full program; with the shared chains there are at most
+// SpreadShards per distinct endpoint count, and a change of endpoints is
+// map elements only. One map per chain also keeps each map bound to one
+// rule, and the
 // kernel checks an element added to a map against every rule bound to
 // it.
 
-// SpreadChain returns the name of the shared chain that spreads new
-// connections over n endpoints: "spread4-<n>", or "spread6-<n>".
-func SpreadChain(n int, v6 bool) string { return spreadKey{familyOfV6(v6), n}.chain() }
+// SpreadShards is the number of spread chains, and so of endpoints maps,
+// per family and number of endpoints; a port's shard is chosen by the
+// hash of its key. Why: the kernel dumps a set's elements in chunks of
+// 32 KB, walking the set from its start for each, so reading a map back
+// (the drift check, explain) is quadratic in its elements: 0.9 s for
+// one map of 100,000, 1/16 of that for 16.
+const SpreadShards = 16
 
-// EndpointsMap returns the name of the map of the endpoints of every
-// service port served by SpreadChain(n, v6): "endpoints4-<n>", or
-// "endpoints6-<n>".
-func EndpointsMap(n int, v6 bool) string { return spreadKey{familyOfV6(v6), n}.mapName() }
+// SpreadChain returns the name of the shared chain that spreads new
+// connections over n endpoints for the port with the given key
+// (lb.Port.Key, "namespace/name:port/protocol"):
+// "spread4-<n>-s<shard>", or "spread6-...".
+func SpreadChain(portKey string, n int, v6 bool) string {
+	return newSpreadKey(portKey, familyOfV6(v6), n).chain()
+}
+
+// EndpointsMap returns the name of the map that SpreadChain's rule
+// looks endpoints up in: "endpoints4-<n>-s<shard>", or "endpoints6-...".
+func EndpointsMap(portKey string, n int, v6 bool) string {
+	return newSpreadKey(portKey, familyOfV6(v6), n).mapName()
+}
 
 func familyOfV6(v6 bool) family {
 	if v6 {
@@ -68,20 +84,31 @@ func familyOfV6(v6 bool) family {
 
 // spreadKey names one shared spread chain and its endpoints map.
 type spreadKey struct {
-	f family
-	n int
+	f        family
+	n, shard int
 }
 
-func (k spreadKey) chain() string { return "spread" + strconv.Itoa(int(k.f)) + "-" + strconv.Itoa(k.n) }
-func (k spreadKey) mapName() string {
-	return "endpoints" + strconv.Itoa(int(k.f)) + "-" + strconv.Itoa(k.n)
+func newSpreadKey(portKey string, f family, n int) spreadKey {
+	h := fnv.New32a()
+	h.Write([]byte(portKey))
+	return spreadKey{f, n, int(h.Sum32() % SpreadShards)}
 }
+
+func (k spreadKey) suffix() string {
+	return strconv.Itoa(int(k.f)) + "-" + strconv.Itoa(k.n) + "-s" + strconv.Itoa(k.shard)
+}
+
+func (k spreadKey) chain() string   { return "spread" + k.suffix() }
+func (k spreadKey) mapName() string { return "endpoints" + k.suffix() }
 
 func (k spreadKey) less(o spreadKey) int {
 	if k.f != o.f {
 		return int(k.f) - int(o.f)
 	}
-	return k.n - o.n
+	if k.n != o.n {
+		return k.n - o.n
+	}
+	return k.shard - o.shard
 }
 
 // set is k's endpoints map.
@@ -451,9 +478,9 @@ func renderService(s *lb.Service, opts Options) serviceObjects {
 // its ready endpoints eps, and returns the chain the dispatch map goes
 // to.
 //
-// Without ClientIP affinity that is the shared spread chain of
-// len(eps) endpoints, the port's endpoints going into its map at each of
-// vips. With source ranges the port has a chain of its own first, which
+// Without ClientIP affinity that is the port's shard of the shared
+// spread chains of len(eps) endpoints, the port's endpoints going into
+// its map at each of vips. With source ranges the port has a chain of its own first, which
 // sends the clients inside a range on to the spread chain and drops the
 // others (a service with ranges of the other family only drops every
 // client of this one).
@@ -477,7 +504,7 @@ func (o *serviceObjects) renderPort(s *lb.Service, p lb.Port, f family, vips []n
 		o.sets = append(o.sets, sets...)
 		return own
 	}
-	k := spreadKey{f, len(eps)}
+	k := newSpreadKey(p.Key(s), f, len(eps))
 	o.spreads = append(o.spreads, k)
 	for _, ip := range vips {
 		for i, e := range eps {

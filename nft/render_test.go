@@ -82,16 +82,16 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 		}
 		return m
 	}
-	if d := cmp.Diff(map[string]int{EndpointsMap(3, false): 3, ServicesMap4: 1}, sets(ch.delElements)); d != "" {
+	if d := cmp.Diff(map[string]int{EndpointsMap("default/web:80/TCP", 3, false): 3, ServicesMap4: 1}, sets(ch.delElements)); d != "" {
 		t.Errorf("endpoint removed: deleted elements (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff(map[string]int{EndpointsMap(2, false): 2, ServicesMap4: 1}, sets(ch.addElements)); d != "" {
+	if d := cmp.Diff(map[string]int{EndpointsMap("default/web:80/TCP", 2, false): 2, ServicesMap4: 1}, sets(ch.addElements)); d != "" {
 		t.Errorf("endpoint removed: added elements (-want +got):\n%s", d)
 	}
 	if len(ch.fillChains)+len(ch.addChains)+len(ch.delChains)+len(ch.addSets)+len(ch.delSets) != 0 {
 		t.Errorf("endpoint removed: %+v, want no chain or set touched", ch)
 	}
-	if d := cmp.Diff([]spreadKey{{ipv4, 3}}, oldO.spreads, cmp.AllowUnexported(spreadKey{})); d != "" {
+	if d := cmp.Diff([]spreadKey{newSpreadKey("default/web:80/TCP", ipv4, 3)}, oldO.spreads, cmp.AllowUnexported(spreadKey{})); d != "" {
 		t.Errorf("old spreads (-want +got):\n%s", d)
 	}
 	moved := svc("web", 80, 8080, lb.TCP, []netip.Addr{pod0, pod1, pod2}, "192.168.121.201")
@@ -125,14 +125,14 @@ func TestDiffTouchesOnlyTheChange(t *testing.T) {
 // them; counts that stay above zero touch nothing.
 func TestTxSpreads(t *testing.T) {
 	opts := DefaultOptions()
-	three, two, one := spreadKey{ipv4, 3}, spreadKey{ipv4, 2}, spreadKey{ipv6, 1}
+	three, two, one := spreadKey{ipv4, 3, 0}, spreadKey{ipv4, 2, 5}, spreadKey{ipv6, 1, 0}
 	var t1 tx
 	t1.delChains = []string{"svc-A"}
 	after := t1.spreads(map[spreadKey]int{three: 1, two: 4}, map[spreadKey]int{three: -1, two: 1, one: 1}, opts)
 	if d := cmp.Diff(map[spreadKey]int{two: 5, one: 1}, after, cmp.AllowUnexported(spreadKey{})); d != "" {
 		t.Errorf("counts after (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"svc-A", SpreadChain(3, false)}, t1.delChains); d != "" {
+	if d := cmp.Diff([]string{"svc-A", three.chain()}, t1.delChains); d != "" {
 		t.Errorf("deleted chains (-want +got):\n%s", d)
 	}
 	var added []string
@@ -142,10 +142,10 @@ func TestTxSpreads(t *testing.T) {
 	for _, s := range t1.addSets {
 		added = append(added, s.Name)
 	}
-	if d := cmp.Diff([]string{SpreadChain(1, true), EndpointsMap(1, true)}, added); d != "" {
+	if d := cmp.Diff([]string{one.chain(), one.mapName()}, added); d != "" {
 		t.Errorf("added (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{EndpointsMap(3, false)}, t1.delSets); d != "" {
+	if d := cmp.Diff([]string{three.mapName()}, t1.delSets); d != "" {
 		t.Errorf("deleted sets (-want +got):\n%s", d)
 	}
 }
@@ -160,7 +160,7 @@ func TestBatchElementListFits(t *testing.T) {
 	}
 	vip := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: 1})
 	for i := range elementsPerMessage {
-		elems = append(elems, Element{Set: EndpointsMap(elementsPerMessage, true), Addr: vip, Proto: lb.SCTP, Port: 65535, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535)})
+		elems = append(elems, Element{Set: EndpointsMap("x", elementsPerMessage, true), Addr: vip, Proto: lb.SCTP, Port: 65535, Index: uint32(i), To: netip.AddrPortFrom(pod6, 65535)})
 	}
 	tx := &tx{addElements: elems}
 	b, err := tx.marshal(&nftables.Table{Name: "lbd", Family: nftables.TableFamilyINet})
