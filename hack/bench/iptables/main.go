@@ -38,6 +38,7 @@ func main() {
 	services := flag.Int("services", 10000, "services to program")
 	endpoints := flag.Int("endpoints", 10, "ready endpoints per service")
 	modes := flag.String("modes", "nft,legacy", "iptables modes to measure: nft, legacy")
+	addresses := flag.Int("addresses", 0, "put the services on this many addresses of one /24, on distinct ports (as a pool of a few LoadBalancer addresses holds them); 0: an address each")
 	compare := flag.Bool("compare", true, "also load the kube-proxy and flat layouts (kube-proxy's takes minutes with nft)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -50,7 +51,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	svcs := makeServices(*services, *endpoints)
+	svcs := makeServices(*services, *endpoints, *addresses)
 	fmt.Printf("iptables-bench: %d services x %d endpoints, %s, %d CPUs\n", *services, *endpoints, version(), runtime.NumCPU())
 	for _, mode := range strings.Split(*modes, ",") {
 		bin := "iptables-" + mode
@@ -105,13 +106,20 @@ func inFreshNS(host netns.NsHandle, f func() error) {
 	}
 }
 
-func makeServices(n, e int) []lb.Service {
+// makeServices returns n services of e endpoints each, on an address
+// each, or with addrs > 0 on addrs addresses of one /24 and distinct
+// ports.
+func makeServices(n, e, addrs int) []lb.Service {
 	svcs := make([]lb.Service, n)
 	for i := range svcs {
+		// 198.18.0.0/15 is the benchmarking range; no packet is sent.
+		ip, port := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)}), uint16(80)
+		if addrs > 0 {
+			ip, port = netip.AddrFrom4([4]byte{198, 18, 0, byte(i % addrs)}), uint16(10000+i/addrs)
+		}
 		s := lb.Service{Namespace: "bench", Name: fmt.Sprintf("svc%05d", i), Type: "LoadBalancer",
-			// 198.18.0.0/15 is the benchmarking range; no packet is sent.
-			ExternalIPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)})},
-			Ports:       []lb.Port{{Port: 80, Protocol: lb.TCP, TargetPort: "8080"}}}
+			ExternalIPs: []netip.Addr{ip},
+			Ports:       []lb.Port{{Port: port, Protocol: lb.TCP, TargetPort: "8080"}}}
 		for j := range e {
 			k := i*e + j
 			s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, lb.Endpoint{
@@ -158,7 +166,7 @@ func lbdScenario(bin string, svcs []lb.Service) (time.Duration, error) {
 	one := time.Since(start)
 
 	// A service created and one deleted: the -A/-D of single LBD-SERVICES lines.
-	extra := makeServices(len(svcs)+1, 10)[len(svcs)]
+	extra := makeServices(len(svcs)+1, 10, 0)[len(svcs)]
 	start = time.Now()
 	if _, err := b.Apply(ctx, append(desired, extra), []lb.Change{{Kind: lb.Create, New: &extra}}); err != nil {
 		return 0, err
