@@ -83,9 +83,9 @@ type Backend struct {
 	probe func(ctx context.Context) (procState, error)
 	// alive reports whether the process pid exists.
 	alive func(pid int) bool
-	// files is the number of files of the set being published, for the
-	// reload timeout.
-	files int
+	// services is the number of services of the set being published,
+	// for the reload timeout.
+	services int
 	// peerWait bounds the wait before a reload for the peers to be ready
 	// to hand the stick tables over (see awaitPeers).
 	peerWait time.Duration
@@ -323,7 +323,7 @@ func (b *Backend) applyRuntime(ctx context.Context, files, cur Files) (bool, err
 		b.log.Warn("runtime change failed; reloading instead", "err", err)
 		if names == nil {
 			// The files are right and the servers are not: reload them.
-			b.files = len(files)
+			b.services = len(files)
 			if err := b.reload(ctx); err != nil {
 				return false, err
 			}
@@ -519,7 +519,7 @@ func (b *Backend) publish(ctx context.Context, files, cur, foreign Files, pend *
 		}
 	}
 	gen := b.tree.current()
-	b.files = len(files)
+	b.services = len(files)
 	if err := b.reload(ctx); err != nil {
 		if re := (*ReloadError)(nil); errors.As(err, &re) && re.Pending {
 			// haproxy may be reading the files: they and the marker stay.

@@ -188,7 +188,7 @@ func (b *Backend) reloadHaproxy(ctx context.Context) error {
 	if !haveMaster {
 		return nil // nothing to confirm with: the command's status is all we have
 	}
-	timeout := o.ReloadTimeoutFor(b.files)
+	timeout := o.ReloadTimeoutFor(b.services)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last procState

@@ -138,16 +138,19 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// ReloadTimeoutFor returns how long a reload of a configuration of files
-// service files may take before it counts as timed out: ReloadTimeout when
-// set, otherwise [BaseReloadTimeout] + files × [ReloadTimeoutPerFile]
-// (10 s, 12 s at 1,000 services, 30 s at 10,000). haproxy 2.6 needs about
-// 0.7 ms per file to re-execute its master and load them (7 s for 10,000
-// small files on a 2-core machine), so the default leaves a margin of
-// three or more.
-func (o Options) ReloadTimeoutFor(files int) time.Duration {
+// ReloadTimeoutFor returns how long a reload of a configuration of the
+// given number of services may take before it counts as timed out:
+// ReloadTimeout when set, otherwise [BaseReloadTimeout] + services ×
+// [ReloadTimeoutPerFile] (10 s, 12 s at 1,000 services, 30 s at 10,000).
+// It counts services, not the files on disk: haproxy 2.6 needs about
+// 0.7 ms per file it opens to re-execute its master and load them (7 s
+// for 10,000 small files on a 2-core machine), and past
+// [Options.FilesPerService] the services share 256 shard files, which
+// open faster but hold as many sections to parse; the default leaves a
+// margin of three or more either way.
+func (o Options) ReloadTimeoutFor(services int) time.Duration {
 	if o.ReloadTimeout > 0 {
 		return o.ReloadTimeout
 	}
-	return BaseReloadTimeout + time.Duration(files)*ReloadTimeoutPerFile
+	return BaseReloadTimeout + time.Duration(services)*ReloadTimeoutPerFile
 }

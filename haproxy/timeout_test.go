@@ -18,9 +18,9 @@ import (
 
 func TestReloadTimeoutFor(t *testing.T) {
 	tests := []struct {
-		set   time.Duration
-		files int
-		want  time.Duration
+		set      time.Duration
+		services int
+		want     time.Duration
 	}{
 		{0, 0, 10 * time.Second},
 		{0, 1000, 12 * time.Second},
@@ -29,12 +29,12 @@ func TestReloadTimeoutFor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		o := Options{ReloadTimeout: tt.set}
-		if got := o.ReloadTimeoutFor(tt.files); got != tt.want {
-			t.Errorf("Options{ReloadTimeout: %v}.ReloadTimeoutFor(%d) = %v, want %v", tt.set, tt.files, got, tt.want)
+		if got := o.ReloadTimeoutFor(tt.services); got != tt.want {
+			t.Errorf("Options{ReloadTimeout: %v}.ReloadTimeoutFor(%d) = %v, want %v", tt.set, tt.services, got, tt.want)
 		}
 	}
 	if got := DefaultOptions().ReloadTimeout; got != 0 {
-		t.Errorf("DefaultOptions().ReloadTimeout = %v, want 0 (scale with the files)", got)
+		t.Errorf("DefaultOptions().ReloadTimeout = %v, want 0 (scale with the services)", got)
 	}
 }
 
