@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -54,6 +55,9 @@ type testSSHD struct {
 	clientKey string // private key file
 	client    ssh.Signer
 	log       *lockedBuffer
+	// home is root's home, under an empty tmpfs in sshd's mount
+	// namespace.
+	home string
 }
 
 func writeKey(t *testing.T, file string, priv any) ssh.Signer {
@@ -129,7 +133,16 @@ LogLevel VERBOSE
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation directory
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(sshdPath, "-D", "-e", "-f", confFile)
+	// Sessions run root's login shell, which reads root's dotfiles: the
+	// host's, with whatever they do (a pyenv rehash waiting on the lock
+	// that a session killed by a test left behind made every later
+	// session hang for a minute). sshd runs in a mount namespace of its
+	// own (unshare execs, so the pid stays sshd's) with an empty tmpfs
+	// over root's home, which the host never sees.
+	home := rootHome(t)
+	script := `mount -t tmpfs -o mode=0700,size=16m lbd-test-home "$1" && exec "$2" -D -e -f "$3"`
+	d.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh", home, sshdPath, confFile)
+	d.home = home
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -157,6 +170,20 @@ LogLevel VERBOSE
 		time.Sleep(50 * time.Millisecond)
 	}
 	return d
+}
+
+// rootHome returns root's home directory from the user database, as
+// sshd finds it.
+func rootHome(t *testing.T) string {
+	t.Helper()
+	u, err := user.LookupId("0")
+	if err != nil {
+		t.Fatalf("root's home: %v", err)
+	}
+	if !filepath.IsAbs(u.HomeDir) || u.HomeDir == "/" {
+		t.Fatalf("root's home %q: want an absolute path below /", u.HomeDir)
+	}
+	return u.HomeDir
 }
 
 func hasIPv6Loopback() bool {
@@ -742,4 +769,35 @@ func mustRead(t *testing.T, f string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestSSHDHomeIsolated: the test sshd sees an empty tmpfs over root's
+// home, and the host does not, so no dotfile of the host runs in a
+// session.
+func TestSSHDHomeIsolated(t *testing.T) {
+	d := startSSHD(t)
+	mounted := func(mountinfo string) bool {
+		for _, l := range strings.Split(mountinfo, "\n") {
+			// "id parent maj:min root mountpoint opts ... - fstype source ..."
+			f := strings.Fields(l)
+			if len(f) > 4 && f[4] == d.home && strings.Contains(l, " - tmpfs lbd-test-home ") {
+				return true
+			}
+		}
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mounted(string(b)) {
+		t.Errorf("sshd (pid %d) has no tmpfs over %s:\n%s", d.cmd.Process.Pid, d.home, b)
+	}
+	host, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mounted(string(host)) {
+		t.Errorf("the tmpfs over %s reached the host's mount namespace", d.home)
+	}
 }
