@@ -169,16 +169,16 @@ func (b *batch) elements(table *nftables.Table, set string, all []Element, indic
 		e := &all[i]
 		item := b.nest(unix.NFTA_LIST_ELEM)
 		key := b.nest(unix.NFTA_SET_ELEM_KEY)
-		n := 4*(e.Addr.BitLen()/32) + 8
-		if e.endpoint() {
-			n += 4
-		}
-		b.buf = binary.NativeEndian.AppendUint16(b.buf, uint16(unix.SizeofNlAttr+n))
+		// The key goes straight into the buffer, its length patched in
+		// after it (a multiple of 4: no padding).
+		v := len(b.buf)
+		b.buf = append(b.buf, 0, 0)
 		b.buf = binary.NativeEndian.AppendUint16(b.buf, unix.NFTA_DATA_VALUE)
 		b.buf = appendServiceKey(b.buf, e.Addr, e.Proto, e.Port)
 		if e.endpoint() {
 			b.buf = binary.NativeEndian.AppendUint32(b.buf, e.Index)
 		}
+		b.end(v)
 		b.end(key)
 		switch {
 		case e.endpoint():

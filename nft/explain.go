@@ -74,22 +74,36 @@ func explainRendered(rs Ruleset, p lb.Port, addr netip.Addr) lb.Live {
 			l.Rejects = true
 			continue
 		}
-		// The port's chain, and the spread chain it may go to.
-		for name := el.Chain; name != ""; {
-			c, ok := chains[name]
-			if !ok {
-				break
-			}
+		for _, c := range chainPath(chains, el.Chain) {
 			l.Objects = append(l.Objects, chainObject(c.Name, len(c.Rules)))
-			var rules [][]expr.Any
-			for _, r := range c.Rules {
-				rules = append(rules, r.exprs)
-			}
-			readChain(&l, rules, timeouts)
-			name = goesTo(rules, name)
+			readChain(&l, c.exprs(), timeouts)
 		}
 	}
 	return l
+}
+
+// chainPath returns the rendered chains a dispatch element's verdict
+// leads through: the port's chain, and the spread chain it may go to.
+func chainPath(chains map[string]Chain, start string) []Chain {
+	var out []Chain
+	for name := start; name != ""; {
+		c, ok := chains[name]
+		if !ok {
+			break
+		}
+		out = append(out, c)
+		name = goesTo(c.exprs(), name)
+	}
+	return out
+}
+
+// exprs returns the expressions of c's rules.
+func (c Chain) exprs() [][]expr.Any {
+	out := make([][]expr.Any, len(c.Rules))
+	for i, r := range c.Rules {
+		out[i] = r.exprs
+	}
+	return out
 }
 
 // goesTo returns the chain other than from that rules go to, if any.
@@ -205,18 +219,7 @@ func (b *Backend) explainKernel(ctx context.Context, rs Ruleset, p lb.Port, addr
 		if goTo != "" && goTo != el.Chain {
 			l.Drift = append(l.Drift, fmt.Sprintf("element %s goes to chain %s, want %s", Element{Addr: addr, Proto: p.Protocol, Port: p.Port}.text(), goTo, el.Chain))
 		}
-		for name := el.Chain; name != ""; {
-			ch, ok := rendered[name]
-			if !ok {
-				break
-			}
-			want = append(want, ch)
-			var exprs [][]expr.Any
-			for _, r := range ch.Rules {
-				exprs = append(exprs, r.exprs)
-			}
-			name = goesTo(exprs, name)
-		}
+		want = append(want, chainPath(rendered, el.Chain)...)
 	}
 	if goTo == "" && len(want) > 0 {
 		goTo = want[0].Name
